@@ -1,0 +1,26 @@
+"""aitoolbox.loop: the training-loop engine (TTModel, TrainLoop, callbacks, AMP)."""
+
+from aitoolbox.loop._device import move_to_device, resolve_device
+from aitoolbox.loop._version import __version__
+from aitoolbox.loop.amp import AmpConfig, resolve_amp
+from aitoolbox.loop.errors import LoopConfigError, LoopError, ModelNotSupportedError, NonFiniteLossError
+from aitoolbox.loop.history import TrainingHistory
+from aitoolbox.loop.model import ModelWrap, TTModel, as_ttmodel
+from aitoolbox.loop.train_loop import TrainLoop
+
+__all__ = [
+    "AmpConfig",
+    "LoopConfigError",
+    "LoopError",
+    "ModelNotSupportedError",
+    "ModelWrap",
+    "NonFiniteLossError",
+    "TTModel",
+    "TrainLoop",
+    "TrainingHistory",
+    "__version__",
+    "as_ttmodel",
+    "move_to_device",
+    "resolve_amp",
+    "resolve_device",
+]

@@ -1,0 +1,114 @@
+"""Device selection and batch transfer: ``non_blocking`` copies, and a CUDA side-stream prefetcher."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+from aitoolbox.loop.errors import LoopConfigError
+
+__all__ = ["CudaPrefetcher", "move_to_device", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None, cuda_device_idx: int | None = None) -> torch.device:
+    """Return the device to train on: ``device`` if given, else ``cuda`` when available, else ``cpu``."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0 if cuda_device_idx is None else cuda_device_idx)
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise LoopConfigError(f"device must be e.g. 'cpu', 'cuda' or 'cuda:1', got {device!r}") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LoopConfigError(f"device={device!r} but CUDA is not available here; use device='cpu'")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device() if cuda_device_idx is None else cuda_device_idx)
+    return dev
+
+
+def move_to_device(batch: Any, device: torch.device, non_blocking: bool = True) -> Any:
+    """Move every tensor inside ``batch`` (tuples, lists, namedtuples, dicts, dataclasses) to ``device``.
+
+    Tensors already on ``device`` are returned as they are; other leaves (strings, numbers) are left alone.
+
+    Example:
+        >>> import torch
+        >>> out = move_to_device({"x": torch.ones(2), "ids": [1, 2]}, torch.device("cpu"))
+        >>> out["x"].device.type, out["ids"]
+        ('cpu', [1, 2])
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, tuple):
+        moved = [move_to_device(b, device, non_blocking) for b in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)
+    if isinstance(batch, list):
+        return [move_to_device(b, device, non_blocking) for b in batch]
+    if isinstance(batch, Mapping):
+        items = {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+        try:
+            return type(batch)(items)  # keeps OrderedDict / BatchEncoding-like mappings
+        except TypeError:
+            return items
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        changes = {
+            f.name: move_to_device(getattr(batch, f.name), device, non_blocking) for f in dataclasses.fields(batch)
+        }
+        return dataclasses.replace(batch, **changes)
+    return batch
+
+
+def _record_stream(batch: Any, stream: torch.cuda.Stream) -> None:
+    if isinstance(batch, torch.Tensor):
+        if batch.is_cuda:
+            batch.record_stream(stream)
+    elif isinstance(batch, (tuple, list)):
+        for b in batch:
+            _record_stream(b, stream)
+    elif isinstance(batch, Mapping):
+        for b in batch.values():
+            _record_stream(b, stream)
+    elif dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        for f in dataclasses.fields(batch):
+            _record_stream(getattr(batch, f.name), stream)
+
+
+class CudaPrefetcher:
+    """Iterate a loader while the *next* batch is copied to the GPU on a side stream.
+
+    The compute stream waits for the copy only when it takes the batch, and each tensor is marked with
+    ``record_stream`` so the caching allocator does not reuse its memory while the step still reads it. Copies overlap
+    compute when the loader yields pinned memory (``DataLoader(pin_memory=True)``).
+    """
+
+    def __init__(self, loader: Iterable[Any], device: torch.device) -> None:
+        self.loader = loader
+        self.device = device
+        self.stream = torch.cuda.Stream(device=device)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def _load(self, it: Iterator[Any]) -> tuple[bool, Any]:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return False, None
+        with torch.cuda.stream(self.stream):
+            return True, move_to_device(batch, self.device, non_blocking=True)
+
+    def __iter__(self) -> Iterator[Any]:
+        it = iter(self.loader)
+        has_next, nxt = self._load(it)
+        current = torch.cuda.current_stream(self.device)
+        while has_next:
+            current.wait_stream(self.stream)
+            batch = nxt
+            _record_stream(batch, current)
+            has_next, nxt = self._load(it)
+            yield batch

@@ -1,0 +1,165 @@
+"""Evaluation passes: batch-size weighted loss and concatenated predictions, without touching the global RNG."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+from aitoolbox.loop._device import move_to_device
+from aitoolbox.loop.amp import AmpConfig
+from aitoolbox.loop.model import TTModel
+
+__all__ = ["evaluate_loss", "infer_batch_size", "predict", "preserve_rng"]
+
+
+@contextlib.contextmanager
+def preserve_rng(device: torch.device) -> Iterator[None]:
+    """Restore the Python, NumPy and torch (CPU and ``device``) RNG states on exit.
+
+    Creating a DataLoader iterator draws a seed from torch's global generator, and datasets may use ``random`` or
+    NumPy in their transforms; evaluation must not shift the training run's random stream.
+    """
+    py_state = random.getstate()
+    np_random = None
+    try:
+        import numpy.random as np_random  # torch needs numpy only optionally
+    except ImportError:
+        pass
+    np_state = np_random.get_state() if np_random is not None else None
+    cpu_state = torch.random.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        if np_random is not None:
+            np_random.set_state(np_state)
+        torch.random.set_rng_state(cpu_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state, device)
+
+
+def infer_batch_size(batch: Any) -> int:
+    """The size of the first dimension of the first tensor found in ``batch`` (1 when there is none).
+
+    Example:
+        >>> import torch
+        >>> infer_batch_size((torch.zeros(5, 3), torch.zeros(5)))
+        5
+    """
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, (tuple, list)):
+        for b in batch:
+            n = _find_size(b)
+            if n is not None:
+                return n
+        return len(batch) or 1
+    n = _find_size(batch)
+    return 1 if n is None else n
+
+
+def _find_size(obj: Any) -> int | None:
+    if isinstance(obj, torch.Tensor):
+        return int(obj.shape[0]) if obj.dim() else 1
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):  # numpy arrays
+        return int(obj.shape[0]) if len(obj.shape) else 1
+    if isinstance(obj, (tuple, list)):
+        for o in obj:
+            n = _find_size(o)
+            if n is not None:
+                return n
+    if isinstance(obj, Mapping):
+        for o in obj.values():
+            n = _find_size(o)
+            if n is not None:
+                return n
+    return None
+
+
+def _autocast(amp: AmpConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if amp.dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp.dtype)
+
+
+def evaluate_loss(
+    model: TTModel,
+    loader: Iterable[Any],
+    criterion: Callable[..., torch.Tensor] | None,
+    device: torch.device,
+    amp: AmpConfig,
+) -> float:
+    """Mean of ``model.get_loss_eval`` over ``loader``, each batch weighted by its size (one host sync at the end)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    try:
+        with preserve_rng(device), torch.no_grad(), _autocast(amp, device):
+            for batch in loader:
+                batch = move_to_device(batch, device)
+                n = infer_batch_size(batch)
+                loss = model.get_loss_eval(batch, criterion, device)
+                total += loss.detach().to(torch.float64) * n
+                count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        return float("nan")
+    return float(total.item()) / count
+
+
+def _to_host(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", non_blocking=False)
+    return x
+
+
+def _concat(parts: list[Any]) -> Any:
+    if not parts:
+        return None
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat([p.reshape(1) if p.dim() == 0 else p for p in parts])
+    if hasattr(first, "shape") and hasattr(first, "dtype"):
+        import numpy as np
+
+        return np.concatenate([np.atleast_1d(p) for p in parts])
+    out: list[Any] = []
+    for p in parts:
+        if isinstance(p, (list, tuple)):
+            out.extend(p)
+        else:
+            out.append(p)
+    return out
+
+
+def predict(
+    model: TTModel, loader: Iterable[Any], device: torch.device, amp: AmpConfig
+) -> tuple[Any, Any, dict[str, Any] | None]:
+    """Run ``model.get_predictions`` over ``loader`` and concatenate ``(y_pred, y_true, metadata)`` on the CPU."""
+    was_training = model.training
+    model.eval()
+    preds: list[Any] = []
+    trues: list[Any] = []
+    meta: dict[str, list[Any]] | None = None
+    try:
+        with preserve_rng(device), torch.no_grad(), _autocast(amp, device):
+            for batch in loader:
+                batch = move_to_device(batch, device)
+                y_pred, y_true, metadata = model.get_predictions(batch, device)
+                preds.append(_to_host(y_pred))
+                trues.append(_to_host(y_true))
+                if metadata is not None:
+                    meta = {} if meta is None else meta
+                    for k, v in metadata.items():
+                        meta.setdefault(k, []).append(_to_host(v))
+    finally:
+        model.train(was_training)
+    metadata_out = None if meta is None else {k: _concat(v) for k, v in meta.items()}
+    return _concat(preds), _concat(trues), metadata_out

@@ -1,0 +1,81 @@
+"""Builds, once per ``fit``, the list of callbacks that really override each hook."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable
+
+from aitoolbox.loop.callbacks.base import Callback
+from aitoolbox.loop.errors import LoopConfigError
+
+logger = logging.getLogger(__name__)
+
+HOOKS: dict[str, int] = {
+    # hook name -> number of positional arguments after self
+    "on_train_loop_registration": 0,
+    "on_train_begin": 0,
+    "on_train_end": 0,
+    "on_epoch_begin": 0,
+    "on_epoch_end": 0,
+    "on_batch_begin": 0,
+    "on_batch_end": 0,
+    "on_after_gradient_update": 1,
+    "on_after_optimizer_step": 0,
+}
+
+
+def _overrides(cb: Callback, hook: str) -> bool:
+    return getattr(type(cb), hook) is not getattr(Callback, hook)
+
+
+def _check_signature(cb: Callback, hook: str, nargs: int) -> None:
+    signature = inspect.signature(getattr(cb, hook)).replace(return_annotation=inspect.Signature.empty)
+    try:
+        signature.bind(*([None] * nargs))
+    except TypeError as err:
+        expected = "self, optimizer_idx" if nargs else "self"
+        raise LoopConfigError(
+            f"{type(cb).__name__}.{hook}{signature} cannot be called as {hook}({expected}); "
+            f"change its parameters to ({expected})"
+        ) from err
+
+
+def validate_callbacks(callbacks: Iterable[object] | None) -> list[Callback]:
+    """Check that each object is a :class:`Callback` whose overridden hooks have the right parameters."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        callbacks = [callbacks]
+    if not isinstance(callbacks, Iterable):
+        raise LoopConfigError(f"callbacks must be a list of Callback objects, got {type(callbacks).__name__}")
+    checked: list[Callback] = []
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            hint = " (pass an instance: MyCallback(), not the class MyCallback)" if isinstance(cb, type) else ""
+            raise LoopConfigError(
+                f"callbacks[{i}] is {cb!r}, which is not a Callback; subclass "
+                f"aitoolbox.torchtrain.callbacks.Callback{hint}"
+            )
+        for hook, nargs in HOOKS.items():
+            if _overrides(cb, hook):
+                _check_signature(cb, hook, nargs)
+        checked.append(cb)
+    return checked
+
+
+class CallbackHandler:
+    """The registered callbacks, sorted by ``execution_order``, and per hook the ones that override it."""
+
+    def __init__(self, callbacks: list[Callback]) -> None:
+        self.callbacks = sorted(callbacks, key=lambda c: c.execution_order)
+        self.by_hook: dict[str, list[Callback]] = {
+            hook: [cb for cb in self.callbacks if _overrides(cb, hook)] for hook in HOOKS
+        }
+        for hook, cbs in self.by_hook.items():
+            if cbs:
+                logger.debug("hook %s -> %s", hook, [cb.callback_name for cb in cbs])
+
+    def call(self, hook: str) -> None:
+        for cb in self.by_hook[hook]:
+            getattr(cb, hook)()

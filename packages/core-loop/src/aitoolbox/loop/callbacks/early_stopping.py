@@ -1,0 +1,128 @@
+"""Stop training when a monitored history metric stops improving."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any
+
+from aitoolbox.loop.callbacks.base import Callback
+from aitoolbox.loop.errors import LoopConfigError
+
+__all__ = ["EarlyStopping"]
+
+logger = logging.getLogger(__name__)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    Args:
+        monitor: a training-history metric, e.g. ``'val_loss'`` or ``'val_accuracy'``.
+        min_delta: the smallest change that counts as an improvement.
+        patience: how many epochs without improvement to accept before stopping.
+        mode: ``'min'``, ``'max'``, or ``'auto'`` (``'max'`` for names containing acc/f1/auc/precision/recall/r2,
+            else ``'min'``).
+        restore_best_weights: at the end of training, load the model weights of the best epoch.
+
+    Example:
+        .. code-block:: python
+
+            tl.fit(num_epochs=100, callbacks=[EarlyStopping(monitor="val_loss", patience=3)])
+    """
+
+    _MAX_HINTS = ("acc", "f1", "auc", "precision", "recall", "r2")
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0.0,
+        patience: int = 0,
+        mode: str = "auto",
+        restore_best_weights: bool = False,
+    ) -> None:
+        super().__init__()
+        if mode not in ("min", "max", "auto"):
+            raise LoopConfigError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise LoopConfigError(f"patience must be an int >= 0, got {patience!r}")
+        if not isinstance(min_delta, (int, float)) or min_delta < 0:
+            raise LoopConfigError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        self.monitor = monitor
+        self.min_delta = float(min_delta)
+        self.patience = patience
+        if mode == "auto":
+            mode = "max" if any(h in monitor.lower() for h in self._MAX_HINTS) else "min"
+        self.mode = mode
+        self.restore_best_weights = restore_best_weights
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+        self._best_state: dict[str, Any] | None = None
+
+    def on_train_loop_registration(self) -> None:
+        tl = self.train_loop_obj
+        assert tl is not None
+        if self.monitor == "val_loss" and tl.validation_loader is None:
+            raise LoopConfigError(
+                "EarlyStopping monitors 'val_loss' but the TrainLoop has no validation_loader; pass one, or "
+                "monitor another metric such as 'loss'"
+            )
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self) -> None:
+        tl = self.train_loop_obj
+        assert tl is not None
+        if self.monitor not in tl.train_history:
+            raise LoopConfigError(
+                f"EarlyStopping monitors {self.monitor!r}, which is not in the training history "
+                f"(it has {sorted(tl.train_history)}); add the callback that records it or change monitor"
+            )
+        value = float(tl.train_history.get_last(self.monitor))
+        if math.isfinite(value) and self._improved(value):
+            self.best, self.best_epoch, self.wait = value, tl.epoch, 0
+            if self.restore_best_weights:
+                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in tl.model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = tl.epoch
+            tl.early_stop = True
+            tl.stop_reason = (
+                f"EarlyStopping: {self.monitor} did not improve for {self.wait} epochs "
+                f"(best {self.best} at epoch {self.best_epoch})"
+            )
+            logger.info("%s", tl.stop_reason)
+
+    def on_train_end(self) -> None:
+        tl = self.train_loop_obj
+        assert tl is not None
+        if self.restore_best_weights and self._best_state is not None and self.best_epoch != tl.epoch - 1:
+            tl.model.load_state_dict(self._best_state)
+            logger.info(
+                "EarlyStopping: restored the weights of epoch %s (%s=%s)", self.best_epoch, self.monitor, self.best
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+            "best_state": copy.copy(self._best_state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]
+        self.best_epoch = state["best_epoch"]
+        self.wait = state["wait"]
+        self.stopped_epoch = state["stopped_epoch"]
+        self._best_state = state.get("best_state")

@@ -1,0 +1,108 @@
+"""Drive any ``torch.optim.lr_scheduler`` from the loop: per epoch, per optimizer step, or on a history metric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from aitoolbox.loop.callbacks.base import Callback
+from aitoolbox.loop.errors import LoopConfigError
+
+__all__ = ["LRSchedulerCallback"]
+
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class LRSchedulerCallback(Callback):
+    """Step a learning-rate scheduler at every epoch end or after every optimizer step.
+
+    ``ReduceLROnPlateau`` is stepped at epoch end with the last value of ``monitor`` from the training history.
+
+    Args:
+        scheduler: a scheduler instance, or a function ``optimizer -> scheduler`` called at registration with the
+            TrainLoop's (first) optimizer.
+        step_every: ``'epoch'`` or ``'iteration'`` (after every optimizer step).
+        monitor: the history metric fed to ``ReduceLROnPlateau``.
+
+    Example:
+        .. code-block:: python
+
+            sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=10 * len(train_loader))
+            tl.fit(num_epochs=10, callbacks=[LRSchedulerCallback(sched, step_every="iteration")])
+
+            plateau = LRSchedulerCallback(
+                lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=2), monitor="val_loss"
+            )
+    """
+
+    def __init__(
+        self,
+        scheduler: Any | SchedulerFactory,
+        *,
+        step_every: str = "epoch",
+        monitor: str = "val_loss",
+    ) -> None:
+        super().__init__()
+        if step_every not in ("epoch", "iteration"):
+            raise LoopConfigError(f"step_every must be 'epoch' or 'iteration', got {step_every!r}")
+        self._factory: SchedulerFactory | None = None
+        self.scheduler: Any = None
+        if hasattr(scheduler, "step") and hasattr(scheduler, "state_dict"):
+            self.scheduler = scheduler
+        elif callable(scheduler):
+            self._factory = scheduler
+        else:
+            raise LoopConfigError(
+                f"scheduler must be a torch.optim.lr_scheduler instance or a function optimizer -> scheduler, "
+                f"got {type(scheduler).__name__}"
+            )
+        self.step_every = step_every
+        self.monitor = monitor
+        self._plateau = False
+
+    def on_train_loop_registration(self) -> None:
+        tl = self.train_loop_obj
+        assert tl is not None
+        if self.scheduler is None:
+            assert self._factory is not None
+            self.scheduler = self._factory(tl.optimizers[0])
+            if not hasattr(self.scheduler, "step"):
+                raise LoopConfigError(
+                    f"the scheduler factory returned {type(self.scheduler).__name__}, not a scheduler"
+                )
+        self._plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if self._plateau and self.step_every != "epoch":
+            raise LoopConfigError("ReduceLROnPlateau steps on an epoch metric; use step_every='epoch'")
+        if self._plateau and self.monitor == "val_loss" and tl.validation_loader is None:
+            raise LoopConfigError(
+                "ReduceLROnPlateau monitors 'val_loss' but the TrainLoop has no validation_loader; pass one or set "
+                "monitor='loss'"
+            )
+
+    def on_after_optimizer_step(self) -> None:
+        if self.step_every == "iteration":
+            self.scheduler.step()
+
+    def on_epoch_end(self) -> None:
+        if self.step_every != "epoch":
+            return
+        if self._plateau:
+            tl = self.train_loop_obj
+            assert tl is not None
+            if self.monitor not in tl.train_history:
+                raise LoopConfigError(
+                    f"ReduceLROnPlateau monitors {self.monitor!r}, which is not in the training history "
+                    f"(it has {sorted(tl.train_history)})"
+                )
+            self.scheduler.step(tl.train_history.get_last(self.monitor))
+        else:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])

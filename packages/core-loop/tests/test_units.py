@@ -1,0 +1,130 @@
+"""Unit tests of the small modules: device transfer, AMP resolution, history, model adapter, public API."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict, namedtuple
+
+import pytest
+import torch
+from torch import nn
+
+import aitoolbox.loop
+import aitoolbox.loop.callbacks
+from aitoolbox.loop import (
+    LoopConfigError,
+    ModelNotSupportedError,
+    ModelWrap,
+    TrainingHistory,
+    TTModel,
+    as_ttmodel,
+    move_to_device,
+    resolve_amp,
+    resolve_device,
+)
+
+Pair = namedtuple("Pair", ["a", "b"])
+
+
+@dataclasses.dataclass
+class Batch:
+    x: torch.Tensor
+    label: str
+
+
+def test_move_to_device_keeps_structure() -> None:
+    batch = {
+        "p": Pair(torch.ones(1), [torch.zeros(2), 3]),
+        "o": OrderedDict(k=torch.ones(1)),
+        "d": Batch(torch.ones(2), "s"),
+    }
+    out = move_to_device(batch, torch.device("cpu"))
+    assert isinstance(out["p"], Pair) and isinstance(out["o"], OrderedDict) and isinstance(out["d"], Batch)
+    assert out["p"].b[1] == 3 and out["d"].label == "s"
+    assert out["p"].a is batch["p"].a  # already on the device: same tensor
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device(None) == torch.device("cpu")
+    with pytest.raises(LoopConfigError, match="device must be"):
+        resolve_device("gpu!")
+
+
+@pytest.mark.parametrize(
+    ("spec", "dtype", "scaler"),
+    [
+        (False, None, False),
+        (None, None, False),
+        ("fp16", torch.float16, False),  # no GradScaler on CPU
+        (torch.bfloat16, torch.bfloat16, False),
+        ({"dtype": "fp16", "grad_scaler": True}, torch.float16, True),
+    ],
+)
+def test_resolve_amp_cpu(spec: object, dtype: torch.dtype | None, scaler: bool) -> None:
+    cfg = resolve_amp(spec, torch.device("cpu"))
+    assert (cfg.dtype, cfg.use_grad_scaler, cfg.enabled) == (dtype, scaler, dtype is not None)
+
+
+def test_resolve_amp_cuda_defaults_to_fp16_with_scaler() -> None:
+    cfg = resolve_amp(True, torch.device("cuda", 0))
+    assert cfg.dtype == torch.float16 and cfg.use_grad_scaler
+    assert not resolve_amp("bf16", torch.device("cuda", 0)).use_grad_scaler
+
+
+def test_training_history() -> None:
+    h = TrainingHistory({"loss": [1.0]})
+    h.insert_single_result_into_history("loss", 0.5)
+    h.insert_single_result_into_history("val_acc", 0.9)
+    assert dict(h) == {"loss": [1.0, 0.5], "val_acc": [0.9]}
+    copy = h.to_dict()
+    copy["loss"].append(9)
+    assert h["loss"] == [1.0, 0.5]
+    restored = TrainingHistory()
+    restored.load_state_dict(h.state_dict())
+    assert restored == h and restored.get_last("missing", 7) == 7
+    assert TrainingHistory.is_finite(1.0) and not TrainingHistory.is_finite(float("nan"))
+
+
+def test_model_wrap_and_as_ttmodel() -> None:
+    lin = nn.Linear(3, 2)
+    wrapped = as_ttmodel(lin)
+    assert isinstance(wrapped, ModelWrap) and wrapped.module is lin
+    x, y = torch.ones(4, 3), torch.tensor([0, 1, 0, 1])
+    assert torch.equal(wrapped.get_predictions((x, y), torch.device("cpu"))[0], lin(x))
+    two_inputs = ModelWrap(nn.Bilinear(3, 3, 2))
+    loss = two_inputs.get_loss((x, x, y), nn.CrossEntropyLoss(), torch.device("cpu"))
+    assert loss.dim() == 0
+    with pytest.raises(ModelNotSupportedError, match="batches must be \\(inputs..., target\\)"):
+        wrapped.get_loss(x, nn.CrossEntropyLoss(), torch.device("cpu"))
+    with pytest.raises(LoopConfigError, match="num_inputs must be a positive int"):
+        ModelWrap(lin, num_inputs=0)
+    with pytest.raises(TypeError):
+        TTModel()  # abstract: get_loss and get_predictions are required
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(aitoolbox.loop.__all__) == [
+        "AmpConfig", "LoopConfigError", "LoopError", "ModelNotSupportedError", "ModelWrap", "NonFiniteLossError",
+        "TTModel", "TrainLoop", "TrainingHistory", "__version__", "as_ttmodel", "move_to_device", "resolve_amp",
+        "resolve_device",
+    ]  # fmt: skip
+    assert sorted(aitoolbox.loop.callbacks.__all__) == [
+        "AbstractCallback", "Callback", "EarlyStopping", "GradNormClip", "GradValueClip", "LRSchedulerCallback",
+        "ProgressBar", "TerminateOnNaN",
+    ]  # fmt: skip
+    for name in aitoolbox.loop.__all__:
+        assert hasattr(aitoolbox.loop, name)
+
+
+def test_import_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; before = set(sys.modules); import aitoolbox.loop, aitoolbox.loop.callbacks; "
+        "added = {m.split('.')[0] for m in set(sys.modules) - before}; print(sorted(added))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "['aitoolbox']"  # nothing beyond torch (tqdm, numpy... are imported lazily or by torch itself)
