@@ -305,6 +305,14 @@ def test_progress_bar_draws_one_line_per_epoch_with_loss_and_val_loss() -> None:
     assert "4/4" in finals[1] and "batch/s" in finals[1]
 
 
+def test_progress_bar_refreshes_the_running_loss_mid_epoch() -> None:
+    out = io.StringIO()
+    tl = _loop(n=512, batch_size=4, progress_bar=False)
+    tl.fit(num_epochs=1, callbacks=[ProgressBar(file=out, refresh_s=1e-6)])
+    updates = out.getvalue().split("\r")
+    assert sum("loss=" in u and "val_loss=" not in u for u in updates) >= 2  # running loss shown before the end
+
+
 def test_progress_bar_is_off_when_stderr_is_not_a_terminal() -> None:
     tl = _loop()  # pytest captures stderr: not a TTY
     tl.fit(num_epochs=1)

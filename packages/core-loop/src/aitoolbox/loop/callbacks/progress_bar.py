@@ -74,7 +74,7 @@ class ProgressBar(Callback):
         if elapsed >= self.refresh_s:
             tl = self.train_loop_obj
             assert tl is not None and tl.last_loss is not None
-            self._bar.set_postfix_str(f"loss={float(tl.last_loss):.4f}", refresh=False)
+            self._bar.set_postfix_str(f"loss={tl.last_loss.detach().item():.4f}", refresh=False)
             self._bar.update(self._count - self._shown)
             self._shown = self._count
             self._last = now

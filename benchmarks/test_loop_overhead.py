@@ -1,0 +1,123 @@
+"""Loop overhead of TrainLoop.fit against a hand-written PyTorch loop doing the same work, in the same run.
+
+W1: MLP 32->64->10, batch 64, 2,000 steps per epoch, one intra-op thread (overhead dominated).
+W2: MLP 256->512->512->10, batch 256, 300 steps per epoch (compute dominated).
+W0: nn.Linear(4, 2), batch 2, 200 steps, no validation: almost no compute, so it isolates the loop's own cost per step
+    (60 short interleaved rounds: the minimum is robust against this machine's noise, which hides a few us in W1).
+All run a validation pass per epoch (W0 excepted) and record the epoch's training loss. TrainLoop draws its progress
+bar (to /dev/null) and keeps its history. Batches are pre-collated in memory so that only the loop is measured.
+Each timed TrainLoop epoch is preceded by one hand-written epoch (see ``interleaved_baseline`` in conftest.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import torch
+from torch import nn, optim
+
+from aitoolbox.torchtrain.callbacks import ProgressBar
+from aitoolbox.torchtrain.train_loop import TrainLoop
+
+WORKLOADS = {
+    "W0": {"dims": [4, 2], "batch": 2, "steps": 200, "val_steps": 0, "threads": 1, "rounds": 60},
+    "W1": {"dims": [32, 64, 10], "batch": 64, "steps": 2000, "val_steps": 50, "threads": 1, "rounds": 15},
+    "W2": {"dims": [256, 512, 512, 10], "batch": 256, "steps": 300, "val_steps": 20, "threads": None, "rounds": 11},
+}
+
+
+def _mlp(dims: list[int]) -> nn.Module:
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(dims):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+def _batches(dims: list[int], batch: int, n: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(batch, dims[0], generator=g), torch.randint(0, dims[-1], (batch,), generator=g)) for _ in range(n)
+    ]
+
+
+def hand_written_epoch(
+    model: nn.Module, train: list[Any], val: list[Any], opt: optim.Optimizer, crit: nn.Module
+) -> tuple[float, float]:
+    """What a practitioner writes: train, record the epoch loss, evaluate the validation loss."""
+    model.train()
+    running = 0.0
+    for x, y in train:
+        loss = crit(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        running += loss.item()
+    if not val:
+        return running / len(train), float("nan")
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in val:
+            total += crit(model(x), y).item() * len(y)
+            count += len(y)
+    return running / len(train), total / count
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_trainloop_fit_vs_hand_written(benchmark: Any, interleaved_baseline: Any, name: str) -> None:
+    cfg = WORKLOADS[name]
+    previous = torch.get_num_threads()
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    try:
+        train = _batches(cfg["dims"], cfg["batch"], cfg["steps"], seed=0)
+        val = _batches(cfg["dims"], cfg["batch"], cfg["val_steps"], seed=1)
+        torch.manual_seed(0)
+        ref_model = _mlp(cfg["dims"])
+        ref_opt = optim.Adam(ref_model.parameters(), lr=1e-3)
+        crit = nn.CrossEntropyLoss()
+        torch.manual_seed(0)
+        model = _mlp(cfg["dims"])
+        tl = TrainLoop(model, train, val or None, None, optim.Adam(model.parameters(), lr=1e-3), crit, device="cpu")
+
+        benchmark.group = name
+        benchmark.extra_info.update(
+            workload=name, candidate="TrainLoop.fit (bar + history)", baseline="hand-written loop", steps=cfg["steps"]
+        )
+        setup = interleaved_baseline(benchmark, lambda: hand_written_epoch(ref_model, train, val, ref_opt, crit))
+        with open(os.devnull, "w") as devnull:
+            bar = ProgressBar(file=devnull)
+            benchmark.pedantic(
+                lambda: tl.fit(num_epochs=1, callbacks=[bar]), setup=setup, rounds=cfg["rounds"], warmup_rounds=1
+            )
+    finally:
+        torch.set_num_threads(previous)
+    # both did the same training: same data, same init, same optimizer
+    assert tl.epoch == cfg["rounds"] + 1
+    for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def _import_time(statement: str, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        times.append(float(out))
+    return statistics.median(times)
+
+
+def test_import_cost_over_torch(report: Any) -> None:
+    _import_time("import torch", repeats=1)  # warm the page cache
+    torch_only = _import_time("import torch")
+    with_loop = _import_time("import torch; import aitoolbox.torchtrain.train_loop")
+    report(
+        f"import aitoolbox.torchtrain.train_loop: {with_loop - torch_only:+.3f} s over import torch "
+        f"({torch_only:.2f} s; medians of 5 fresh interpreters)"
+    )
