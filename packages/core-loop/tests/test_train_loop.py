@@ -289,6 +289,7 @@ def test_empty_iterable_loader_is_rejected_after_first_epoch() -> None:
         ({"device": "tpu:x"}, LoopConfigError, "device must be e.g. 'cpu'"),
         ({"gpu_mode": "ddp"}, LoopConfigError, "gpu_mode='ddp' is not supported by this release"),
         ({"progress_bar": "yes"}, LoopConfigError, "progress_bar must be True, False or None"),
+        ({"prefetch": "auto"}, LoopConfigError, "prefetch must be True or False"),
     ],
 )
 def test_bad_constructor_arguments(overrides: dict[str, object], error: type[Exception], message: str) -> None:

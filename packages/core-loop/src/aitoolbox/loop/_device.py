@@ -78,37 +78,64 @@ def _record_stream(batch: Any, stream: torch.cuda.Stream) -> None:
             _record_stream(getattr(batch, f.name), stream)
 
 
+def is_pinned(batch: Any) -> bool:
+    """True when the first tensor found in ``batch`` is in pinned (page-locked) host memory."""
+    if isinstance(batch, torch.Tensor):
+        return batch.device.type == "cpu" and batch.is_pinned()
+    if isinstance(batch, (tuple, list)):
+        return any(is_pinned(b) for b in batch[:1])
+    if isinstance(batch, Mapping):
+        return any(is_pinned(b) for b in list(batch.values())[:1])
+    return False
+
+
 class CudaPrefetcher:
     """Iterate a loader while the *next* batch is copied to the GPU on a side stream.
 
-    The compute stream waits for the copy only when it takes the batch, and each tensor is marked with
-    ``record_stream`` so the caching allocator does not reuse its memory while the step still reads it. Copies overlap
-    compute when the loader yields pinned memory (``DataLoader(pin_memory=True)``).
+    The compute stream waits for the copy (one reused CUDA event) only when it takes the batch, and each tensor is
+    marked with ``record_stream`` so the caching allocator does not reuse its memory while the step still reads it.
+    Copies overlap compute only from pinned memory (``DataLoader(pin_memory=True)``); with ``only_pinned=True`` (the
+    default) unpinned batches are moved on the current stream instead, which costs less on the host.
     """
 
-    def __init__(self, loader: Iterable[Any], device: torch.device) -> None:
+    def __init__(self, loader: Iterable[Any], device: torch.device, *, only_pinned: bool = True) -> None:
         self.loader = loader
         self.device = device
+        self.only_pinned = only_pinned
         self.stream = torch.cuda.Stream(device=device)
 
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
 
-    def _load(self, it: Iterator[Any]) -> tuple[bool, Any]:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return False, None
-        with torch.cuda.stream(self.stream):
-            return True, move_to_device(batch, self.device, non_blocking=True)
-
     def __iter__(self) -> Iterator[Any]:
         it = iter(self.loader)
-        has_next, nxt = self._load(it)
-        current = torch.cuda.current_stream(self.device)
-        while has_next:
-            current.wait_stream(self.stream)
+        try:
+            first = next(it)
+        except StopIteration:
+            return
+        device = self.device
+        if self.only_pinned and not is_pinned(first):
+            yield move_to_device(first, device)
+            for batch in it:
+                yield move_to_device(batch, device)
+            return
+        side = self.stream
+        side_ctx = torch.cuda.stream(side)  # reused: entering it per batch costs less than building it
+        ready = torch.cuda.Event()
+        current = torch.cuda.current_stream(device)
+        with side_ctx:
+            nxt = move_to_device(first, device)
+            ready.record(side)
+        while True:
+            current.wait_event(ready)
             batch = nxt
             _record_stream(batch, current)
-            has_next, nxt = self._load(it)
+            try:
+                raw = next(it)
+            except StopIteration:
+                yield batch
+                return
+            with side_ctx:
+                nxt = move_to_device(raw, device)
+                ready.record(side)
             yield batch

@@ -68,6 +68,11 @@ class TrainLoop:
         end_auto_eval: compute ``val_loss`` on the validation loader at every epoch end (when there is one).
         progress_bar: ``None`` shows a one-line-per-epoch tqdm bar when stderr is a terminal;
             ``True``/``False`` force it.
+        prefetch: on CUDA, copy the next batch on a side stream while the current step runs (from pinned memory,
+            ``DataLoader(pin_memory=True)``, the copy then overlaps compute). Off by default: batches are moved with
+            ``non_blocking=True`` on the current stream, which lets the host run ahead and measured as fast as a
+            hand-written loop, while the side stream cost ~160 us per step on a small, launch-bound model (see
+            ``benchmarks/test_loop_overhead_gpu.py``). Turn it on for large batches and GPU-bound steps.
 
     Example:
         .. code-block:: python
@@ -94,6 +99,7 @@ class TrainLoop:
         use_amp: Any = False,
         end_auto_eval: bool = True,
         progress_bar: bool | None = None,
+        prefetch: bool = False,
     ) -> None:
         self._tt: TTModel = as_ttmodel(model)
         self.model = model
@@ -133,6 +139,9 @@ class TrainLoop:
         if progress_bar is not None and not isinstance(progress_bar, bool):
             raise LoopConfigError(f"progress_bar must be True, False or None, got {progress_bar!r}")
         self.progress_bar = progress_bar
+        if not isinstance(prefetch, bool):
+            raise LoopConfigError(f"prefetch must be True or False, got {prefetch!r}")
+        self.prefetch = prefetch
         self.end_auto_eval = bool(end_auto_eval)
         self._tt.to(self.device)
 
@@ -307,7 +316,7 @@ class TrainLoop:
         on_cpu = device.type == "cpu"
         loader: Iterable[Any] = self.train_loader
         move = False
-        if device.type == "cuda":
+        if device.type == "cuda" and self.prefetch:
             loader = CudaPrefetcher(loader, device)
         elif not on_cpu:
             move = True
