@@ -14,6 +14,7 @@ from torch import nn
 
 from aitoolbox.loop._device import CudaPrefetcher, move_to_device, resolve_device
 from aitoolbox.loop._evaluation import evaluate_loss, predict
+from aitoolbox.loop._resume import capture_epoch_rng, restore_epoch_rng, skip_batches
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
 from aitoolbox.loop.callbacks._dispatch import CallbackHandler, validate_callbacks
 from aitoolbox.loop.callbacks.base import Callback
@@ -154,8 +155,14 @@ class TrainLoop:
         self.early_stop = False
         self.stop_reason: str | None = None
         self.last_loss: torch.Tensor | None = None
+        self.batch_in_epoch = 0
         self.callbacks: list[Callback] = []
         self._handler = CallbackHandler([])
+        self._epoch_complete = False
+        self._epoch_loss_host = 0.0
+        self._epoch_loss_dev: torch.Tensor | None = None
+        self._epoch_start_rng: dict[str, Any] | None = None
+        self._resume_plan: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ validation
 
@@ -296,6 +303,7 @@ class TrainLoop:
             )
             handler.call("on_epoch_end")
             self.epoch += 1
+            self._epoch_complete = False
         handler.call("on_train_end")
         logger.info(
             "training finished: %d epochs, %d iterations in %.1f s%s",
@@ -314,7 +322,7 @@ class TrainLoop:
         accum = self.grad_accumulation
         scaler = self.grad_scaler
         on_cpu = device.type == "cpu"
-        loader: Iterable[Any] = self.train_loader
+        loader, n, loss_sum_host, loss_sum_dev = self._epoch_start()
         move = False
         if device.type == "cuda" and self.prefetch:
             loader = CudaPrefetcher(loader, device)
@@ -322,9 +330,6 @@ class TrainLoop:
             move = True
         autocast = torch.autocast(device_type=device.type, dtype=self.amp.dtype) if self.amp.enabled else None
         stop_at = self.num_iterations
-        loss_sum_host = 0.0
-        loss_sum_dev = None if on_cpu else torch.zeros((), dtype=torch.float32, device=device)
-        n = 0
         for batch in loader:
             for cb in cb_batch_begin:
                 cb.on_batch_begin()
@@ -343,9 +348,11 @@ class TrainLoop:
                 scaler.scale(scaled).backward()
             if loss_sum_dev is None:
                 loss_sum_host += loss.item()  # free on CPU: no device to wait for
+                self._epoch_loss_host = loss_sum_host
             else:
                 loss_sum_dev += loss.detach()
             n += 1
+            self.batch_in_epoch = n
             if n % accum == 0:
                 self._optimizer_step()
             self.iteration += 1
@@ -359,8 +366,78 @@ class TrainLoop:
             )
         if n % accum:
             self._optimizer_step()  # the epoch's last, partial accumulation
+        self._epoch_complete = True
         total = loss_sum_host if loss_sum_dev is None else float(loss_sum_dev.item())
         return total / n
+
+    def _epoch_start(self) -> tuple[Iterable[Any], int, float, torch.Tensor | None]:
+        """The epoch's loader and its loss accumulators: fresh, or continued from a mid-epoch checkpoint."""
+        self._epoch_complete = False
+        self.batch_in_epoch = 0
+        plan, self._resume_plan = self._resume_plan, None
+        loader: Iterable[Any] = self.train_loader
+        skip, loss_sum = 0, 0.0
+        if plan is not None and plan["batch_in_epoch"] > 0:
+            skip, loss_sum = plan["batch_in_epoch"], plan["epoch_loss_sum"]
+            resume_rng = torch.get_rng_state()  # the checkpoint's state, restored by the caller
+            restore_epoch_rng(loader, plan["epoch_start_rng"])
+            self._epoch_start_rng = plan["epoch_start_rng"]
+            loader = skip_batches(loader, skip, lambda: torch.set_rng_state(resume_rng))
+            self.batch_in_epoch = skip
+        else:
+            self._epoch_start_rng = capture_epoch_rng(loader)
+        self._epoch_loss_host = loss_sum
+        if self.device.type == "cpu":
+            self._epoch_loss_dev = None
+        else:
+            self._epoch_loss_dev = torch.full((), loss_sum, dtype=torch.float32, device=self.device)
+        return loader, skip, loss_sum, self._epoch_loss_dev
+
+    # ------------------------------------------------------------------ resumable state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's resumable state: position, history, loss accumulators, sampling RNG and GradScaler.
+
+        Plain data and tensors only. Taken at an epoch end, the position is the start of the next epoch; taken inside
+        an epoch (after an optimizer step), it is the batch reached, and :meth:`load_state_dict` makes the next
+        :meth:`fit` skip the consumed batches (by sampler arithmetic) with the same sampling as the original run.
+        Model, optimizer and callback states are not included: the caller saves them beside this.
+        """
+        if self._epoch_complete or self.batch_in_epoch == 0:
+            epoch, batch, loss_sum = self.epoch + (1 if self._epoch_complete else 0), 0, 0.0
+        else:
+            if self.batch_in_epoch % self.grad_accumulation:
+                raise LoopConfigError(
+                    f"the loop is inside a gradient accumulation (batch {self.batch_in_epoch} of epoch {self.epoch}, "
+                    f"grad_accumulation={self.grad_accumulation}); save state after an optimizer step"
+                )
+            epoch, batch = self.epoch, self.batch_in_epoch
+            dev = self._epoch_loss_dev
+            loss_sum = self._epoch_loss_host if dev is None else float(dev.item())
+        return {
+            "epoch": epoch,
+            "iteration": self.iteration,
+            "batch_in_epoch": batch,
+            "epoch_loss_sum": loss_sum,
+            "accumulation_phase": 0,
+            "grad_accumulation": self.grad_accumulation,
+            "epoch_start_rng": self._epoch_start_rng if batch else None,
+            "history": self.train_history.state_dict(),
+            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; the next :meth:`fit` continues from that position."""
+        self.epoch = int(state["epoch"])
+        self.iteration = int(state["iteration"])
+        self.train_history.load_state_dict(state["history"])
+        if state.get("grad_scaler") is not None:
+            if self.grad_scaler is None:
+                raise LoopConfigError("the checkpoint holds GradScaler state but use_amp does not use fp16 here")
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self._resume_plan = dict(state) if state["batch_in_epoch"] else None
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self._epoch_complete = False
 
     def _optimizer_step(self) -> None:
         scaler = self.grad_scaler
