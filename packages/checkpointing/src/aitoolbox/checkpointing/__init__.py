@@ -1,0 +1,31 @@
+"""aitoolbox.checkpointing: crash-safe checkpoints with verified loading, retention and background saving."""
+
+from aitoolbox.checkpointing._version import __version__
+from aitoolbox.checkpointing.errors import (
+    CheckpointConfigError,
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointIncompatibleError,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+)
+from aitoolbox.checkpointing.manager import CheckpointInfo, CheckpointManager, LoadedCheckpoint
+from aitoolbox.checkpointing.rng import capture_rng_state, restore_rng_state
+from aitoolbox.checkpointing.snapshot import SnapshotBuffers, check_plain
+
+__all__ = [
+    "CheckpointConfigError",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointIncompatibleError",
+    "CheckpointInfo",
+    "CheckpointManager",
+    "CheckpointNotFoundError",
+    "CheckpointWriteError",
+    "LoadedCheckpoint",
+    "SnapshotBuffers",
+    "__version__",
+    "capture_rng_state",
+    "check_plain",
+    "restore_rng_state",
+]

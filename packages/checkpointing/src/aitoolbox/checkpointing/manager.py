@@ -1,0 +1,407 @@
+"""CheckpointManager: when and where checkpoints are committed, verified, loaded and retired."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aitoolbox.checkpointing._fs import HashingWriter, atomic_write_bytes, fsync_dir, sha256_file
+from aitoolbox.checkpointing.errors import (
+    CheckpointConfigError,
+    CheckpointCorruptError,
+    CheckpointIncompatibleError,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+)
+from aitoolbox.checkpointing.snapshot import SnapshotBuffers, check_plain
+
+__all__ = ["CheckpointInfo", "CheckpointManager", "LoadedCheckpoint"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A committed checkpoint, as its manifest describes it."""
+
+    path: Path
+    name: str
+    epoch: int
+    iteration: int
+    created: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> CheckpointInfo:
+        """Read ``path/manifest.json``; raises :class:`CheckpointCorruptError` if it is missing or unreadable."""
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+            return cls(
+                path=path,
+                name=manifest["name"],
+                epoch=int(manifest["epoch"]),
+                iteration=int(manifest["iteration"]),
+                created=float(manifest["created"]),
+                metrics=dict(manifest.get("metrics", {})),
+                parts=dict(manifest["parts"]),
+                meta=dict(manifest.get("meta", {})),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointCorruptError(f"{path} has no readable {MANIFEST}: {err}") from err
+
+
+@dataclass
+class LoadedCheckpoint:
+    """The parts of a verified checkpoint, loaded with ``torch.load(weights_only=True)``."""
+
+    info: CheckpointInfo
+    parts: dict[str, Any]
+
+    def __getitem__(self, part: str) -> Any:
+        return self.parts[part]
+
+    def __contains__(self, part: object) -> bool:
+        return part in self.parts
+
+
+def _fmt_metric(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class CheckpointManager:
+    """Commit checkpoints atomically into ``directory``, keep the ones retention asks for, load the newest good one.
+
+    A checkpoint is a directory of parts (one ``<part>.pt`` file each) and a ``manifest.json`` that lists them with
+    their SHA-256. The commit protocol: write everything into a hidden temporary directory and fsync it, rename it into
+    place (atomic), then replace the ``latest`` pointer; retention deletes old checkpoints only after that. A crash at
+    any point leaves ``latest`` naming a complete checkpoint (or nothing). Loading verifies every checksum and falls
+    back to the previous good checkpoint, with a warning, when the newest is damaged.
+
+    Args:
+        directory: where checkpoints live; created if missing.
+        keep_last: keep the newest ``keep_last`` checkpoints (``None``: keep all).
+        keep_best: also keep the ``keep_best`` best checkpoints by ``monitor``.
+        monitor: the metric (from the metrics given to :meth:`save`) that ranks checkpoints for ``keep_best``.
+        mode: ``'min'`` or ``'max'``: which direction of ``monitor`` is better.
+        background: write on a background thread; :meth:`save` only blocks to copy the state to CPU memory.
+
+    Example:
+        >>> import tempfile, torch
+        >>> manager = CheckpointManager(tempfile.mkdtemp(), keep_last=2, background=False)
+        >>> for epoch in range(3):
+        ...     _ = manager.save({"model": {"w": torch.full((2,), float(epoch))}}, epoch=epoch, iteration=10 * epoch)
+        >>> [info.epoch for info in manager.list()]
+        [1, 2]
+        >>> manager.load(required=["model"])["model"]["w"]
+        tensor([2., 2.])
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        keep_last: int | None = None,
+        keep_best: int = 0,
+        monitor: str | None = None,
+        mode: str = "min",
+        background: bool = True,
+    ) -> None:
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
+            raise CheckpointConfigError(f"keep_last must be a positive int or None (keep all), got {keep_last!r}")
+        if isinstance(keep_best, bool) or not isinstance(keep_best, int) or keep_best < 0:
+            raise CheckpointConfigError(f"keep_best must be an int >= 0, got {keep_best!r}")
+        if keep_best and not monitor:
+            raise CheckpointConfigError(
+                f"keep_best={keep_best} needs a metric to rank checkpoints by: pass monitor='val_loss' (or another)"
+            )
+        if mode not in ("min", "max"):
+            raise CheckpointConfigError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointConfigError(f"{self.directory} exists and is not a directory; choose another path")
+        self.keep_last = keep_last
+        self.keep_best = keep_best
+        self.monitor = monitor
+        self.mode = mode
+        self.background = background
+        self._buffers = SnapshotBuffers()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ saving
+
+    def save(
+        self,
+        parts: Mapping[str, Any],
+        *,
+        epoch: int,
+        iteration: int,
+        metrics: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Snapshot ``parts`` to CPU memory and commit them as a checkpoint (in the background by default).
+
+        Waits for a save still in flight first (saves never interleave) and re-raises its error, if it had one.
+
+        Args:
+            parts: part name -> tensors and plain data (e.g. ``{"model": model.state_dict(), ...}``).
+            epoch: the epoch the checkpoint resumes at.
+            iteration: the global iteration the checkpoint resumes at.
+            metrics: numbers recorded in the manifest; ``monitor`` is read from here.
+            meta: other plain data recorded in the manifest.
+
+        Returns:
+            The checkpoint's directory name.
+
+        Raises:
+            CheckpointConfigError: a part holds something that is not tensors and plain data.
+            CheckpointWriteError: the previous background save failed.
+        """
+        self.wait()
+        bad = [p for p in parts if not p or "/" in p or p.startswith(".")]
+        if bad:
+            raise CheckpointConfigError(f"part names must be non-empty file names, got {bad}")
+        snapshot = {name: self._buffers.snapshot(value, name) for name, value in parts.items()}
+        clean_metrics = {k: m for k, v in (metrics or {}).items() if (m := _fmt_metric(v)) is not None}
+        name = f"ckpt-e{epoch:04d}-i{iteration:09d}"
+        job = (snapshot, name, int(epoch), int(iteration), clean_metrics, check_plain(dict(meta or {}), "meta"))
+        if self.background:
+            self._thread = threading.Thread(target=self._run, args=job, name=f"checkpoint-{name}", daemon=False)
+            self._thread.start()
+        else:
+            self._commit(*job)
+        return name
+
+    def wait(self) -> None:
+        """Block until the background save (if any) is committed; re-raise its error."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+            self._thread = None
+        with self._lock:
+            error, self._error = self._error, None
+        if error is not None:
+            raise CheckpointWriteError(f"saving a checkpoint into {self.directory} failed: {error}") from error
+
+    def close(self) -> None:
+        """Wait for pending work; the manager can still be used afterwards."""
+        self.wait()
+
+    def _run(self, *job: Any) -> None:
+        try:
+            self._commit(*job)
+        except BaseException as err:  # handed to the training thread by wait()
+            logger.error("checkpoint %s failed: %s", job[1], err)
+            with self._lock:
+                self._error = err
+
+    def _commit(
+        self,
+        snapshot: dict[str, Any],
+        name: str,
+        epoch: int,
+        iteration: int,
+        metrics: dict[str, float],
+        meta: dict[str, Any],
+    ) -> None:
+        start = time.perf_counter()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
+        tmp = self.directory / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        files: dict[str, dict[str, Any]] = {}
+        for part, value in snapshot.items():
+            path = tmp / f"{part}.pt"
+            with open(path, "wb") as f:
+                writer = HashingWriter(f)
+                torch.save(value, writer)  # type: ignore[arg-type]
+                f.flush()
+                os.fsync(f.fileno())
+            files[part] = {"file": path.name, "sha256": writer.sha256.hexdigest(), "bytes": writer.size}
+        manifest = {
+            "format": FORMAT,
+            "name": name,
+            "epoch": epoch,
+            "iteration": iteration,
+            "created": time.time(),
+            "metrics": metrics,
+            "parts": files,
+            "meta": meta,
+            "torch": torch.__version__,
+        }
+        atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+        fsync_dir(tmp)
+        final = self.directory / name
+        if final.exists():  # the same position saved again (e.g. iteration and epoch end coincide): replace it
+            trash = self.directory / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+            os.rename(final, trash)
+            os.rename(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        fsync_dir(self.directory)
+        atomic_write_bytes(self.directory / LATEST, (name + "\n").encode())
+        logger.debug("committed checkpoint %s in %.3f s", final, time.perf_counter() - start)
+        self._apply_retention(name)
+
+    def _remove_stale_temporaries(self) -> None:
+        for entry in self.directory.iterdir():
+            if entry.name.startswith((".tmp-", ".trash-")) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _apply_retention(self, newest: str) -> None:
+        if self.keep_last is None and not self.keep_best:
+            return
+        infos = self.list(verify=False)
+        keep = {newest}
+        if self.keep_last is not None:
+            keep.update(i.name for i in infos[-self.keep_last :])
+        if self.keep_best:
+            ranked = [i for i in infos if self.monitor in i.metrics]
+            ranked.sort(key=lambda i: i.metrics[self.monitor], reverse=self.mode == "max")  # type: ignore[index]
+            keep.update(i.name for i in ranked[: self.keep_best])
+        for info in infos:
+            if info.name not in keep:
+                shutil.rmtree(info.path, ignore_errors=True)
+                logger.debug("retention removed %s", info.path)
+
+    # ------------------------------------------------------------------ reading
+
+    def list(self, *, verify: bool = False) -> list[CheckpointInfo]:
+        """Committed checkpoints, oldest first (by iteration, then creation time).
+
+        Args:
+            verify: drop checkpoints whose files fail their checksums.
+        """
+        if not self.directory.is_dir():
+            return []
+        infos = []
+        for entry in self.directory.iterdir():
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            try:
+                info = CheckpointInfo.read(entry)
+                if verify:
+                    self.verify(info)
+            except CheckpointCorruptError:
+                continue
+            infos.append(info)
+        infos.sort(key=lambda i: (i.iteration, i.epoch, i.created))
+        return infos
+
+    def latest_name(self) -> str | None:
+        """What the ``latest`` pointer names (not verified), or ``None``."""
+        try:
+            return (self.directory / LATEST).read_text().strip() or None
+        except OSError:
+            return None
+
+    @staticmethod
+    def verify(info: CheckpointInfo) -> None:
+        """Check that every part's file exists with the manifest's size and SHA-256.
+
+        Raises:
+            CheckpointCorruptError: naming the first file that does not match.
+        """
+        for part, entry in info.parts.items():
+            path = info.path / entry["file"]
+            try:
+                digest, size = sha256_file(path)
+            except OSError as err:
+                raise CheckpointCorruptError(f"{info.name}: part {part!r} ({path}) cannot be read: {err}") from err
+            if size != entry["bytes"]:
+                raise CheckpointCorruptError(
+                    f"{info.name}: part {part!r} has {size} bytes, the manifest says {entry['bytes']} (truncated?)"
+                )
+            if digest != entry["sha256"]:
+                raise CheckpointCorruptError(f"{info.name}: part {part!r} fails its SHA-256 check (damaged file)")
+
+    def candidates(self) -> list[CheckpointInfo]:
+        """Committed checkpoints to try when resuming, best first: the ``latest`` pointer's, then newest to oldest."""
+        infos = self.list()
+        pointer = self.latest_name()
+        ordered = [i for i in infos if i.name == pointer] + [i for i in reversed(infos) if i.name != pointer]
+        return ordered
+
+    def load(
+        self,
+        checkpoint: str | os.PathLike[str] | CheckpointInfo | None = None,
+        *,
+        required: Iterable[str] = (),
+        allow_partial: bool = False,
+        map_location: str | torch.device = "cpu",
+    ) -> LoadedCheckpoint:
+        """Verify and load a checkpoint: the given one, or the newest good one with fallback.
+
+        Args:
+            checkpoint: ``None`` for the newest valid checkpoint (``latest`` first, then older ones, each damaged one
+                skipped with a warning); a checkpoint name or path, or a :class:`CheckpointInfo`, for exactly that one.
+            required: part names the caller needs.
+            allow_partial: load even when some ``required`` parts are missing.
+            map_location: where tensors are loaded.
+
+        Raises:
+            CheckpointNotFoundError: no committed, undamaged checkpoint.
+            CheckpointCorruptError: the explicitly named checkpoint is damaged.
+            CheckpointIncompatibleError: a required part is missing and ``allow_partial`` is False.
+        """
+        self.wait()
+        if checkpoint is None:
+            info = self._newest_valid()
+        else:
+            if isinstance(checkpoint, CheckpointInfo):
+                info = checkpoint
+            else:
+                path = Path(checkpoint)
+                info = CheckpointInfo.read(path if path.is_absolute() or path.exists() else self.directory / path)
+            self.verify(info)
+        missing = sorted(set(required) - set(info.parts))
+        if missing and not allow_partial:
+            raise CheckpointIncompatibleError(
+                f"checkpoint {info.path} lacks the parts {missing} (it has {sorted(info.parts)}); "
+                "pass allow_partial=True to load what it has"
+            )
+        parts = {}
+        for part, entry in info.parts.items():
+            try:
+                parts[part] = torch.load(info.path / entry["file"], map_location=map_location, weights_only=True)
+            except Exception as err:  # checksum-valid but unloadable: written by an incompatible writer
+                raise CheckpointCorruptError(f"{info.name}: part {part!r} cannot be loaded: {err}") from err
+        return LoadedCheckpoint(info, parts)
+
+    def _newest_valid(self) -> CheckpointInfo:
+        candidates = self.candidates()
+        if not candidates:
+            raise CheckpointNotFoundError(f"no committed checkpoint in {self.directory}")
+        for i, info in enumerate(candidates):
+            try:
+                self.verify(info)
+            except CheckpointCorruptError as err:
+                following = candidates[i + 1].name if i + 1 < len(candidates) else None
+                logger.warning("%s; %s", err, f"falling back to {following}" if following else "no older checkpoint")
+                continue
+            return info
+        raise CheckpointNotFoundError(f"every checkpoint in {self.directory} is damaged; see the warnings above")

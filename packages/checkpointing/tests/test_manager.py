@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import aitoolbox.checkpointing
+from aitoolbox.checkpointing import (
+    CheckpointConfigError,
+    CheckpointCorruptError,
+    CheckpointIncompatibleError,
+    CheckpointManager,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+    SnapshotBuffers,
+    capture_rng_state,
+    check_plain,
+    restore_rng_state,
+)
+
+
+def _state(value: float) -> dict[str, object]:
+    return {
+        "model": {"w": torch.full((3, 4), value), "b": torch.zeros(4)},
+        "optimizer": {"state": {0: {"step": torch.tensor(value)}}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+        "loop": {"epoch": int(value), "history": {"loss": [1.0, float("nan")]}},
+    }
+
+
+@pytest.fixture(params=[True, False], ids=["background", "foreground"])
+def manager(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointManager:
+    return CheckpointManager(tmp_path / "ckpt", background=request.param)
+
+
+def test_commit_layout_and_manifest_checksums(manager: CheckpointManager) -> None:
+    name = manager.save(_state(1.0), epoch=1, iteration=10, metrics={"val_loss": 0.5, "note": "x"}, meta={"k": 1})
+    manager.wait()
+    path = manager.directory / name
+    assert sorted(os.listdir(manager.directory)) == [name, "latest"]
+    assert manager.latest_name() == name
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["epoch"] == 1 and manifest["iteration"] == 10 and manifest["metrics"] == {"val_loss": 0.5}
+    assert sorted(manifest["parts"]) == ["loop", "model", "optimizer"]
+    for entry in manifest["parts"].values():
+        data = (path / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+    loaded = manager.load(required=["model", "optimizer", "loop"])
+    assert torch.equal(loaded["model"]["w"], torch.full((3, 4), 1.0))
+    assert loaded["optimizer"]["state"][0]["step"].item() == 1.0
+    assert loaded.info.meta == {"k": 1} and loaded["loop"]["history"]["loss"][0] == 1.0
+
+
+def test_saved_state_is_a_snapshot_not_a_reference(manager: CheckpointManager) -> None:
+    state = _state(1.0)
+    manager.save(state, epoch=1, iteration=1)
+    state["model"]["w"].add_(100)  # training goes on while the background thread writes
+    assert torch.equal(manager.load()["model"]["w"], torch.full((3, 4), 1.0))
+
+
+def test_keep_last(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for i in range(5):
+        manager.save(_state(i), epoch=i, iteration=i)
+    manager.wait()
+    assert [i.epoch for i in manager.list()] == [3, 4]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("min", [1, 2, 5]), ("max", [3, 4, 5])])
+def test_keep_best_by_monitored_metric(tmp_path: Path, mode: str, expected: list[int]) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=1, keep_best=2, monitor="val_loss", mode=mode)
+    losses = [0.9, 0.1, 0.2, 0.95, 0.97, 0.5]
+    for i, loss in enumerate(losses):
+        manager.save(_state(i), epoch=i, iteration=i, metrics={"val_loss": loss})
+    manager.wait()
+    assert [i.epoch for i in manager.list()] == expected  # the best two, plus the newest for resuming
+
+
+def test_retention_never_runs_before_a_commit(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=1, background=False)
+    manager.save(_state(0), epoch=0, iteration=0)
+    with pytest.raises(CheckpointConfigError):
+        manager.save({"model": object()}, epoch=1, iteration=1)  # refused before anything is written
+    assert [i.epoch for i in manager.list()] == [0]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip", "delete"])
+def test_damaged_newest_falls_back_to_the_previous_good(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = CheckpointManager(tmp_path)
+    for i in range(3):
+        manager.save(_state(i), epoch=i, iteration=i)
+    manager.wait()
+    newest = manager.directory / manager.latest_name() / "model.pt"
+    data = bytearray(newest.read_bytes())
+    if damage == "truncate":
+        newest.write_bytes(data[: len(data) // 2])
+    elif damage == "bitflip":
+        data[len(data) // 2] ^= 0x01
+        newest.write_bytes(bytes(data))
+    else:
+        newest.unlink()
+    with caplog.at_level(logging.WARNING, logger="aitoolbox.checkpointing"):
+        loaded = manager.load(required=["model"])
+    assert loaded.info.epoch == 1
+    assert "ckpt-e0002-i000000002: part 'model'" in caplog.text and "falling back to ckpt-e0001" in caplog.text
+    with pytest.raises(CheckpointCorruptError, match="part 'model'"):
+        manager.load("ckpt-e0002-i000000002")  # asked for explicitly: no silent substitution
+    assert [i.epoch for i in manager.list(verify=True)] == [0, 1]
+
+
+def test_every_checkpoint_damaged_or_none(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path / "c")
+    with pytest.raises(CheckpointNotFoundError, match="no committed checkpoint"):
+        manager.load()
+    manager.save(_state(0), epoch=0, iteration=0)
+    manager.wait()
+    (manager.directory / manager.latest_name() / "loop.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointNotFoundError, match="every checkpoint .* is damaged"):
+        manager.load()
+
+
+def test_latest_pointer_to_a_missing_checkpoint_is_survived(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    manager.save(_state(0), epoch=0, iteration=0)
+    manager.save(_state(1), epoch=1, iteration=1)
+    manager.wait()
+    (manager.directory / "latest").write_text("ckpt-does-not-exist\n")
+    assert manager.load().info.epoch == 1
+
+
+def test_temporaries_are_ignored_and_cleaned(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    stale = tmp_path / ".tmp-ckpt-e0009-i000000009-deadbeef"
+    stale.mkdir()
+    (stale / "model.pt").write_bytes(b"half")
+    assert manager.list() == []
+    manager.save(_state(0), epoch=0, iteration=0)
+    manager.wait()
+    assert not stale.exists() and len(manager.list()) == 1
+
+
+def test_missing_required_part(manager: CheckpointManager) -> None:
+    manager.save({"model": {"w": torch.ones(1)}}, epoch=0, iteration=0)
+    with pytest.raises(CheckpointIncompatibleError, match=r"lacks the parts \['optimizer'\] .*allow_partial=True"):
+        manager.load(required=["model", "optimizer"])
+    assert "optimizer" not in manager.load(required=["model", "optimizer"], allow_partial=True)
+
+
+def test_loading_refuses_pickled_objects_even_with_matching_checksums(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    manager.save(_state(0), epoch=0, iteration=0)
+    manager.wait()
+    ckpt = manager.directory / manager.latest_name()
+    evil = ckpt / "model.pt"
+    torch.save({"w": Path("/etc/passwd")}, evil)  # an arbitrary object: needs full unpickling
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    data = evil.read_bytes()
+    manifest["parts"]["model"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointCorruptError, match="cannot be loaded"):
+        manager.load(required=["model"])
+
+
+def test_check_plain_names_the_offender_and_converts_numpy() -> None:
+    with pytest.raises(CheckpointConfigError, match=r"state\['callbacks'\]\['es'\]\[1\] is a pathlib.*PosixPath"):
+        check_plain({"callbacks": {"es": [1, Path("x")]}})
+    out = check_plain({"a": np.float64(1.5), "b": np.arange(3), "c": (1, "x", None)})
+    assert out["a"] == 1.5 and type(out["a"]) is float
+    assert torch.equal(out["b"], torch.arange(3)) and out["c"] == (1, "x", None)
+    with pytest.raises(CheckpointConfigError, match="key of type"):
+        check_plain({object(): 1})
+    assert pickle.loads(pickle.dumps(check_plain({"k": [1.0]}))) == {"k": [1.0]}
+
+
+def test_snapshot_buffers_are_reused() -> None:
+    buffers = SnapshotBuffers()
+    t = torch.randn(64, 64)
+    first = buffers.snapshot({"w": t}, "model")["w"]
+    t.add_(1)
+    second = buffers.snapshot({"w": t}, "model")["w"]
+    assert second.data_ptr() == first.data_ptr() and torch.equal(second, t)
+    assert buffers.snapshot({"w": torch.zeros(3)}, "model")["w"].shape == (3,)  # shape change: new buffer
+
+
+def test_background_failure_is_raised_not_dropped(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path / "ckpt")
+    manager.save(_state(0), epoch=0, iteration=0)
+    manager.wait()
+    (tmp_path / "ckpt").rename(tmp_path / "moved")
+    (tmp_path / "ckpt").write_text("a file where the checkpoint directory must be")  # the write cannot happen
+    manager.save(_state(1), epoch=1, iteration=1)
+    with pytest.raises(CheckpointWriteError, match="saving a checkpoint into .* failed"):
+        manager.wait()
+    (tmp_path / "ckpt").unlink()
+    (tmp_path / "moved").rename(tmp_path / "ckpt")
+    assert manager.load().info.epoch == 0  # the earlier checkpoint is untouched
+    manager.save(_state(2), epoch=2, iteration=2)  # and saving works again
+    manager.wait()
+    assert manager.load().info.epoch == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"keep_last": 0}, "keep_last must be a positive int or None"),
+        ({"keep_best": 2}, "keep_best=2 needs a metric to rank checkpoints by"),
+        ({"keep_best": -1}, "keep_best must be an int >= 0"),
+        ({"keep_best": 1, "monitor": "val_loss", "mode": "lowest"}, "mode must be 'min' or 'max'"),
+    ],
+)
+def test_config_errors(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(CheckpointConfigError, match=message):
+        CheckpointManager(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_directory_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(CheckpointConfigError, match="exists and is not a directory"):
+        CheckpointManager(f)
+
+
+def test_rng_round_trip_loads_weights_only(tmp_path: Path) -> None:
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    manager = CheckpointManager(tmp_path, background=False)
+    manager.save({"rng": capture_rng_state()}, epoch=0, iteration=0)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    restore_rng_state(manager.load()["rng"])
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(aitoolbox.checkpointing.__all__) == [
+        "CheckpointConfigError", "CheckpointCorruptError", "CheckpointError", "CheckpointIncompatibleError",
+        "CheckpointInfo", "CheckpointManager", "CheckpointNotFoundError", "CheckpointWriteError", "LoadedCheckpoint",
+        "SnapshotBuffers", "__version__", "capture_rng_state", "check_plain", "restore_rng_state",
+    ]  # fmt: skip
