@@ -15,7 +15,8 @@ def test_star_import_gives_the_train_loops() -> None:
     namespace: dict[str, object] = {}
     exec("from aitoolbox.torchtrain.train_loop import *", namespace)
     assert namespace["TrainLoop"] is EngineTrainLoop
-    assert sorted(aitoolbox.torchtrain.train_loop.__all__) == ["TrainLoop"]
+    assert issubclass(namespace["TrainLoopCheckpoint"], EngineTrainLoop)
+    assert sorted(aitoolbox.torchtrain.train_loop.__all__) == ["TrainLoop", "TrainLoopCheckpoint"]
 
 
 def test_model_and_callback_paths() -> None:

@@ -1,5 +1,6 @@
 """The TrainLoop variants. ``from aitoolbox.torchtrain.train_loop import *`` gives every variant available."""
 
 from aitoolbox.loop import TrainLoop
+from aitoolbox.torchtrain._variants import TrainLoopCheckpoint
 
-__all__ = ["TrainLoop"]
+__all__ = ["TrainLoop", "TrainLoopCheckpoint"]

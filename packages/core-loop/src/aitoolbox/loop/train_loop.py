@@ -237,12 +237,16 @@ class TrainLoop:
         for cb in self.callbacks:
             cb.register_train_loop_object(self)
         self._handler = CallbackHandler(self.callbacks)
+        self._on_fit_start()
         try:
             self._train()
         except BaseException:
             logger.error("training failed in epoch %d at iteration %d", self.epoch, self.iteration)
             raise
         return self.model
+
+    def _on_fit_start(self) -> None:
+        """Extension point for subclasses: runs in ``fit`` after the callbacks are registered, before training."""
 
     def _show_progress(self) -> bool:
         if self.progress_bar is not None:

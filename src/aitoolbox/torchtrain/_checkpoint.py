@@ -1,0 +1,172 @@
+"""Glue between the loop engine and the checkpointing package: what a TrainLoop checkpoint holds, and the callback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from aitoolbox.checkpointing import (
+    CheckpointIncompatibleError,
+    CheckpointManager,
+    LoadedCheckpoint,
+    capture_rng_state,
+    restore_rng_state,
+)
+from aitoolbox.loop import LoopConfigError
+from aitoolbox.loop.callbacks import Callback
+
+if TYPE_CHECKING:
+    from aitoolbox.loop import TrainLoop
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_PARTS = ("model", "optimizer", "loop", "rng", "callbacks")
+
+
+def callback_keys(callbacks: list[Callback]) -> dict[str, Callback]:
+    """Stable names for callbacks' states: ``callback_name``, with ``#2``, ``#3`` for repeats."""
+    keys: dict[str, Callback] = {}
+    for cb in callbacks:
+        key, n = cb.callback_name, 1
+        while key in keys:
+            n += 1
+            key = f"{cb.callback_name}#{n}"
+        keys[key] = cb
+    return keys
+
+
+def collect_parts(tl: TrainLoop) -> dict[str, Any]:
+    """Everything needed to continue ``tl`` exactly, as tensors and plain data."""
+    return {
+        "model": tl.model.state_dict(),
+        "optimizer": [opt.state_dict() for opt in tl.optimizers],
+        "loop": tl.state_dict(),
+        "rng": capture_rng_state(),
+        "callbacks": {key: state for key, cb in callback_keys(tl.callbacks).items() if (state := cb.state_dict())},
+    }
+
+
+def numeric_metrics(history: Mapping[str, list[Any]]) -> dict[str, float]:
+    out = {}
+    for name, values in history.items():
+        if values and isinstance(values[-1], int | float) and not isinstance(values[-1], bool):
+            out[name] = float(values[-1])
+    return out
+
+
+def _describe_mismatch(model: torch.nn.Module, saved: Mapping[str, Any]) -> str | None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(saved))
+        if isinstance(saved[k], torch.Tensor) and saved[k].shape != own[k].shape
+    ]
+    problems = []
+    for label, items in (("missing in the checkpoint", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
+            problems.append(f"{label}: {', '.join(items[:8])}{more}")
+    return "; ".join(problems) or None
+
+
+def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint) -> None:
+    """Load the model and optimizer states; a different architecture is named key by key."""
+    if "model" in loaded:
+        mismatch = _describe_mismatch(tl.model, loaded["model"])
+        if mismatch:
+            raise CheckpointIncompatibleError(
+                f"checkpoint {loaded.info.path} holds a different model architecture ({mismatch}); resume with "
+                "the model it was trained with"
+            )
+        tl.model.load_state_dict(loaded["model"])
+    if "optimizer" in loaded:
+        states = loaded["optimizer"]
+        if len(states) != len(tl.optimizers):
+            raise CheckpointIncompatibleError(
+                f"checkpoint {loaded.info.path} has {len(states)} optimizer states but the TrainLoop has "
+                f"{len(tl.optimizers)} optimizers"
+            )
+        for i, (opt, state) in enumerate(zip(tl.optimizers, states, strict=True)):
+            try:
+                opt.load_state_dict(state)
+            except (ValueError, KeyError) as err:
+                raise CheckpointIncompatibleError(f"optimizer {i} does not match the checkpoint's: {err}") from err
+    if "loop" in loaded:
+        tl.load_state_dict(loaded["loop"])
+
+
+def apply_callbacks_and_rng(tl: TrainLoop, loaded: LoadedCheckpoint) -> None:
+    """Restore callback states by name (after registration) and, last, every RNG."""
+    saved = dict(loaded.parts.get("callbacks", {}))
+    for key, cb in callback_keys(tl.callbacks).items():
+        if key in saved:
+            cb.load_state_dict(saved.pop(key))
+    if saved:
+        logger.warning("the checkpoint holds state for callbacks that this run does not have: %s", sorted(saved))
+    if "rng" in loaded:
+        restore_rng_state(loaded["rng"])
+
+
+class EpochCheckpoint(Callback):
+    """Commits a checkpoint at every epoch end (after the other callbacks' epoch-end work) and flushes at the end."""
+
+    def __init__(self, manager: CheckpointManager, meta: Mapping[str, Any]) -> None:
+        super().__init__("checkpoint", execution_order=10_000)
+        self.manager = manager
+        self.meta = dict(meta)
+
+    def on_train_loop_registration(self) -> None:
+        tl = self.train_loop_obj
+        assert tl is not None
+        if self.manager.monitor == "val_loss" and tl.validation_loader is None:
+            raise LoopConfigError(
+                "checkpoints are ranked by 'val_loss' but there is no validation_loader; pass one or rank by 'loss'"
+            )
+
+    def save(self, *, epoch_end: bool = True) -> None:
+        tl = self.train_loop_obj
+        assert tl is not None
+        monitor = self.manager.monitor
+        if epoch_end and monitor and monitor not in tl.train_history:
+            raise LoopConfigError(
+                f"checkpoints are ranked by {monitor!r}, which is not in the training history "
+                f"(it has {sorted(tl.train_history)}); set rm_subopt_local_models to one of those"
+            )
+        parts = collect_parts(tl)
+        loop = parts["loop"]
+        self.manager.save(
+            parts,
+            epoch=loop["epoch"],
+            iteration=loop["iteration"],
+            metrics=numeric_metrics(tl.train_history),
+            meta=self.meta,
+        )
+
+    def on_epoch_end(self) -> None:
+        self.save()
+
+    def on_train_end(self) -> None:
+        self.manager.wait()
+
+
+class EpochAndIterationCheckpoint(EpochCheckpoint):
+    """Also commits a checkpoint every ``every`` iterations, at the first optimizer-step boundary."""
+
+    def __init__(self, manager: CheckpointManager, meta: Mapping[str, Any], every: int) -> None:
+        super().__init__(manager, meta)
+        self.every = every
+        self._due = False
+
+    def on_batch_end(self) -> None:
+        tl = self.train_loop_obj
+        assert tl is not None
+        if tl.iteration % self.every == 0:
+            self._due = True
+        if self._due and tl.batch_in_epoch % tl.grad_accumulation == 0:
+            self._due = False
+            self.save(epoch_end=False)

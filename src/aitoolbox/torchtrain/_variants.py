@@ -1,0 +1,235 @@
+"""The tracked TrainLoop variants."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aitoolbox.checkpointing import CheckpointManager, LoadedCheckpoint
+from aitoolbox.loop import LoopConfigError, TrainLoop, TTModel
+from aitoolbox.loop.callbacks import Callback
+from aitoolbox.torchtrain._checkpoint import (
+    REQUIRED_PARTS,
+    EpochAndIterationCheckpoint,
+    EpochCheckpoint,
+    apply_callbacks_and_rng,
+    apply_model_and_optimizers,
+)
+from aitoolbox.torchtrain._experiment import (
+    CHECKPOINT_DIR,
+    new_experiment_dir,
+    prepare_root,
+    resolve_resume,
+    validate_names,
+    write_json,
+)
+
+__all__ = ["TrainLoopCheckpoint"]
+
+logger = logging.getLogger(__name__)
+
+_CLOUD_MODES = (None, "local", "s3", "gcs")
+
+
+def _check_cloud(cloud_save_mode: object, bucket_name: object) -> None:
+    if cloud_save_mode not in _CLOUD_MODES:
+        raise LoopConfigError(f"cloud_save_mode must be None, 'local', 's3' or 'gcs', got {cloud_save_mode!r}")
+    if cloud_save_mode in ("s3", "gcs"):
+        raise LoopConfigError(
+            f"cloud_save_mode={cloud_save_mode!r} needs the aitoolbox-cloud package, which is not available in this "
+            "release yet; use cloud_save_mode='local' (the default) to save to local_model_result_folder_path only"
+        )
+
+
+def _retention(rm_subopt_local_models: object, num_best_checkpoints_kept: object) -> dict[str, Any]:
+    """The original AIToolbox retention options as CheckpointManager settings."""
+    if num_best_checkpoints_kept is not None:
+        if (
+            isinstance(num_best_checkpoints_kept, bool)
+            or not isinstance(num_best_checkpoints_kept, int)
+            or num_best_checkpoints_kept < 1
+        ):
+            raise LoopConfigError(
+                f"num_best_checkpoints_kept must be a positive int, got {num_best_checkpoints_kept!r}"
+            )
+        if rm_subopt_local_models is False:
+            raise LoopConfigError(
+                f"num_best_checkpoints_kept={num_best_checkpoints_kept} needs a metric to rank checkpoints by: set "
+                "rm_subopt_local_models=True (ranks by 'loss') or to a history metric such as 'val_loss'"
+            )
+    if rm_subopt_local_models is False or rm_subopt_local_models is None:
+        return {"keep_last": None, "keep_best": 0, "monitor": None, "mode": "min"}
+    if rm_subopt_local_models is True:
+        monitor = "loss"
+    elif isinstance(rm_subopt_local_models, str) and rm_subopt_local_models:
+        monitor = rm_subopt_local_models
+    else:
+        raise LoopConfigError(
+            f"rm_subopt_local_models must be False, True or a history metric name, got {rm_subopt_local_models!r}"
+        )
+    mode = "min" if "loss" in monitor else "max"  # the original's rule
+    return {"keep_last": 1, "keep_best": num_best_checkpoints_kept or 2, "monitor": monitor, "mode": mode}
+
+
+class TrainLoopCheckpoint(TrainLoop):
+    """TrainLoop that commits a crash-safe checkpoint after every epoch (and every ``iteration_save_freq`` iterations).
+
+    Checkpoints go to
+    ``<local_model_result_folder_path>/<project_name>/<experiment_name>_<timestamp>/checkpoint_model/``
+    (the folders are created as needed). Each holds the model, optimizer(s), loop position (epoch, iteration, batch
+    inside the epoch), training history, GradScaler, every RNG and the state of stateful callbacks, so that
+    ``fit(num_epochs=N, resume_from=...)`` continues exactly where the run stopped.
+
+    Args:
+        model, train_loader, validation_loader, test_loader, optimizer, criterion: as for :class:`TrainLoop`.
+        project_name: folder grouping experiments.
+        experiment_name: the experiment's name; the folder gets a timestamp suffix.
+        local_model_result_folder_path: the results root.
+        hyperparams: a dict saved as ``hyperparams.json`` in the experiment folder (copied, never modified).
+        cloud_save_mode: ``'local'`` (default) or ``None``; cloud modes arrive with the aitoolbox-cloud package.
+        bucket_name, cloud_dir_prefix: cloud settings (with cloud_save_mode).
+        rm_subopt_local_models: ``False`` keeps every checkpoint; ``True`` keeps the ``num_best_checkpoints_kept``
+            best by ``'loss'`` plus the newest; a metric name ranks by that metric (minimised when its name contains
+            'loss', else maximised).
+        num_best_checkpoints_kept: how many best checkpoints to keep (default 2 when ranking).
+        iteration_save_freq: also checkpoint every N iterations (0: only at epoch ends).
+        **kwargs: the keyword options of :class:`TrainLoop` (``device``, ``use_amp``, ...).
+
+    Example:
+        .. code-block:: python
+
+            tl = TrainLoopCheckpoint(model, train_loader, val_loader, None, optimizer, criterion,
+                                     project_name="proj", experiment_name="exp", local_model_result_folder_path="runs",
+                                     hyperparams={"lr": 1e-3})
+            tl.fit(num_epochs=10)
+            # after a crash, in a new process with the same model/optimizer/loaders:
+            tl.fit(num_epochs=10, resume_from="latest")
+    """
+
+    def __init__(
+        self,
+        model: TTModel | nn.Module,
+        train_loader: Any,
+        validation_loader: Any,
+        test_loader: Any,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+        criterion: Callable[..., torch.Tensor] | None,
+        project_name: str,
+        experiment_name: str,
+        local_model_result_folder_path: str | Path,
+        hyperparams: Mapping[str, Any] | None = None,
+        cloud_save_mode: str | None = "local",
+        bucket_name: str | None = None,
+        cloud_dir_prefix: str = "",
+        *,
+        rm_subopt_local_models: bool | str = False,
+        num_best_checkpoints_kept: int | None = None,
+        iteration_save_freq: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        validate_names(project_name, experiment_name)
+        if hyperparams is not None and not isinstance(hyperparams, Mapping):
+            raise LoopConfigError(f"hyperparams must be a dict or None, got {type(hyperparams).__name__}")
+        _check_cloud(cloud_save_mode, bucket_name)
+        if isinstance(iteration_save_freq, bool) or not isinstance(iteration_save_freq, int) or iteration_save_freq < 0:
+            raise LoopConfigError(
+                f"iteration_save_freq must be an int >= 0 (0: epoch ends only), got {iteration_save_freq!r}"
+            )
+        self._retention = _retention(rm_subopt_local_models, num_best_checkpoints_kept)
+        super().__init__(model, train_loader, validation_loader, test_loader, optimizer, criterion, **kwargs)
+        self.project_name = project_name
+        self.experiment_name = experiment_name
+        self.local_model_result_folder_path = prepare_root(local_model_result_folder_path)
+        self.hyperparams = dict(hyperparams or {})
+        self.cloud_save_mode = cloud_save_mode
+        self.bucket_name = bucket_name
+        self.cloud_dir_prefix = cloud_dir_prefix
+        self.rm_subopt_local_models = rm_subopt_local_models
+        self.num_best_checkpoints_kept = num_best_checkpoints_kept
+        self.iteration_save_freq = iteration_save_freq
+        self.experiment_dir: Path | None = None
+        self.checkpoint_manager: CheckpointManager | None = None
+        self._pending_restore: LoadedCheckpoint | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """``<experiment folder>/checkpoint_model``, once ``fit`` has created or found the experiment folder."""
+        return None if self.experiment_dir is None else self.experiment_dir / CHECKPOINT_DIR
+
+    def fit(
+        self,
+        num_epochs: int = 0,
+        num_iterations: int = 0,
+        callbacks: Sequence[Callback] | None = None,
+        grad_accumulation: int = 1,
+        *,
+        resume_from: str | Path | None = None,
+        allow_partial_resume: bool = False,
+    ) -> TTModel | nn.Module:
+        """Train with a checkpoint after every epoch; see :meth:`TrainLoop.fit` for the loop itself.
+
+        Args:
+            num_epochs, num_iterations, callbacks, grad_accumulation: as for :meth:`TrainLoop.fit`. When resuming
+                they are totals: training continues up to epoch ``num_epochs`` (or iteration ``num_iterations``).
+            resume_from: ``'latest'`` (the newest committed checkpoint of this project and experiment name under the
+                results root), a checkpoint folder, a ``checkpoint_model`` folder or an experiment folder. Training
+                continues in that experiment's folder.
+            allow_partial_resume: load a checkpoint that lacks some parts (e.g. only the model) instead of failing.
+
+        Raises:
+            CheckpointNotFoundError: ``resume_from`` does not exist or holds no valid checkpoint.
+            CheckpointIncompatibleError: the checkpoint's model or optimizers do not match this run.
+        """
+        self._validate_fit_args(num_epochs, num_iterations, grad_accumulation)
+        if resume_from is not None:
+            loaded = self._load_for_resume(resume_from, allow_partial_resume)
+            remaining_epochs = max(0, num_epochs - self.epoch) if num_epochs else 0
+            remaining_iterations = max(0, num_iterations - self.iteration) if num_iterations else 0
+            if not remaining_epochs and not remaining_iterations:
+                logger.info("nothing to train: the checkpoint is at epoch %d, iteration %d", self.epoch, self.iteration)
+                self._pending_restore = None
+                return self.model
+            num_epochs, num_iterations = remaining_epochs, remaining_iterations
+            self._pending_restore = loaded
+        elif self.experiment_dir is None:
+            self.experiment_dir = new_experiment_dir(
+                self.local_model_result_folder_path, self.project_name, self.experiment_name
+            )
+            write_json(self.experiment_dir / "hyperparams.json", self.hyperparams)
+        assert self.experiment_dir is not None
+        logger.info("experiment folder: %s", self.experiment_dir)
+        self.checkpoint_manager = CheckpointManager(self.experiment_dir / CHECKPOINT_DIR, **self._retention)
+        meta = {
+            "project_name": self.project_name,
+            "experiment_name": self.experiment_name,
+            "variant": type(self).__name__,
+        }
+        checkpoint: EpochCheckpoint = (
+            EpochAndIterationCheckpoint(self.checkpoint_manager, meta, self.iteration_save_freq)
+            if self.iteration_save_freq
+            else EpochCheckpoint(self.checkpoint_manager, meta)
+        )
+        return super().fit(num_epochs, num_iterations, [*(callbacks or []), checkpoint], grad_accumulation)
+
+    def _load_for_resume(self, resume_from: str | Path, allow_partial: bool) -> LoadedCheckpoint:
+        experiment_dir, info = resolve_resume(
+            resume_from, self.local_model_result_folder_path, self.project_name, self.experiment_name
+        )
+        manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
+        loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
+        apply_model_and_optimizers(self, loaded)
+        self.experiment_dir = experiment_dir
+        logger.info(
+            "resuming from %s (epoch %d, iteration %d)", loaded.info.path, loaded.info.epoch, loaded.info.iteration
+        )
+        return loaded
+
+    def _on_fit_start(self) -> None:
+        if self._pending_restore is not None:
+            apply_callbacks_and_rng(self, self._pending_restore)
+            self._pending_restore = None

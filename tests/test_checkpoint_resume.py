@@ -1,0 +1,220 @@
+"""TrainLoopCheckpoint: exact resume across real processes killed with SIGKILL, and bad input before training."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn, optim
+
+from aitoolbox.checkpointing import CheckpointIncompatibleError, CheckpointManager, CheckpointNotFoundError
+from aitoolbox.loop import LoopConfigError
+from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint
+
+CHILD = Path(__file__).with_name("_resume_child.py")
+pytestmark = pytest.mark.slow
+
+
+def _run(root: Path, out: Path, mode: str, kill_at: str = "-", workers: int = 0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(CHILD), str(root), str(out), mode, kill_at, str(workers)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return torch.load(path, weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("straight")
+    proc = _run(root, root / "out.pt", "straight")
+    assert proc.returncode == 0, proc.stderr
+    return _load(root / "out.pt")
+
+
+# 15 batches per epoch; iteration checkpoints every 5 iterations
+@pytest.mark.parametrize(
+    ("kill_at", "workers", "resumes_at"),
+    [
+        ("epoch:2", 0, 30),  # after epoch 2's checkpoint: resumes at the start of epoch 2 (0-based)
+        ("iter:38", 0, 35),  # mid-epoch 2: the iteration-35 checkpoint, 5 batches into the epoch
+        ("iter:38", 2, 35),  # the same with DataLoader worker processes
+    ],
+)
+def test_killed_run_resumes_exactly(
+    tmp_path: Path, straight: dict[str, Any], kill_at: str, workers: int, resumes_at: int
+) -> None:
+    crashed = _run(tmp_path, tmp_path / "unused.pt", "crash", kill_at, workers)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    resumed_proc = _run(tmp_path, tmp_path / "out.pt", "resume", "-", workers)
+    assert resumed_proc.returncode == 0, resumed_proc.stderr
+    resumed = _load(tmp_path / "out.pt")
+
+    for k, v in straight["params"].items():
+        assert torch.equal(resumed["params"][k], v), k
+    for (ka, a), (kb, b) in zip(
+        resumed["optimizer"]["state"].items(), straight["optimizer"]["state"].items(), strict=True
+    ):
+        assert ka == kb and all(torch.equal(a[n], b[n]) for n in a)
+    assert resumed["history"] == straight["history"]  # bit-identical losses, incl. the interrupted epoch
+    assert resumed["lr"] == straight["lr"]  # the LR scheduler's state came back
+    assert resumed["early_stopping"]["best"] == straight["early_stopping"]["best"]
+    # the resumed process saw exactly the batches the straight run saw from the resume point on
+    assert resumed["seen"][0][0] == resumes_at + 1
+    assert resumed["seen"] == straight["seen"][resumes_at:]
+    # it continued in the same experiment folder
+    exp = Path(resumed["experiment_dir"])
+    assert len(list((tmp_path / "proj").iterdir())) == 1 and exp.parent == tmp_path / "proj"
+    assert CheckpointManager(exp / "checkpoint_model").load().info.epoch == 4
+
+
+# ------------------------------------------------------------------ in-process behaviour and bad input
+
+
+def _tl(root: Path, model: nn.Module | None = None, **kwargs: Any) -> TrainLoopCheckpoint:
+    model = model or TinyClassifier()
+    return TrainLoopCheckpoint(
+        model, make_classification_loader(64, shuffle=True), make_classification_loader(32, seed=2), None,
+        optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+        project_name="p", experiment_name="e", local_model_result_folder_path=root, device="cpu", **kwargs,
+    )  # fmt: skip
+
+
+def test_layout_hyperparams_and_created_root(tmp_path: Path) -> None:
+    root = tmp_path / "does" / "not" / "exist"
+    hyper = {"lr": 0.1, "betas": (0.9, 0.999)}
+    tl = _tl(root, hyperparams=hyper)
+    tl.fit(num_epochs=2)
+    assert tl.experiment_dir.parent == root / "p" and tl.experiment_dir.name.startswith("e_")
+    assert json.loads((tl.experiment_dir / "hyperparams.json").read_text()) == {"lr": 0.1, "betas": [0.9, 0.999]}
+    assert hyper == {"lr": 0.1, "betas": (0.9, 0.999)}  # the user's dict is untouched
+    infos = CheckpointManager(tl.checkpoint_dir).list()
+    assert [(i.epoch, i.iteration) for i in infos] == [(1, 4), (2, 8)]
+    assert infos[-1].metrics.keys() == {"loss", "val_loss"}
+    assert sorted(infos[-1].parts) == ["callbacks", "loop", "model", "optimizer", "rng"]
+
+
+def test_rm_subopt_keeps_the_best_and_the_newest(tmp_path: Path) -> None:
+    tl = _tl(tmp_path, rm_subopt_local_models="val_loss", num_best_checkpoints_kept=1)
+    tl.fit(num_epochs=5)
+    infos = CheckpointManager(tl.checkpoint_dir).list()
+    best_epoch = min(range(5), key=lambda e: tl.train_history["val_loss"][e]) + 1
+    assert {i.epoch for i in infos} == {best_epoch, 5}
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_previous(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first = _tl(tmp_path)
+    first.fit(num_epochs=3)
+    newest = CheckpointManager(first.checkpoint_dir).list()[-1]
+    (newest.path / "model.pt").write_bytes(b"\0" * 100)
+    resumed = _tl(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        resumed.fit(num_epochs=4, resume_from="latest")
+    assert "falling back to ckpt-e0002" in caplog.text
+    assert resumed.epoch == 4 and len(resumed.train_history["loss"]) == 4
+
+
+def test_resume_from_each_kind_of_path(tmp_path: Path) -> None:
+    first = _tl(tmp_path)
+    first.fit(num_epochs=2)
+    one = CheckpointManager(first.checkpoint_dir).list()[0].path
+    for path, epoch in ((first.experiment_dir, 2), (first.checkpoint_dir, 2), (one, 1)):
+        tl = _tl(tmp_path)
+        tl.fit(num_epochs=3, resume_from=path)
+        assert tl.experiment_dir == first.experiment_dir
+        assert (
+            len(tl.train_history["loss"]) == 3
+            and tl.train_history["loss"][:epoch] == first.train_history["loss"][:epoch]
+        )
+
+
+def test_resume_when_already_done_trains_nothing(tmp_path: Path) -> None:
+    _tl(tmp_path).fit(num_epochs=2)
+    tl = _tl(tmp_path)
+    tl.fit(num_epochs=2, resume_from="latest")
+    assert tl.epoch == 2 and tl.iteration == 8
+
+
+def test_partial_checkpoint_needs_allow_partial(tmp_path: Path) -> None:
+    first = _tl(tmp_path)
+    first.fit(num_epochs=1)
+    ckpt = CheckpointManager(first.checkpoint_dir).list()[-1].path
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    del manifest["parts"]["optimizer"]
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointIncompatibleError, match=r"lacks the parts \['optimizer'\]"):
+        _tl(tmp_path).fit(num_epochs=2, resume_from=ckpt)
+    tl = _tl(tmp_path)
+    tl.fit(num_epochs=2, resume_from=ckpt, allow_partial_resume=True)
+    assert tl.epoch == 2
+
+
+def test_different_architecture_names_the_keys(tmp_path: Path) -> None:
+    _tl(tmp_path).fit(num_epochs=1)
+    wider = TinyClassifier(hidden=32)
+    with pytest.raises(CheckpointIncompatibleError, match=r"shape: net.0.bias \(16,\) vs \(32,\)"):
+        _tl(tmp_path, model=wider).fit(num_epochs=2, resume_from="latest")
+    other = nn.Sequential(nn.Linear(8, 3))
+    with pytest.raises(CheckpointIncompatibleError, match=r"missing in the checkpoint: 0.bias, 0.weight; unexpected"):
+        _tl(tmp_path, model=other).fit(num_epochs=2, resume_from="latest")
+
+
+@pytest.mark.parametrize(
+    ("resume_from", "message"),
+    [
+        ("missing-dir", "does not exist"),
+        ("latest", "found no committed checkpoint of project 'p', experiment 'e'"),
+        ("empty", "is neither a checkpoint"),
+    ],
+)
+def test_bad_resume_from_fails_before_training(tmp_path: Path, resume_from: str, message: str) -> None:
+    (tmp_path / "empty").mkdir()
+    target = resume_from if resume_from == "latest" else tmp_path / resume_from
+    tl = _tl(tmp_path / "root")
+    with pytest.raises(CheckpointNotFoundError, match=message):
+        tl.fit(num_epochs=1, resume_from=target)
+    assert tl.iteration == 0 and not (tmp_path / "root" / "p").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"iteration_save_freq": -1}, "iteration_save_freq must be an int >= 0"),
+        ({"num_best_checkpoints_kept": 3}, "num_best_checkpoints_kept=3 needs a metric to rank checkpoints by"),
+        ({"rm_subopt_local_models": 1.5}, "rm_subopt_local_models must be False, True or a history metric name"),
+        ({"cloud_save_mode": "s3", "bucket_name": "b"}, "cloud_save_mode='s3' needs the aitoolbox-cloud package"),
+        ({"cloud_save_mode": "dropbox"}, "cloud_save_mode must be None, 'local', 's3' or 'gcs'"),
+        ({"hyperparams": [("lr", 1)]}, "hyperparams must be a dict or None"),
+    ],
+)
+def test_bad_constructor_arguments(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(LoopConfigError, match=message):
+        _tl(tmp_path, **kwargs)
+
+
+def test_bad_names_and_root(tmp_path: Path) -> None:
+    model = TinyClassifier()
+    args = (model, make_classification_loader(8), None, None, optim.SGD(model.parameters(), 0.1), nn.CrossEntropyLoss())
+    with pytest.raises(LoopConfigError, match="project_name must be a non-empty name"):
+        TrainLoopCheckpoint(*args, project_name="a/b", experiment_name="e", local_model_result_folder_path=tmp_path)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(LoopConfigError, match="is a file; give a folder path"):
+        TrainLoopCheckpoint(*args, project_name="p", experiment_name="e", local_model_result_folder_path=a_file)
+
+
+def test_ranking_metric_missing_from_history_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(LoopConfigError, match="ranked by 'val_accuracy', which is not in the training history"):
+        _tl(tmp_path, rm_subopt_local_models="val_accuracy").fit(num_epochs=1)
