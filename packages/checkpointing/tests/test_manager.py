@@ -8,7 +8,6 @@ import pickle
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -170,15 +169,19 @@ def test_loading_refuses_pickled_objects_even_with_matching_checksums(tmp_path: 
         manager.load(required=["model"])
 
 
-def test_check_plain_names_the_offender_and_converts_numpy() -> None:
+def test_check_plain_names_the_offender() -> None:
     with pytest.raises(CheckpointConfigError, match=r"state\['callbacks'\]\['es'\]\[1\] is a pathlib.*PosixPath"):
         check_plain({"callbacks": {"es": [1, Path("x")]}})
-    out = check_plain({"a": np.float64(1.5), "b": np.arange(3), "c": (1, "x", None)})
-    assert out["a"] == 1.5 and type(out["a"]) is float
-    assert torch.equal(out["b"], torch.arange(3)) and out["c"] == (1, "x", None)
     with pytest.raises(CheckpointConfigError, match="key of type"):
         check_plain({object(): 1})
     assert pickle.loads(pickle.dumps(check_plain({"k": [1.0]}))) == {"k": [1.0]}
+
+
+def test_check_plain_converts_numpy() -> None:
+    np = pytest.importorskip("numpy")  # not a dependency of this package
+    out = check_plain({"a": np.float64(1.5), "b": np.arange(3), "c": (1, "x", None)})
+    assert out["a"] == 1.5 and type(out["a"]) is float
+    assert torch.equal(out["b"], torch.arange(3)) and out["c"] == (1, "x", None)
 
 
 def test_snapshot_buffers_are_reused() -> None:
@@ -230,6 +233,7 @@ def test_directory_that_is_a_file(tmp_path: Path) -> None:
 
 
 def test_rng_round_trip_loads_weights_only(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
     random.seed(1)
     np.random.seed(2)
     torch.manual_seed(3)
@@ -249,3 +253,15 @@ def test_public_api_is_pinned() -> None:
         "CheckpointInfo", "CheckpointManager", "CheckpointNotFoundError", "CheckpointWriteError", "LoadedCheckpoint",
         "SnapshotBuffers", "__version__", "capture_rng_state", "check_plain", "restore_rng_state",
     ]  # fmt: skip
+
+
+def test_rng_round_trip_without_numpy_state(tmp_path: Path) -> None:
+    random.seed(1)
+    torch.manual_seed(3)
+    state = capture_rng_state()
+    state["numpy"] = None  # as captured where numpy is not installed
+    expected = (random.random(), torch.rand(1))
+    random.seed(9)
+    torch.manual_seed(9)
+    restore_rng_state(state)
+    assert random.random() == expected[0] and torch.equal(torch.rand(1), expected[1])
