@@ -1,0 +1,18 @@
+"""Result packages: named sets of metrics computed from targets and predictions."""
+
+from aitoolbox.experiment.result_package.abstract import AbstractResultPackage, CombinedResultPackage
+from aitoolbox.experiment.result_package.basic_packages import (
+    BinaryClassificationResultPackage,
+    ClassificationResultPackage,
+    GeneralResultPackage,
+    RegressionResultPackage,
+)
+
+__all__ = [
+    "AbstractResultPackage",
+    "BinaryClassificationResultPackage",
+    "ClassificationResultPackage",
+    "CombinedResultPackage",
+    "GeneralResultPackage",
+    "RegressionResultPackage",
+]
