@@ -7,6 +7,7 @@ import os
 import pickle
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -265,3 +266,33 @@ def test_rng_round_trip_without_numpy_state(tmp_path: Path) -> None:
     torch.manual_seed(9)
     restore_rng_state(state)
     assert random.random() == expected[0] and torch.equal(torch.rand(1), expected[1])
+
+
+def test_on_commit_and_may_delete_hooks(tmp_path: Path) -> None:
+    committed: list[str] = []
+    uploaded: set[str] = set()
+
+    def on_commit(info: Any) -> None:
+        assert (info.path / "manifest.json").is_file() and info.path.parent.joinpath(
+            "latest"
+        ).read_text().strip() == info.name
+        committed.append(info.name)
+
+    manager = CheckpointManager(tmp_path, keep_last=1, on_commit=on_commit, may_delete=lambda i: i.name in uploaded)
+    for i in range(3):
+        manager.save(_state(i), epoch=i, iteration=i)
+    manager.wait()
+    assert committed == ["ckpt-e0000-i000000000", "ckpt-e0001-i000000001", "ckpt-e0002-i000000002"]
+    assert len(manager.list()) == 3  # nothing uploaded yet: retention keeps them
+    uploaded.update(committed[:2])
+    manager.save(_state(3), epoch=3, iteration=3)
+    manager.wait()
+    assert [i.epoch for i in manager.list()] == [2, 3]  # 2 is not uploaded yet: kept until it is
+
+    def broken(info: Any) -> None:
+        raise RuntimeError("uploader gone")
+
+    failing = CheckpointManager(tmp_path / "b", on_commit=broken)
+    failing.save(_state(0), epoch=0, iteration=0)
+    with pytest.raises(CheckpointWriteError, match="uploader gone"):
+        failing.wait()

@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,10 @@ class CheckpointManager:
         monitor: the metric (from the metrics given to :meth:`save`) that ranks checkpoints for ``keep_best``.
         mode: ``'min'`` or ``'max'``: which direction of ``monitor`` is better.
         background: write on a background thread; :meth:`save` only blocks to copy the state to CPU memory.
+        on_commit: called with the :class:`CheckpointInfo` of each checkpoint once it is committed and ``latest``
+            names it (on the writing thread), e.g. to upload it. An exception it raises is reported like a write error.
+        may_delete: retention deletes a checkpoint only when this returns True for it (e.g. once it is uploaded);
+            a checkpoint kept back is deleted by a later commit.
 
     Example:
         >>> import tempfile, torch
@@ -127,6 +131,8 @@ class CheckpointManager:
         monitor: str | None = None,
         mode: str = "min",
         background: bool = True,
+        on_commit: Callable[[CheckpointInfo], None] | None = None,
+        may_delete: Callable[[CheckpointInfo], bool] | None = None,
     ) -> None:
         if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
             raise CheckpointConfigError(f"keep_last must be a positive int or None (keep all), got {keep_last!r}")
@@ -146,6 +152,8 @@ class CheckpointManager:
         self.monitor = monitor
         self.mode = mode
         self.background = background
+        self.on_commit = on_commit
+        self.may_delete = may_delete
         self._buffers = SnapshotBuffers()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -265,6 +273,8 @@ class CheckpointManager:
         fsync_dir(self.directory)
         atomic_write_bytes(self.directory / LATEST, (name + "\n").encode())
         logger.debug("committed checkpoint %s in %.3f s", final, time.perf_counter() - start)
+        if self.on_commit is not None:
+            self.on_commit(CheckpointInfo.read(final))
         self._apply_retention(name)
 
     def _remove_stale_temporaries(self) -> None:
@@ -285,6 +295,9 @@ class CheckpointManager:
             keep.update(i.name for i in ranked[: self.keep_best])
         for info in infos:
             if info.name not in keep:
+                if self.may_delete is not None and not self.may_delete(info):
+                    logger.debug("retention keeps %s for now: may_delete says not yet", info.name)
+                    continue
                 shutil.rmtree(info.path, ignore_errors=True)
                 logger.debug("retention removed %s", info.path)
 
