@@ -16,7 +16,11 @@ def test_star_import_gives_the_train_loops() -> None:
     exec("from aitoolbox.torchtrain.train_loop import *", namespace)
     assert namespace["TrainLoop"] is EngineTrainLoop
     assert issubclass(namespace["TrainLoopCheckpoint"], EngineTrainLoop)
-    assert sorted(aitoolbox.torchtrain.train_loop.__all__) == ["TrainLoop", "TrainLoopCheckpoint"]
+    assert sorted(aitoolbox.torchtrain.train_loop.__all__) == [
+        "TrainLoop", "TrainLoopCheckpoint", "TrainLoopCheckpointEndSave", "TrainLoopEndSave",
+    ]  # fmt: skip
+    for name in ("TrainLoopEndSave", "TrainLoopCheckpointEndSave"):
+        assert issubclass(namespace[name], namespace["TrainLoop"])
 
 
 def test_model_and_callback_paths() -> None:

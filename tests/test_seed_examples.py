@@ -17,8 +17,7 @@ from torch import nn, optim
 DOC = Path(__file__).resolve().parents[1] / "docs" / "train_loop.rst"
 
 # Variants whose seed example can run in this release; the others join as their packages land.
-# (every tracked example imports aitoolbox.experiment's ClassificationResultPackage, which the results package provides)
-AVAILABLE = ["TrainLoop"]
+AVAILABLE = ["TrainLoop", "TrainLoopCheckpoint", "TrainLoopEndSave", "TrainLoopCheckpointEndSave"]
 # Until the cloud package lands, examples that say cloud_save_mode='s3' run with local saving (the only textual change).
 LOCAL_UNTIL_CLOUD = ("cloud_save_mode='s3'", "cloud_save_mode='local'")
 

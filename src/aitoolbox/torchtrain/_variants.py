@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from aitoolbox.checkpointing import CheckpointManager, LoadedCheckpoint
+from aitoolbox.experiment.result_package import AbstractResultPackage
 from aitoolbox.loop import LoopConfigError, TrainLoop, TTModel
 from aitoolbox.loop.callbacks import Callback
 from aitoolbox.torchtrain._checkpoint import (
@@ -20,6 +21,7 @@ from aitoolbox.torchtrain._checkpoint import (
     apply_callbacks_and_rng,
     apply_model_and_optimizers,
 )
+from aitoolbox.torchtrain._end_save import check_result_packages, end_save
 from aitoolbox.torchtrain._experiment import (
     CHECKPOINT_DIR,
     new_experiment_dir,
@@ -29,7 +31,7 @@ from aitoolbox.torchtrain._experiment import (
     write_json,
 )
 
-__all__ = ["TrainLoopCheckpoint"]
+__all__ = ["TrainLoopCheckpoint", "TrainLoopCheckpointEndSave", "TrainLoopEndSave"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,63 @@ def _retention(rm_subopt_local_models: object, num_best_checkpoints_kept: object
     return {"keep_last": 1, "keep_best": num_best_checkpoints_kept or 2, "monitor": monitor, "mode": mode}
 
 
-class TrainLoopCheckpoint(TrainLoop):
+class _TrackedTrainLoop(TrainLoop):
+    """What the tracked variants share: the experiment folder, hyperparameters and the cloud settings."""
+
+    def __init__(
+        self,
+        model: TTModel | nn.Module,
+        train_loader: Any,
+        validation_loader: Any,
+        test_loader: Any,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+        criterion: Callable[..., torch.Tensor] | None,
+        *,
+        project_name: str,
+        experiment_name: str,
+        local_model_result_folder_path: str | Path,
+        hyperparams: Mapping[str, Any] | None,
+        cloud_save_mode: str | None,
+        bucket_name: str | None,
+        cloud_dir_prefix: str,
+        **kwargs: Any,
+    ) -> None:
+        validate_names(project_name, experiment_name)
+        if hyperparams is not None and not isinstance(hyperparams, Mapping):
+            raise LoopConfigError(f"hyperparams must be a dict or None, got {type(hyperparams).__name__}")
+        _check_cloud(cloud_save_mode, bucket_name)
+        super().__init__(model, train_loader, validation_loader, test_loader, optimizer, criterion, **kwargs)
+        self.project_name = project_name
+        self.experiment_name = experiment_name
+        self.local_model_result_folder_path = prepare_root(local_model_result_folder_path)
+        self.hyperparams = dict(hyperparams or {})
+        self.cloud_save_mode = cloud_save_mode
+        self.bucket_name = bucket_name
+        self.cloud_dir_prefix = cloud_dir_prefix
+        self.experiment_dir: Path | None = None
+
+    def _ensure_experiment_dir(self) -> Path:
+        if self.experiment_dir is None:
+            self.experiment_dir = new_experiment_dir(
+                self.local_model_result_folder_path, self.project_name, self.experiment_name
+            )
+            write_json(self.experiment_dir / "hyperparams.json", self.hyperparams)
+            logger.info("experiment folder: %s", self.experiment_dir)
+        return self.experiment_dir
+
+    def fit(
+        self,
+        num_epochs: int = 0,
+        num_iterations: int = 0,
+        callbacks: Sequence[Callback] | None = None,
+        grad_accumulation: int = 1,
+    ) -> TTModel | nn.Module:
+        self._validate_fit_args(num_epochs, num_iterations, grad_accumulation)
+        self._ensure_experiment_dir()
+        return super().fit(num_epochs, num_iterations, callbacks, grad_accumulation)
+
+
+class TrainLoopCheckpoint(_TrackedTrainLoop):
     """TrainLoop that commits a crash-safe checkpoint after every epoch (and every ``iteration_save_freq`` iterations).
 
     Checkpoints go to
@@ -132,27 +190,20 @@ class TrainLoopCheckpoint(TrainLoop):
         iteration_save_freq: int = 0,
         **kwargs: Any,
     ) -> None:
-        validate_names(project_name, experiment_name)
-        if hyperparams is not None and not isinstance(hyperparams, Mapping):
-            raise LoopConfigError(f"hyperparams must be a dict or None, got {type(hyperparams).__name__}")
-        _check_cloud(cloud_save_mode, bucket_name)
         if isinstance(iteration_save_freq, bool) or not isinstance(iteration_save_freq, int) or iteration_save_freq < 0:
             raise LoopConfigError(
                 f"iteration_save_freq must be an int >= 0 (0: epoch ends only), got {iteration_save_freq!r}"
             )
         self._retention = _retention(rm_subopt_local_models, num_best_checkpoints_kept)
-        super().__init__(model, train_loader, validation_loader, test_loader, optimizer, criterion, **kwargs)
-        self.project_name = project_name
-        self.experiment_name = experiment_name
-        self.local_model_result_folder_path = prepare_root(local_model_result_folder_path)
-        self.hyperparams = dict(hyperparams or {})
-        self.cloud_save_mode = cloud_save_mode
-        self.bucket_name = bucket_name
-        self.cloud_dir_prefix = cloud_dir_prefix
+        super().__init__(
+            model, train_loader, validation_loader, test_loader, optimizer, criterion,
+            project_name=project_name, experiment_name=experiment_name,
+            local_model_result_folder_path=local_model_result_folder_path, hyperparams=hyperparams,
+            cloud_save_mode=cloud_save_mode, bucket_name=bucket_name, cloud_dir_prefix=cloud_dir_prefix, **kwargs,
+        )  # fmt: skip
         self.rm_subopt_local_models = rm_subopt_local_models
         self.num_best_checkpoints_kept = num_best_checkpoints_kept
         self.iteration_save_freq = iteration_save_freq
-        self.experiment_dir: Path | None = None
         self.checkpoint_manager: CheckpointManager | None = None
         self._pending_restore: LoadedCheckpoint | None = None
 
@@ -196,13 +247,8 @@ class TrainLoopCheckpoint(TrainLoop):
                 return self.model
             num_epochs, num_iterations = remaining_epochs, remaining_iterations
             self._pending_restore = loaded
-        elif self.experiment_dir is None:
-            self.experiment_dir = new_experiment_dir(
-                self.local_model_result_folder_path, self.project_name, self.experiment_name
-            )
-            write_json(self.experiment_dir / "hyperparams.json", self.hyperparams)
+        self._ensure_experiment_dir()
         assert self.experiment_dir is not None
-        logger.info("experiment folder: %s", self.experiment_dir)
         self.checkpoint_manager = CheckpointManager(self.experiment_dir / CHECKPOINT_DIR, **self._retention)
         meta = {
             "project_name": self.project_name,
@@ -233,3 +279,120 @@ class TrainLoopCheckpoint(TrainLoop):
         if self._pending_restore is not None:
             apply_callbacks_and_rng(self, self._pending_restore)
             self._pending_restore = None
+
+
+class _EndSave:
+    """Mixin: after ``fit`` trains, evaluate the result packages and write the experiment folder."""
+
+    val_result_package: AbstractResultPackage | None
+    test_result_package: AbstractResultPackage | None
+    results: dict[str, dict[str, Any]]
+
+    def fit(self, *args: Any, **kwargs: Any) -> TTModel | nn.Module:
+        model = super().fit(*args, **kwargs)  # type: ignore[misc]
+        self.results = end_save(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
+        return model  # type: ignore[no-any-return]
+
+
+class TrainLoopEndSave(_EndSave, _TrackedTrainLoop):
+    """TrainLoop that, at the end of training, evaluates result packages and saves the whole experiment.
+
+    After ``fit`` the experiment folder ``<root>/<project_name>/<experiment_name>_<timestamp>/`` holds ``model/``
+    (the final ``state_dict``), ``results/`` (each package's metrics as JSON, predictions as ``.npz``, the training
+    history as JSON and CSV), ``hyperparams.json``, ``environment.json``, ``code/`` (the training script),
+    ``plots/`` (loss, metrics, confusion matrices) and ``summary.md``. ``tl.results`` holds the metrics too.
+
+    Args:
+        val_result_package: evaluated on ``validation_loader`` (e.g. ``ClassificationResultPackage()``).
+        test_result_package: evaluated on ``test_loader``. At least one of the two is required.
+        Others: as for :class:`TrainLoopCheckpoint` (without the checkpoint options).
+
+    Example:
+        .. code-block:: python
+
+            tl = TrainLoopEndSave(model, train_loader, val_loader, test_loader, optimizer, criterion,
+                                  project_name="proj", experiment_name="exp", local_model_result_folder_path="runs",
+                                  hyperparams={"lr": 1e-3}, val_result_package=ClassificationResultPackage(),
+                                  test_result_package=ClassificationResultPackage())
+            tl.fit(num_epochs=10)
+            tl.results["test"]["accuracy"]
+    """
+
+    def __init__(
+        self,
+        model: TTModel | nn.Module,
+        train_loader: Any,
+        validation_loader: Any,
+        test_loader: Any,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+        criterion: Callable[..., torch.Tensor] | None,
+        project_name: str,
+        experiment_name: str,
+        local_model_result_folder_path: str | Path,
+        hyperparams: Mapping[str, Any] | None = None,
+        val_result_package: AbstractResultPackage | None = None,
+        test_result_package: AbstractResultPackage | None = None,
+        cloud_save_mode: str | None = "local",
+        bucket_name: str | None = None,
+        cloud_dir_prefix: str = "",
+        **kwargs: Any,
+    ) -> None:
+        check_result_packages(val_result_package, test_result_package, validation_loader, test_loader)
+        super().__init__(
+            model, train_loader, validation_loader, test_loader, optimizer, criterion,
+            project_name=project_name, experiment_name=experiment_name,
+            local_model_result_folder_path=local_model_result_folder_path, hyperparams=hyperparams,
+            cloud_save_mode=cloud_save_mode, bucket_name=bucket_name, cloud_dir_prefix=cloud_dir_prefix, **kwargs,
+        )  # fmt: skip
+        self.val_result_package = val_result_package
+        self.test_result_package = test_result_package
+        self.results = {}
+
+
+class TrainLoopCheckpointEndSave(_EndSave, TrainLoopCheckpoint):
+    """The most complete tracking: a checkpoint after every epoch (exact resume included) and, at the end, the
+    evaluated and saved experiment of :class:`TrainLoopEndSave`.
+
+    Args:
+        val_result_package, test_result_package: as for :class:`TrainLoopEndSave` (at least one).
+        Others: as for :class:`TrainLoopCheckpoint`.
+
+    Example:
+        .. code-block:: python
+
+            tl = TrainLoopCheckpointEndSave(model, train_loader, val_loader, test_loader, optimizer, criterion,
+                                            project_name="proj", experiment_name="exp",
+                                            local_model_result_folder_path="runs", hyperparams={"lr": 1e-3},
+                                            val_result_package=ClassificationResultPackage(),
+                                            test_result_package=ClassificationResultPackage())
+            tl.fit(num_epochs=10)                       # or, after a crash: tl.fit(num_epochs=10, resume_from="latest")
+    """
+
+    def __init__(
+        self,
+        model: TTModel | nn.Module,
+        train_loader: Any,
+        validation_loader: Any,
+        test_loader: Any,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+        criterion: Callable[..., torch.Tensor] | None,
+        project_name: str,
+        experiment_name: str,
+        local_model_result_folder_path: str | Path,
+        hyperparams: Mapping[str, Any] | None = None,
+        val_result_package: AbstractResultPackage | None = None,
+        test_result_package: AbstractResultPackage | None = None,
+        cloud_save_mode: str | None = "local",
+        bucket_name: str | None = None,
+        cloud_dir_prefix: str = "",
+        **kwargs: Any,
+    ) -> None:
+        check_result_packages(val_result_package, test_result_package, validation_loader, test_loader)
+        super().__init__(
+            model, train_loader, validation_loader, test_loader, optimizer, criterion, project_name,
+            experiment_name, local_model_result_folder_path, hyperparams, cloud_save_mode, bucket_name,
+            cloud_dir_prefix, **kwargs,
+        )  # fmt: skip
+        self.val_result_package = val_result_package
+        self.test_result_package = test_result_package
+        self.results = {}

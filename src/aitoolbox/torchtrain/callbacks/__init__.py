@@ -10,14 +10,19 @@ from aitoolbox.loop.callbacks import (
     ProgressBar,
     TerminateOnNaN,
 )
+from aitoolbox.torchtrain.callbacks.loggers import CSVHistoryWriter, TensorBoardLogger
+from aitoolbox.torchtrain.callbacks.performance_eval import ModelPerformanceEvaluation
 
 __all__ = [
     "AbstractCallback",
+    "CSVHistoryWriter",
     "Callback",
     "EarlyStopping",
     "GradNormClip",
     "GradValueClip",
     "LRSchedulerCallback",
+    "ModelPerformanceEvaluation",
     "ProgressBar",
+    "TensorBoardLogger",
     "TerminateOnNaN",
 ]

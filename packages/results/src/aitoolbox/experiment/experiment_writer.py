@@ -98,10 +98,10 @@ class ExperimentWriter:
             arrays[f"metadata_{key}"] = arr
         return write_atomic(self.dir / f"results/{name}_predictions.npz", lambda f: np.savez_compressed(f, **arrays))
 
-    def write_history(self, history: Mapping[str, Sequence[Any]]) -> list[Path]:
-        """``training_history.json`` and ``.csv`` (one row per epoch; non-numeric values as JSON in the cell)."""
+    def write_history(self, history: Mapping[str, Sequence[Any]], *, folder: str = "results") -> list[Path]:
+        """``<folder>/training_history.json`` and ``.csv`` (a row per epoch; non-numeric values as JSON in the cell)."""
         data = {k: list(v) for k, v in history.items()}
-        paths = [self.write_json("results/training_history.json", data)]
+        paths = [write_bytes_atomic(self.dir / folder / "training_history.json", _dumps(data))]
         n = max((len(v) for v in data.values()), default=0)
         buf = io.StringIO()
         writer = csv.writer(buf)
@@ -112,7 +112,7 @@ class ExperimentWriter:
                 v = values[i] if i < len(values) else ""
                 row.append(v if isinstance(v, int | float | str) else json.dumps(plain(v), default=repr))
             writer.writerow(row)
-        paths.append(write_bytes_atomic(self.dir / "results/training_history.csv", buf.getvalue().encode()))
+        paths.append(write_bytes_atomic(self.dir / folder / "training_history.csv", buf.getvalue().encode()))
         return paths
 
     def copy_script(self, script: str | os.PathLike[str] | None = None) -> Path | None:
@@ -189,11 +189,26 @@ class ExperimentWriter:
             lines.append("")
         if hyperparams:
             lines += ["## Hyperparameters", "", "```json", _dumps(dict(hyperparams)).decode(), "```", ""]
-        files = sorted(
-            str(p.relative_to(self.dir)) for p in self.dir.rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
-        lines += ["## Files", ""] + [f"- `{f}`" for f in files if f != "summary.md"] + [""]
+        lines += ["## Files", "", *_file_lines(self.dir), ""]
         return write_bytes_atomic(self.dir / "summary.md", "\n".join(lines).encode())
+
+
+def _file_lines(root: Path, limit: int = 12) -> list[str]:
+    """One line per file, except that a top-level folder holding more than ``limit`` files is one line."""
+    lines = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name == "summary.md":
+            continue
+        if entry.is_file():
+            lines.append(f"- `{entry.name}`")
+            continue
+        files = sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if len(files) > limit:
+            subdirs = sum(1 for p in entry.iterdir() if p.is_dir())
+            lines.append(f"- `{entry.name}/`: {len(files)} files in {subdirs} folders")
+        else:
+            lines += [f"- `{p.relative_to(root)}`" for p in files]
+    return lines
 
 
 def _git_commit() -> str | None:

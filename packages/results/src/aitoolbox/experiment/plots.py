@@ -67,9 +67,11 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], path: Path, title: st
     n = len(matrix)
     fig, ax = plt.subplots(figsize=(1 + 0.5 * n, 1 + 0.5 * n))
     ax.imshow(matrix, cmap="Blues")
+    top = max((max(row) for row in matrix), default=0)
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=8)
+            color = "white" if top and value > top / 2 else "black"
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color=color)
     ax.set(xlabel="predicted", ylabel="true", title=title, xticks=range(n), yticks=range(n))
     return _save(fig, path)
 

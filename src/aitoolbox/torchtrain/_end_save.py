@@ -1,0 +1,113 @@
+"""End-of-training evaluation and saving: result packages on the validation and test sets, the final model, and
+the experiment folder (results, predictions, history, environment, plots, summary)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from aitoolbox.experiment import ExperimentWriter
+from aitoolbox.experiment._atomic import write_bytes_atomic
+from aitoolbox.experiment.result_package import AbstractResultPackage
+from aitoolbox.loop import LoopConfigError
+
+if TYPE_CHECKING:
+    from aitoolbox.torchtrain._variants import _TrackedTrainLoop
+
+logger = logging.getLogger(__name__)
+
+
+def check_result_packages(
+    val_result_package: object, test_result_package: object, validation_loader: object, test_loader: object
+) -> None:
+    """At construction: at least one package, each a result package, each with its loader."""
+    if val_result_package is None and test_result_package is None:
+        raise LoopConfigError(
+            "give val_result_package and/or test_result_package (e.g. ClassificationResultPackage()): the EndSave "
+            "variants evaluate them at the end of training; use TrainLoop or TrainLoopCheckpoint to train without"
+        )
+    for name, pkg, loader_name, loader in (
+        ("val_result_package", val_result_package, "validation_loader", validation_loader),
+        ("test_result_package", test_result_package, "test_loader", test_loader),
+    ):
+        if pkg is None:
+            continue
+        if not isinstance(pkg, AbstractResultPackage):
+            hint = " (pass an instance: ClassificationResultPackage())" if isinstance(pkg, type) else ""
+            raise LoopConfigError(f"{name} must be a result package, got {pkg!r}{hint}")
+        if loader is None:
+            raise LoopConfigError(f"{name} is given but {loader_name} is None; pass the loader it evaluates on")
+
+
+def save_final_model(tl: _TrackedTrainLoop, directory: Path) -> Path:
+    """``model/model_state_dict.pt`` (loads with ``weights_only=True``) and ``model/model_info.json``."""
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in tl.model.state_dict().items()}
+    torch.save(state, buf)
+    data = buf.getvalue()
+    path = write_bytes_atomic(directory / "model_state_dict.pt", data)
+    ExperimentWriter(directory.parent).write_json(
+        "model/model_info.json",
+        {
+            "class": f"{type(tl.model).__module__}.{type(tl.model).__qualname__}",
+            "parameters": sum(p.numel() for p in tl.model.parameters()),
+            "epoch": tl.epoch,
+            "iteration": tl.iteration,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "load_with": "model.load_state_dict(torch.load(path, weights_only=True))",
+        },
+    )
+    return path
+
+
+def end_save(
+    tl: _TrackedTrainLoop,
+    val_result_package: AbstractResultPackage | None,
+    test_result_package: AbstractResultPackage | None,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate the packages, save the final model and write the experiment folder; returns the results."""
+    assert tl.experiment_dir is not None
+    start = time.perf_counter()
+    writer = ExperimentWriter(tl.experiment_dir)
+    results: dict[str, dict[str, Any]] = {}
+    for split, pkg, predict in (
+        ("validation", val_result_package, tl.predict_on_validation_set),
+        ("test", test_result_package, tl.predict_on_test_set),
+    ):
+        if pkg is None:
+            continue
+        y_pred, y_true, metadata = predict()
+        results[split] = pkg.evaluate(y_true, y_pred)
+        writer.write_results(split, results[split])
+        writer.write_predictions(split, y_true, y_pred, metadata)
+    save_final_model(tl, tl.experiment_dir / "model")
+    history = tl.train_history.to_dict()
+    writer.write_history(history)
+    writer.write_hyperparams(tl.hyperparams)
+    writer.copy_script()
+    writer.write_environment({"device": str(tl.device), "amp": str(tl.amp.dtype), "variant": type(tl).__name__})
+    writer.write_plots(history, results)
+    notes = [
+        f"{type(tl).__name__}: {tl.epoch} epochs, {tl.iteration} iterations on {tl.device}",
+        "final model: `model/model_state_dict.pt`",
+    ]
+    if tl.stop_reason:
+        notes.append(f"stopped early: {tl.stop_reason}")
+    writer.write_summary(
+        title=f"{tl.project_name} / {tl.experiment_dir.name}",
+        results=results,
+        history=history,
+        hyperparams=tl.hyperparams,
+        notes=notes,
+    )
+    for split, res in results.items():
+        shown = {k: round(v, 4) for k, v in res.items() if isinstance(v, float)}
+        logger.info("%s results: %s", split, shown)
+    logger.info("experiment saved to %s (%.1f s)", tl.experiment_dir, time.perf_counter() - start)
+    return results
