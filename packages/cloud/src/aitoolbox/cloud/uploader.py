@@ -1,0 +1,290 @@
+"""BackgroundUploader: ordered, journaled, retried uploads that never lose or touch a local file."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aitoolbox.cloud.errors import CloudAuthError, CloudConfigError, CloudError, CloudNotFoundError
+from aitoolbox.cloud.store import S3Store
+
+__all__ = ["BackgroundUploader", "UploadItem", "UploadReport"]
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    """One object to upload: a local file (read when it is uploaded) or a small payload captured now."""
+
+    key: str
+    path: str | None = None
+    data: bytes | None = None
+
+    @classmethod
+    def file(cls, path: str | os.PathLike[str], key: str) -> UploadItem:
+        return cls(key=key, path=str(path))
+
+    @classmethod
+    def payload(cls, data: bytes, key: str) -> UploadItem:
+        return cls(key=key, data=data)
+
+
+@dataclass
+class UploadReport:
+    """What a flush found: uploaded so far, failed after every retry, and still pending (queued or journaled)."""
+
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    journal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.pending
+
+    def __str__(self) -> str:
+        text = f"{self.uploaded} files ({self.uploaded_bytes / 1e6:.1f} MB) uploaded"
+        if self.failed:
+            text += f"; {len(self.failed)} failed: " + ", ".join(f"{k} ({r})" for k, r in self.failed[:5])
+        if self.pending:
+            text += f"; {len(self.pending)} still pending"
+        if not self.ok and self.journal:
+            text += f"; the local files are kept and listed in {self.journal}; they are uploaded on resume"
+        return text
+
+
+class BackgroundUploader:
+    """Upload groups of files in order on a background thread, with retries, a journal and a final report.
+
+    A *group* is a list of *stages*; the files of a stage upload before those of the next (e.g. a checkpoint's
+    files, then its manifest, then the ``latest`` pointer). Groups upload in submission order. If a file fails after
+    every retry, the rest of its group is not uploaded (a pointer must never name missing files); the failures and
+    everything not uploaded stay in the journal, a JSON-lines file on local disk, and :meth:`resume_pending` (called
+    when an experiment is resumed) uploads them. The local files are only read, never changed or deleted.
+
+    Args:
+        store: where to upload.
+        journal_path: the journal file (created if missing).
+        max_attempts: tries per file, with exponential backoff and jitter between them.
+        backoff_s: the first delay; it doubles up to ``max_backoff_s``.
+        queue_size: groups that may wait; :meth:`submit` blocks beyond that (training waits instead of using memory).
+
+    Example:
+        .. code-block:: python
+
+            up = BackgroundUploader(store, "exp/.cloud_journal.jsonl")
+            up.submit([[UploadItem.file("ckpt/model.pt", "exp/ckpt/model.pt")],
+                       [UploadItem.file("ckpt/manifest.json", "exp/ckpt/manifest.json")]])
+            report = up.flush(timeout=600)
+    """
+
+    def __init__(
+        self,
+        store: S3Store,
+        journal_path: str | os.PathLike[str],
+        *,
+        max_attempts: int = 8,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        queue_size: int = 64,
+    ) -> None:
+        if max_attempts < 1:
+            raise CloudConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.store = store
+        self.journal_path = Path(journal_path)
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._outstanding = 0
+        self._report = UploadReport(journal=str(self.journal_path))
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._done_keys: set[str] = set()
+
+    # ------------------------------------------------------------------ journal
+
+    def _journal(self, *records: dict[str, Any]) -> None:
+        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.journal_path, "a") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read_journal(self) -> list[dict[str, Any]]:
+        if not self.journal_path.exists():
+            return []
+        records = []
+        for line in self.journal_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line torn by a crash: its item was not acknowledged, so it is still "add" elsewhere
+        return records
+
+    def pending_in_journal(self) -> list[dict[str, Any]]:
+        """Journal entries added but not uploaded, in submission order."""
+        records = self._read_journal()
+        done = {r["id"] for r in records if r.get("op") == "done"}
+        return [r for r in records if r.get("op") == "add" and r["id"] not in done]
+
+    # ------------------------------------------------------------------ submission
+
+    def submit(self, stages: Sequence[Sequence[UploadItem]]) -> None:
+        """Queue a group: its stages upload in order, after every group submitted before it."""
+        if self._closed:
+            raise CloudError("the uploader is closed")
+        stages = [list(s) for s in stages if s]
+        if not stages:
+            return
+        group = uuid.uuid4().hex
+        plan = []
+        records = []
+        for s, stage in enumerate(stages):
+            ids = []
+            for item in stage:
+                item_id = uuid.uuid4().hex
+                record: dict[str, Any] = {"op": "add", "id": item_id, "group": group, "stage": s, "key": item.key}
+                if item.data is not None:
+                    record["data"] = base64.b64encode(item.data).decode()
+                else:
+                    record["path"] = item.path
+                records.append(record)
+                ids.append((item_id, item))
+            plan.append(ids)
+        self._journal(*records)
+        self._enqueue(plan)
+
+    def _enqueue(self, plan: list[list[tuple[str, UploadItem]]]) -> None:
+        with self._lock:
+            self._outstanding += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="aitoolbox-uploader", daemon=True)
+                self._thread.start()
+        self._queue.put(plan)
+
+    def resume_pending(self) -> int:
+        """Re-queue what the journal lists as not uploaded (e.g. after a crash); returns the number of files."""
+        pending = self.pending_in_journal()
+        groups: dict[str, dict[int, list[tuple[str, UploadItem]]]] = {}
+        for r in pending:
+            data = base64.b64decode(r["data"]) if "data" in r else None
+            item = UploadItem(key=r["key"], path=r.get("path"), data=data)
+            groups.setdefault(r["group"], {}).setdefault(int(r["stage"]), []).append((r["id"], item))
+        for stages in groups.values():
+            self._enqueue([stages[s] for s in sorted(stages)])
+        if pending:
+            logger.info("re-queued %d pending uploads from %s", len(pending), self.journal_path)
+        return len(pending)
+
+    # ------------------------------------------------------------------ worker
+
+    def _run(self) -> None:
+        while True:
+            plan = self._queue.get()
+            if plan is _STOP:
+                return
+            try:
+                self._upload_group(plan)
+            finally:
+                with self._lock:
+                    self._outstanding -= 1
+                    self._idle.notify_all()
+
+    def _upload_group(self, plan: list[list[tuple[str, UploadItem]]]) -> None:
+        for s, stage in enumerate(plan):
+            for item_id, item in stage:
+                error = self._upload_with_retries(item)
+                if error is not None:
+                    skipped = [i.key for st in plan[s:] for _, i in st if i is not item]
+                    with self._lock:
+                        self._report.failed.append((item.key, error))
+                    logger.error(
+                        "upload of %s failed (%s); %d later files of its group wait for it in %s",
+                        item.key, error, len(skipped), self.journal_path,
+                    )  # fmt: skip
+                    return
+                self._journal({"op": "done", "id": item_id})
+                with self._lock:
+                    self._done_keys.add(item.key)
+
+    def _upload_with_retries(self, item: UploadItem) -> str | None:
+        delay = self.backoff_s
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                if item.data is not None:
+                    size = self.store.upload_bytes(item.data, item.key)
+                else:
+                    assert item.path is not None
+                    if not Path(item.path).exists():
+                        return f"local file {item.path} no longer exists"
+                    size = self.store.upload_file(item.path, item.key)
+            except (CloudAuthError, CloudNotFoundError) as err:
+                return str(err)  # retrying cannot help
+            except (CloudError, OSError) as err:
+                if attempt == self.max_attempts:
+                    return f"{type(err).__name__}: {err}"
+                logger.warning("upload of %s failed (attempt %d/%d): %s", item.key, attempt, self.max_attempts, err)
+                time.sleep(min(delay, self.max_backoff_s) * (0.5 + random.random()))
+                delay *= 2
+                continue
+            with self._lock:
+                self._report.uploaded += 1
+                self._report.uploaded_bytes += size
+            logger.debug("uploaded %s (%d bytes)", item.key, size)
+            return None
+        return "no attempt made"
+
+    def uploaded(self, keys: Sequence[str]) -> bool:
+        """True when every key in ``keys`` has been uploaded by this uploader."""
+        with self._lock:
+            return all(k in self._done_keys for k in keys)
+
+    # ------------------------------------------------------------------ flush
+
+    def flush(self, timeout: float | None = None) -> UploadReport:
+        """Wait (up to ``timeout`` seconds) for every queued group; report what was uploaded, failed, pending."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._outstanding:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._idle.wait(remaining)
+            report = UploadReport(
+                uploaded=self._report.uploaded,
+                uploaded_bytes=self._report.uploaded_bytes,
+                failed=list(self._report.failed),
+                journal=str(self.journal_path),
+            )
+        failed_keys = {k for k, _ in report.failed}
+        report.pending = [r["key"] for r in self.pending_in_journal() if r["key"] not in failed_keys]
+        return report
+
+    def close(self, timeout: float | None = None) -> UploadReport:
+        """Flush, then stop the worker thread."""
+        report = self.flush(timeout)
+        self._closed = True
+        if self._thread is not None and not self._outstanding:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=5)
+            self._thread = None
+        return report
