@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from aitoolbox.cloud.pytest_fixtures import aws_env, bucket, s3_server
+
+__all__ = ["aws_env", "bucket", "s3_server"]
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 if str(EXAMPLES) not in sys.path:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aitoolbox.checkpointing import CheckpointManager, LoadedCheckpoint
+from aitoolbox.checkpointing import CheckpointManager, CheckpointNotFoundError, LoadedCheckpoint
 from aitoolbox.experiment.result_package import AbstractResultPackage
 from aitoolbox.loop import LoopConfigError, TrainLoop, TTModel
 from aitoolbox.loop.callbacks import Callback
@@ -21,6 +21,7 @@ from aitoolbox.torchtrain._checkpoint import (
     apply_callbacks_and_rng,
     apply_model_and_optimizers,
 )
+from aitoolbox.torchtrain._cloud import ExperimentUploads, download_latest_checkpoint, make_store
 from aitoolbox.torchtrain._end_save import check_result_packages, end_save
 from aitoolbox.torchtrain._experiment import (
     CHECKPOINT_DIR,
@@ -38,14 +39,9 @@ logger = logging.getLogger(__name__)
 _CLOUD_MODES = (None, "local", "s3", "gcs")
 
 
-def _check_cloud(cloud_save_mode: object, bucket_name: object) -> None:
+def _check_cloud_mode(cloud_save_mode: object) -> None:
     if cloud_save_mode not in _CLOUD_MODES:
         raise LoopConfigError(f"cloud_save_mode must be None, 'local', 's3' or 'gcs', got {cloud_save_mode!r}")
-    if cloud_save_mode in ("s3", "gcs"):
-        raise LoopConfigError(
-            f"cloud_save_mode={cloud_save_mode!r} needs the aitoolbox-cloud package, which is not available in this "
-            "release yet; use cloud_save_mode='local' (the default) to save to local_model_result_folder_path only"
-        )
 
 
 def _retention(rm_subopt_local_models: object, num_best_checkpoints_kept: object) -> dict[str, Any]:
@@ -97,13 +93,22 @@ class _TrackedTrainLoop(TrainLoop):
         cloud_save_mode: str | None,
         bucket_name: str | None,
         cloud_dir_prefix: str,
+        cloud_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         validate_names(project_name, experiment_name)
         if hyperparams is not None and not isinstance(hyperparams, Mapping):
             raise LoopConfigError(f"hyperparams must be a dict or None, got {type(hyperparams).__name__}")
-        _check_cloud(cloud_save_mode, bucket_name)
+        _check_cloud_mode(cloud_save_mode)
         super().__init__(model, train_loader, validation_loader, test_loader, optimizer, criterion, **kwargs)
+        self.cloud_store: Any = None
+        self._cloud_options: dict[str, Any] = {}
+        if cloud_save_mode in ("s3", "gcs"):  # checked now, before any training: name, credentials, bucket, write
+            self.cloud_store, self._cloud_options = make_store(
+                cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options
+            )
+        self.cloud_uploads: ExperimentUploads | None = None
+        self.upload_report: Any = None
         self.project_name = project_name
         self.experiment_name = experiment_name
         self.local_model_result_folder_path = prepare_root(local_model_result_folder_path)
@@ -115,12 +120,22 @@ class _TrackedTrainLoop(TrainLoop):
 
     def _ensure_experiment_dir(self) -> Path:
         if self.experiment_dir is None:
-            self.experiment_dir = new_experiment_dir(
-                self.local_model_result_folder_path, self.project_name, self.experiment_name
-            )
-            write_json(self.experiment_dir / "hyperparams.json", self.hyperparams)
-            logger.info("experiment folder: %s", self.experiment_dir)
+            path = new_experiment_dir(self.local_model_result_folder_path, self.project_name, self.experiment_name)
+            write_json(path / "hyperparams.json", self.hyperparams)
+            self._attach_experiment(path, resumed=False)
+            if self.cloud_uploads is not None:
+                self.cloud_uploads.upload_files([path / "hyperparams.json"])
+        assert self.experiment_dir is not None
         return self.experiment_dir
+
+    def _attach_experiment(self, path: Path, *, resumed: bool) -> None:
+        """Use ``path`` as the experiment folder; with cloud saving, set up its uploads (and re-queue pending ones)."""
+        self.experiment_dir = path
+        logger.info("experiment folder: %s", path)
+        if self.cloud_store is not None and (self.cloud_uploads is None or self.cloud_uploads.experiment_dir != path):
+            self.cloud_uploads = ExperimentUploads(self.cloud_store, path, self.project_name, self._cloud_options)
+            if resumed:
+                self.cloud_uploads.uploader.resume_pending()
 
     def fit(
         self,
@@ -131,7 +146,21 @@ class _TrackedTrainLoop(TrainLoop):
     ) -> TTModel | nn.Module:
         self._validate_fit_args(num_epochs, num_iterations, grad_accumulation)
         self._ensure_experiment_dir()
-        return super().fit(num_epochs, num_iterations, callbacks, grad_accumulation)
+        try:
+            model = super().fit(num_epochs, num_iterations, callbacks, grad_accumulation)
+        except BaseException:
+            self._finish_uploads()  # what was committed before the error still reaches the bucket
+            raise
+        self._after_fit()
+        return model
+
+    def _after_fit(self) -> None:
+        """Runs once training ended normally; subclasses add their end-of-training work before calling this."""
+        self._finish_uploads()
+
+    def _finish_uploads(self) -> None:
+        if self.cloud_uploads is not None:
+            self.upload_report = self.cloud_uploads.finish()
 
 
 class TrainLoopCheckpoint(_TrackedTrainLoop):
@@ -149,8 +178,13 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         experiment_name: the experiment's name; the folder gets a timestamp suffix.
         local_model_result_folder_path: the results root.
         hyperparams: a dict saved as ``hyperparams.json`` in the experiment folder (copied, never modified).
-        cloud_save_mode: ``'local'`` (default) or ``None``; cloud modes arrive with the aitoolbox-cloud package.
-        bucket_name, cloud_dir_prefix: cloud settings (with cloud_save_mode).
+        cloud_save_mode: ``'local'`` (default) or ``None``: local disk only, nothing touches the network. ``'s3'``:
+            also upload everything written to ``s3://<bucket_name>/<cloud_dir_prefix>/<project_name>/<folder>/``,
+            in the background (checkpoint files, then manifest, then ``latest``), after a preflight at construction.
+            ``'gcs'``: the same through Google Cloud Storage's S3-compatible endpoint, with HMAC keys as AWS keys.
+        bucket_name, cloud_dir_prefix: the bucket (S3 naming rules are checked first) and a key prefix.
+        cloud_options: ``endpoint_url``, ``region``, ``profile`` (else boto3's chain: ``AWS_ENDPOINT_URL``...),
+            ``create_bucket`` (False), ``max_attempts``, ``backoff_s``, ``flush_timeout_s`` (600), ``part_size``.
         rm_subopt_local_models: ``False`` keeps every checkpoint; ``True`` keeps the ``num_best_checkpoints_kept``
             best by ``'loss'`` plus the newest; a metric name ranks by that metric (minimised when its name contains
             'loss', else maximised).
@@ -244,12 +278,19 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
             if not remaining_epochs and not remaining_iterations:
                 logger.info("nothing to train: the checkpoint is at epoch %d, iteration %d", self.epoch, self.iteration)
                 self._pending_restore = None
+                self._after_fit()  # end-of-training work still runs: pending uploads, EndSave evaluation
                 return self.model
             num_epochs, num_iterations = remaining_epochs, remaining_iterations
             self._pending_restore = loaded
         self._ensure_experiment_dir()
         assert self.experiment_dir is not None
-        self.checkpoint_manager = CheckpointManager(self.experiment_dir / CHECKPOINT_DIR, **self._retention)
+        uploads = self.cloud_uploads
+        self.checkpoint_manager = CheckpointManager(
+            self.experiment_dir / CHECKPOINT_DIR,
+            **self._retention,
+            on_commit=uploads.upload_checkpoint if uploads is not None else None,
+            may_delete=uploads.checkpoint_uploaded if uploads is not None else None,  # kept until it is uploaded
+        )
         meta = {
             "project_name": self.project_name,
             "experiment_name": self.experiment_name,
@@ -263,13 +304,23 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         return super().fit(num_epochs, num_iterations, [*(callbacks or []), checkpoint], grad_accumulation)
 
     def _load_for_resume(self, resume_from: str | Path, allow_partial: bool) -> LoadedCheckpoint:
-        experiment_dir, info = resolve_resume(
-            resume_from, self.local_model_result_folder_path, self.project_name, self.experiment_name
-        )
+        root = self.local_model_result_folder_path
+        try:
+            experiment_dir, info = resolve_resume(resume_from, root, self.project_name, self.experiment_name)
+        except CheckpointNotFoundError:
+            if resume_from != "latest" or self.cloud_store is None:
+                raise
+            downloaded = download_latest_checkpoint(self.cloud_store, root, self.project_name, self.experiment_name)
+            if downloaded is None:
+                raise CheckpointNotFoundError(
+                    f"resume_from='latest' found no checkpoint of project {self.project_name!r}, experiment "
+                    f"{self.experiment_name!r} under {root} nor in {self.cloud_store.url(self.cloud_store.key(''))}"
+                ) from None
+            experiment_dir, info = resolve_resume(resume_from, root, self.project_name, self.experiment_name)
         manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
         loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
         apply_model_and_optimizers(self, loaded)
-        self.experiment_dir = experiment_dir
+        self._attach_experiment(experiment_dir, resumed=True)
         logger.info(
             "resuming from %s (epoch %d, iteration %d)", loaded.info.path, loaded.info.epoch, loaded.info.iteration
         )
@@ -288,10 +339,13 @@ class _EndSave:
     test_result_package: AbstractResultPackage | None
     results: dict[str, dict[str, Any]]
 
-    def fit(self, *args: Any, **kwargs: Any) -> TTModel | nn.Module:
-        model = super().fit(*args, **kwargs)  # type: ignore[misc]
+    cloud_uploads: ExperimentUploads | None
+
+    def _after_fit(self) -> None:
         self.results = end_save(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
-        return model  # type: ignore[no-any-return]
+        if self.cloud_uploads is not None:
+            self.cloud_uploads.upload_experiment_files()
+        super()._after_fit()  # type: ignore[misc]
 
 
 class TrainLoopEndSave(_EndSave, _TrackedTrainLoop):

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,9 +43,12 @@ class ObjectInfo:
 @dataclass(frozen=True)
 class _Digest:
     size: int
-    sha256: str
     etag_single: str
     etag_multipart: str
+
+    def etag(self, part_size: int) -> str:
+        """The ETag S3 gives this content: the MD5, or for a multipart upload the MD5 of the parts' MD5s."""
+        return self.etag_multipart if self.size >= part_size else self.etag_single
 
 
 class S3Store:
@@ -55,8 +59,9 @@ class S3Store:
     checked against S3's rules first.
 
     Uploads stream from disk (multipart above ``part_size``, never the whole file in memory) and are verified: the
-    server's ETag must equal the MD5 (or multipart MD5) computed locally while reading the file, and the object's
-    size must match; the local SHA-256 is stored as object metadata ``sha256`` and checked on download.
+    server's ETag must equal the MD5 (or multipart MD5) of the local file, computed on a second thread while the
+    upload runs, and the object's size must match. Downloads are checked the same way before they are renamed into
+    place.
 
     Args:
         bucket: the bucket name.
@@ -203,17 +208,35 @@ class S3Store:
     # ------------------------------------------------------------------ transfers
 
     def _digest(self, path: Path) -> _Digest:
-        whole_md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        return S3Store._digest_with(path, self.part_size)
+
+    @staticmethod
+    def _digest_with(path: Path, part_size: int) -> _Digest:
         part_md5s: list[bytes] = []
         size = 0
         with open(path, "rb") as f:
-            while chunk := f.read(self.part_size):
-                whole_md5.update(chunk)
-                sha.update(chunk)
+            while chunk := f.read(part_size):
                 part_md5s.append(hashlib.md5(chunk, usedforsecurity=False).digest())
                 size += len(chunk)
+        if not part_md5s:
+            single = hashlib.md5(b"", usedforsecurity=False).hexdigest()
+        else:  # the whole-file MD5 matters only for one-part (non-multipart) objects
+            single = part_md5s[0].hex() if len(part_md5s) == 1 else ""
         multipart = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest() + f"-{len(part_md5s)}"
-        return _Digest(size, sha.hexdigest(), whole_md5.hexdigest(), multipart)
+        return _Digest(size, single, multipart)
+
+    def _digest_in_background(self, path: Path) -> tuple[threading.Thread, dict[str, Any]]:
+        out: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                out["digest"] = self._digest(path)
+            except OSError as err:
+                out["error"] = err
+
+        thread = threading.Thread(target=run, name="aitoolbox-md5", daemon=True)
+        thread.start()
+        return thread, out
 
     def upload_file(self, local: str | os.PathLike[str], key: str) -> int:
         """Upload a file (streamed; multipart when large) and verify what the server stored; returns its size.
@@ -225,7 +248,7 @@ class S3Store:
         from boto3.s3.transfer import TransferConfig
 
         path = Path(local)
-        digest = self._digest(path)
+        hashing, result = self._digest_in_background(path)  # hashlib releases the GIL: overlaps the upload
         config = TransferConfig(
             multipart_threshold=self.part_size,
             multipart_chunksize=self.part_size,
@@ -233,14 +256,16 @@ class S3Store:
             use_threads=self.max_concurrency > 1,
         )
         try:
-            self.client.upload_file(
-                str(path), self.bucket, key, ExtraArgs={"Metadata": {"sha256": digest.sha256}}, Config=config
-            )
+            self.client.upload_file(str(path), self.bucket, key, Config=config)
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as err:
             raise self._translate(err, "upload", key) from err
-        multipart = digest.size >= self.part_size
-        self._verify(key, head, digest.size, digest.etag_multipart if multipart else digest.etag_single)
+        finally:
+            hashing.join()
+        if "error" in result:
+            raise result["error"]
+        digest: _Digest = result["digest"]
+        self._verify(key, head, digest.size, digest.etag(self.part_size))
         return digest.size
 
     def upload_bytes(self, data: bytes, key: str) -> int:
@@ -252,7 +277,6 @@ class S3Store:
                 Key=key,
                 Body=data,
                 ContentMD5=base64.b64encode(md5.digest()).decode(),
-                Metadata={"sha256": hashlib.sha256(data).hexdigest()},
             )
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as err:
@@ -268,7 +292,7 @@ class S3Store:
             raise CloudIntegrityError(f"{self.url(key)} has ETag {remote}, the local file's MD5 gives {etag}")
 
     def download_file(self, key: str, local: str | os.PathLike[str]) -> Path:
-        """Download into a temporary file beside ``local``, check it against the stored SHA-256, then rename."""
+        """Download into a temporary file beside ``local``, check its size and MD5 against the object, then rename."""
         path = Path(local)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
@@ -278,15 +302,17 @@ class S3Store:
         except Exception as err:
             tmp.unlink(missing_ok=True)
             raise self._translate(err, "download", key) from err
-        expected = head.get("Metadata", {}).get("sha256")
-        if expected:
-            sha = hashlib.sha256()
-            with open(tmp, "rb") as f:
-                while chunk := f.read(MiB):
-                    sha.update(chunk)
-            if sha.hexdigest() != expected:
-                tmp.unlink(missing_ok=True)
-                raise CloudIntegrityError(f"{self.url(key)} downloaded with a different SHA-256 than was uploaded")
+        remote = str(head.get("ETag", "")).strip('"')
+        parts = int(remote.rsplit("-", 1)[1]) if "-" in remote and remote.rsplit("-", 1)[1].isdigit() else 1
+        digest = self._digest(tmp)
+        # a multipart ETag can be recomputed only with the part size used; ours is known, others are checked by size
+        comparable = parts == 1 or -(-digest.size // self.part_size) == parts
+        expected = (digest.etag_multipart if parts > 1 else digest.etag_single) if comparable else remote
+        try:
+            self._verify(key, head, digest.size, expected)
+        except CloudIntegrityError:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
         return path
 

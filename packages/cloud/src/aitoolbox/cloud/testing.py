@@ -27,10 +27,29 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["ADMIN", "READER", "SeaweedServer", "find_weed"]
+__all__ = ["ADMIN", "READER", "SeaweedServer", "aws_environment", "find_weed"]
 
 ADMIN = ("aitoolbox-admin", "aitoolbox-admin-secret")
 READER = ("aitoolbox-reader", "aitoolbox-reader-secret")
+
+
+def aws_environment(scratch: str | os.PathLike[str], credentials: tuple[str, str] = ADMIN) -> dict[str, str | None]:
+    """Environment variables for a test: these credentials, and nothing from the machine's ~/.aws or endpoint.
+
+    ``None`` means "unset"; e.g. ``for k, v in aws_environment(tmp).items(): monkeypatch.setenv(k, v) if v is not None
+    else monkeypatch.delenv(k, raising=False)``.
+    """
+    return {
+        "AWS_ACCESS_KEY_ID": credentials[0],
+        "AWS_SECRET_ACCESS_KEY": credentials[1],
+        "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(Path(scratch) / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(Path(scratch) / "no-aws-credentials"),
+        "AWS_PROFILE": None,
+        "AWS_DEFAULT_PROFILE": None,
+        "AWS_ENDPOINT_URL": None,
+        "AWS_SESSION_TOKEN": None,
+    }
 
 
 def find_weed() -> str | None:
@@ -67,6 +86,7 @@ class SeaweedServer:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         (master, volume, filer, s3, g_master, g_volume, g_filer, g_s3) = _free_ports(8)
         self.s3_port = s3
+        self._ports = (master, volume, filer, s3, g_master, g_volume, g_filer, g_s3)
         self.config = self.directory / "s3.json"
         identities = [
             {"name": "admin", "credentials": [{"accessKey": ADMIN[0], "secretKey": ADMIN[1]}],
@@ -137,11 +157,21 @@ class SeaweedServer:
             return False
 
     def kill(self) -> None:
-        """SIGKILL the server (its process group), as a crash would."""
+        """SIGKILL the server (its process group), as a crash would.
+
+        SeaweedFS leaves its gRPC Unix sockets (``/tmp/seaweedfs-*-<port>.sock``) behind when killed, and a restart on
+        the same ports then fails to reach its own filer; they are removed here, as a supervisor would.
+        """
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+        self._remove_sockets()
+
+    def _remove_sockets(self) -> None:
+        for port in self._ports:
+            for stale in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                stale.unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -152,3 +182,4 @@ class SeaweedServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+        self._remove_sockets()

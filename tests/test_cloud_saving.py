@@ -1,0 +1,253 @@
+"""cloud_save_mode='s3' (and 'gcs') in the tracked variants, against a real S3 server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn, optim
+
+from aitoolbox.cloud import CloudAuthError, CloudConnectionError, CloudNotFoundError, S3Store
+from aitoolbox.cloud.testing import SeaweedServer
+from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
+from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint, TrainLoopCheckpointEndSave
+
+pytestmark = pytest.mark.slow
+
+
+def _args(model: nn.Module | None = None) -> tuple[Any, ...]:
+    model = model or TinyClassifier()
+    return (
+        model,
+        make_classification_loader(128, batch_size=32, shuffle=True),
+        make_classification_loader(64, batch_size=32, seed=1),
+        make_classification_loader(64, batch_size=32, seed=2),
+        optim.Adam(model.parameters(), lr=1e-2),
+        nn.CrossEntropyLoss(),
+    )
+
+
+def mirror_of(store: S3Store, experiment_dir: Path, prefix: str) -> dict[str, str]:
+    """relative path -> sha256 of the objects under the experiment's key prefix."""
+    base = store.key(f"{prefix}/{experiment_dir.name}/")
+    return {o.key[len(base) :]: hashlib.sha256(store.read_bytes(o.key)).hexdigest() for o in store.list(base)}
+
+
+def local_files(experiment_dir: Path) -> dict[str, str]:
+    return {
+        p.relative_to(experiment_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in experiment_dir.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(experiment_dir).parts)
+    }
+
+
+def test_checkpoint_end_save_mirrors_the_experiment_folder(
+    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
+) -> None:
+    tl = TrainLoopCheckpointEndSave(
+        *_args(), "proj", "exp", tmp_path, {"lr": 0.01},
+        test_result_package=ClassificationResultPackage(), cloud_save_mode="s3", bucket_name=bucket,
+        cloud_dir_prefix="team/runs", cloud_options={"endpoint_url": s3_server.endpoint_url, "create_bucket": True},
+        device="cpu",
+    )  # fmt: skip
+    tl.fit(num_epochs=3)
+    assert tl.upload_report.ok, str(tl.upload_report)
+    store = S3Store(bucket, prefix="team/runs", endpoint_url=s3_server.endpoint_url)
+    remote = mirror_of(store, tl.experiment_dir, "proj")
+    assert remote == local_files(tl.experiment_dir)  # every file, same bytes
+    assert {"summary.md", "model/model_state_dict.pt", "checkpoint_model/latest", "hyperparams.json"} <= remote.keys()
+    assert (
+        store.read_bytes(store.key(f"proj/{tl.experiment_dir.name}/checkpoint_model/latest"))
+        == b"ckpt-e0003-i000000012\n"
+    )
+
+
+@pytest.fixture
+def outage_server(tmp_path: Path) -> Iterator[SeaweedServer]:
+    server = SeaweedServer(tmp_path / "seaweedfs")
+    server.start()
+    yield server
+    server.stop()
+
+
+class KillServerAt(Callback):
+    def __init__(self, server: SeaweedServer, epoch: int, restart_after_s: float | None) -> None:
+        super().__init__()
+        self.server, self.at, self.restart_after_s = server, epoch, restart_after_s
+        self.restarter: threading.Timer | None = None
+
+    def on_epoch_begin(self) -> None:
+        if self.train_loop_obj.epoch == self.at:
+            self.server.kill()
+            if self.restart_after_s is not None:
+                self.restarter = threading.Timer(self.restart_after_s, self.server.start)
+                self.restarter.start()
+
+
+def test_server_killed_mid_training_then_back(
+    outage_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
+) -> None:
+    options = {"endpoint_url": outage_server.endpoint_url, "create_bucket": True, "backoff_s": 0.5, "max_backoff_s": 5}
+    tl = TrainLoopCheckpoint(
+        *_args(), "p", "e", tmp_path, cloud_save_mode="s3", bucket_name=bucket, cloud_options=options, device="cpu"
+    )
+    killer = KillServerAt(outage_server, epoch=1, restart_after_s=2.0)
+    tl.fit(num_epochs=4, callbacks=[killer])  # training does not wait for the server
+    killer.restarter.join()
+    assert tl.epoch == 4 and tl.upload_report.ok, str(tl.upload_report)
+    store = S3Store(bucket, endpoint_url=outage_server.endpoint_url)
+    assert mirror_of(store, tl.experiment_dir, "p") == local_files(tl.experiment_dir)
+
+
+def test_server_down_until_the_end_then_resume_uploads_the_rest(
+    outage_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = {"endpoint_url": outage_server.endpoint_url, "create_bucket": True, "max_attempts": 2, "backoff_s": 0.05}
+    args = _args()
+    tl = TrainLoopCheckpoint(
+        *args,
+        "p",
+        "e",
+        tmp_path,
+        cloud_save_mode="s3",
+        bucket_name=bucket,
+        cloud_options=options,
+        device="cpu",
+        rm_subopt_local_models=True,
+        num_best_checkpoints_kept=1,
+    )
+    with caplog.at_level(logging.WARNING):
+        tl.fit(num_epochs=3, callbacks=[KillServerAt(outage_server, epoch=1, restart_after_s=None)])
+    report = tl.upload_report
+    assert not report.ok and report.pending and ".cloud_upload_journal.jsonl" in str(report)
+    assert "cloud: NOT everything reached" in caplog.text
+    # nothing lost: retention kept the checkpoints that did not reach the bucket
+    assert len([p for p in tl.checkpoint_dir.iterdir() if p.name.startswith("ckpt")]) == 3
+
+    outage_server.start()
+    options = {"endpoint_url": outage_server.endpoint_url}  # default retries: a restarted server may answer 500 a while
+    resumed = TrainLoopCheckpoint(
+        *_args(), "p", "e", tmp_path, cloud_save_mode="s3", bucket_name=bucket, cloud_options=options, device="cpu"
+    )
+    resumed.fit(num_epochs=3, resume_from="latest")  # nothing left to train; the pending uploads go up
+    assert resumed.upload_report.ok, str(resumed.upload_report)
+    store = S3Store(bucket, endpoint_url=outage_server.endpoint_url)
+    remote = mirror_of(store, tl.experiment_dir, "p")
+    assert (
+        store.read_bytes(store.key(f"p/{tl.experiment_dir.name}/checkpoint_model/latest")) == b"ckpt-e0003-i000000012\n"
+    )
+    assert {k: v for k, v in local_files(tl.experiment_dir).items()}.items() <= remote.items()
+
+
+def test_resume_from_the_bucket_after_the_local_folder_is_gone(
+    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
+) -> None:
+    options = {"endpoint_url": s3_server.endpoint_url, "create_bucket": True}
+    first = TrainLoopCheckpoint(
+        *_args(),
+        "p",
+        "e",
+        tmp_path / "a",
+        cloud_save_mode="s3",
+        bucket_name=bucket,
+        cloud_options=options,
+        device="cpu",
+    )
+    first.fit(num_epochs=2)
+    assert first.upload_report.ok
+    shutil.rmtree(tmp_path / "a")
+    torch.manual_seed(7)
+    resumed = TrainLoopCheckpoint(
+        *_args(),
+        "p",
+        "e",
+        tmp_path / "a",
+        cloud_save_mode="s3",
+        bucket_name=bucket,
+        cloud_options=options,
+        device="cpu",
+    )
+    resumed.fit(num_epochs=3, resume_from="latest")
+    assert resumed.experiment_dir.name == first.experiment_dir.name
+    assert resumed.train_history["loss"][:2] == first.train_history["loss"] and resumed.epoch == 3
+    assert resumed.upload_report.ok
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "error", "message"),
+    [
+        (
+            {"endpoint_url": "http://127.0.0.1:9"},
+            {},
+            CloudConnectionError,
+            "cannot reach the S3 endpoint http://127.0.0.1:9",
+        ),
+        ({}, {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}, CloudAuthError, "no AWS credentials found"),
+        ({}, {}, CloudNotFoundError, "does not exist at .*create_bucket=True"),
+    ],
+)
+def test_preflight_fails_at_construction(
+    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    options: dict[str, Any], env: dict[str, str | None], error: type, message: str,
+) -> None:  # fmt: skip
+    for k, v in env.items():
+        monkeypatch.delenv(k) if v is None else monkeypatch.setenv(k, v)
+    opts = {"endpoint_url": s3_server.endpoint_url, **options}
+    with pytest.raises(error, match=message):
+        TrainLoopCheckpoint(*_args(), "p", "e", tmp_path, cloud_save_mode="s3", bucket_name=bucket, cloud_options=opts)
+    assert not (tmp_path / "p").exists()
+
+
+def test_gcs_mode_goes_through_an_s3_compatible_endpoint(
+    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
+) -> None:
+    options = {"endpoint_url": s3_server.endpoint_url, "create_bucket": True}
+    tl = TrainLoopCheckpoint(
+        *_args(), "p", "e", tmp_path, cloud_save_mode="gcs", bucket_name=bucket, cloud_options=options, device="cpu"
+    )
+    assert tl.cloud_store.endpoint_url == s3_server.endpoint_url
+    tl.fit(num_epochs=1)
+    assert tl.upload_report.ok
+    from aitoolbox.torchtrain._cloud import make_store
+
+    with pytest.raises(CloudConnectionError, match="storage.googleapis.com"):  # the default endpoint, unreachable here
+        make_store("gcs", bucket, "", {})
+
+
+def test_bad_cloud_arguments(tmp_path: Path) -> None:
+    from aitoolbox.loop import LoopConfigError
+
+    with pytest.raises(LoopConfigError, match="cloud_save_mode='s3' needs bucket_name"):
+        TrainLoopCheckpoint(*_args(), "p", "e", tmp_path, cloud_save_mode="s3")
+    with pytest.raises(LoopConfigError, match=r"cloud_options has unknown keys \['endpoint'\]"):
+        TrainLoopCheckpoint(
+            *_args(), "p", "e", tmp_path, cloud_save_mode="s3", bucket_name="ok-bucket", cloud_options={"endpoint": "x"}
+        )
+
+
+def test_local_mode_never_touches_the_network(tmp_path: Path) -> None:
+    code = (
+        "import sys, os\n"
+        "os.environ['AWS_ENDPOINT_URL'] = 'http://127.0.0.1:9'\n"
+        "from torch import nn, optim\n"
+        "from aitoolbox.loop.testing import TinyClassifier, make_classification_loader as loader\n"
+        "from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint\n"
+        "m = TinyClassifier()\n"
+        "tl = TrainLoopCheckpoint(m, loader(32), None, None, optim.SGD(m.parameters(), 0.1), nn.CrossEntropyLoss(),\n"
+        f"                         'p', 'e', {str(tmp_path)!r})\n"
+        "tl.fit(num_epochs=1)\n"
+        "print('boto3' in sys.modules, 'botocore' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
