@@ -19,15 +19,6 @@ from aitoolbox.loop.testing import TinyClassifier, make_classification_data
 from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint
 
 
-class DropoutClassifier(TinyClassifier):
-    def __init__(self) -> None:
-        super().__init__()
-        self.drop = nn.Dropout(0.2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.drop(x))
-
-
 class Recorder(Callback):
     """Records (iteration, fingerprint of the batch's loss) and kills the process at the requested point."""
 
@@ -56,7 +47,7 @@ def main() -> None:
     kill_at = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "-" else None
     workers = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     torch.manual_seed(0 if mode != "resume" else 4321)  # a resumed process starts from a different RNG state
-    model = DropoutClassifier()
+    model = TinyClassifier(dropout=0.2)
     train = DataLoader(make_classification_data(120), batch_size=8, shuffle=True, num_workers=workers)
     val = DataLoader(make_classification_data(40, seed=1), batch_size=16)
     opt = optim.Adam(model.parameters(), lr=1e-2)

@@ -13,12 +13,3 @@ def _seed_and_cpu_unless_gpu(request: pytest.FixtureRequest, monkeypatch: pytest
 
         original = train_loop.resolve_device
         monkeypatch.setattr(train_loop, "resolve_device", lambda d, i=None: original("cpu" if d is None else d, i))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)

@@ -15,17 +15,6 @@ from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.testing import TinyClassifier, make_classification_data
 
 
-class DropoutClassifier(TinyClassifier):
-    """Uses the global RNG during training, so a resume must restore it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.drop = nn.Dropout(0.3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.drop(x))
-
-
 class Abort(Exception):
     pass
 
@@ -53,7 +42,7 @@ class SnapshotAt(Callback):
 
 def _setup(loader_kwargs: dict[str, Any]) -> tuple[TrainLoop, DataLoader]:
     torch.manual_seed(0)
-    model = DropoutClassifier()
+    model = TinyClassifier(dropout=0.3)  # draws from the global RNG: a resume must restore it
     loader = DataLoader(make_classification_data(100), batch_size=8, shuffle=True, **loader_kwargs)
     tl = TrainLoop(model, loader, None, None, optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss())
     return tl, loader

@@ -51,14 +51,18 @@ def make_classification_loader(
 
 
 class TinyClassifier(TTModel):
-    """A two-layer MLP TTModel for ``(x, y)`` batches; predictions are class indices."""
+    """A two-layer MLP TTModel for ``(x, y)`` batches; predictions are class indices.
 
-    def __init__(self, n_features: int = 8, n_classes: int = 3, hidden: int = 16) -> None:
+    ``dropout > 0`` makes training draw from the global RNG (what exact-resume tests need).
+    """
+
+    def __init__(self, n_features: int = 8, n_classes: int = 3, hidden: int = 16, dropout: float = 0.0) -> None:
         super().__init__()
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(self.drop(x))  # type: ignore[no-any-return]
 
     def get_loss(self, batch: Any, criterion: Callable[..., torch.Tensor] | None, device: torch.device) -> torch.Tensor:
         x, y = batch
