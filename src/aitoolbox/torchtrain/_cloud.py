@@ -96,9 +96,10 @@ class ExperimentUploads:
         summary = [p for p in files if p.name == "summary.md" and p.parent == self.experiment_dir]
         self.upload_files([p for p in files if p not in summary], summary)
 
-    def finish(self) -> UploadReport:
-        """Wait for the uploads (up to ``flush_timeout_s``) and log a summary; failures stay in the journal."""
-        report = self.uploader.flush(self.flush_timeout_s)
+    def finish(self, timeout: float | None = None) -> UploadReport:
+        """Wait for the uploads (up to ``flush_timeout_s``, or less) and log a summary; failures stay in the journal."""
+        limit = self.flush_timeout_s if timeout is None else min(timeout, self.flush_timeout_s)
+        report = self.uploader.flush(limit)
         destination = self.store.url(self.store.key(self.base))
         if report.ok:
             logger.info("cloud: %s to %s", report, destination)

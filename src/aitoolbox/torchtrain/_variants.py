@@ -101,6 +101,7 @@ class _TrackedTrainLoop(TrainLoop):
             raise LoopConfigError(f"hyperparams must be a dict or None, got {type(hyperparams).__name__}")
         _check_cloud_mode(cloud_save_mode)
         super().__init__(model, train_loader, validation_loader, test_loader, optimizer, criterion, **kwargs)
+        self.local_model_result_folder_path = prepare_root(local_model_result_folder_path)  # before the network
         self.cloud_store: Any = None
         self._cloud_options: dict[str, Any] = {}
         if cloud_save_mode in ("s3", "gcs"):  # checked now, before any training: name, credentials, bucket, write
@@ -111,7 +112,6 @@ class _TrackedTrainLoop(TrainLoop):
         self.upload_report: Any = None
         self.project_name = project_name
         self.experiment_name = experiment_name
-        self.local_model_result_folder_path = prepare_root(local_model_result_folder_path)
         self.hyperparams = dict(hyperparams or {})
         self.cloud_save_mode = cloud_save_mode
         self.bucket_name = bucket_name
@@ -149,7 +149,8 @@ class _TrackedTrainLoop(TrainLoop):
         try:
             model = super().fit(num_epochs, num_iterations, callbacks, grad_accumulation)
         except BaseException:
-            self._finish_uploads()  # what was committed before the error still reaches the bucket
+            # what was committed before the error goes up if it can quickly; the rest stays in the journal
+            self._finish_uploads(timeout=30.0)
             raise
         self._after_fit()
         return model
@@ -158,9 +159,9 @@ class _TrackedTrainLoop(TrainLoop):
         """Runs once training ended normally; subclasses add their end-of-training work before calling this."""
         self._finish_uploads()
 
-    def _finish_uploads(self) -> None:
+    def _finish_uploads(self, timeout: float | None = None) -> None:
         if self.cloud_uploads is not None:
-            self.upload_report = self.cloud_uploads.finish()
+            self.upload_report = self.cloud_uploads.finish(timeout)
 
 
 class TrainLoopCheckpoint(_TrackedTrainLoop):
