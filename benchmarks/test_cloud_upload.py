@@ -24,10 +24,8 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    s = SeaweedServer(tmp_path_factory.mktemp("seaweedfs-bench"))
-    s.start()
-    yield s
-    s.stop()
+    with SeaweedServer.serve(tmp_path_factory.mktemp("seaweedfs-bench")) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -75,10 +75,8 @@ def test_checkpoint_end_save_mirrors_the_experiment_folder(
 
 @pytest.fixture
 def outage_server(tmp_path: Path) -> Iterator[SeaweedServer]:
-    server = SeaweedServer(tmp_path / "seaweedfs")
-    server.start()
-    yield server
-    server.stop()
+    with SeaweedServer.serve(tmp_path / "seaweedfs") as server:
+        yield server
 
 
 class KillServerAt(Callback):

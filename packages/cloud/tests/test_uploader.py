@@ -21,10 +21,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def outage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
     """A server of its own: these tests kill it."""
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs-outage"))
-    server.start()
-    yield server
-    server.stop()
+    with SeaweedServer.serve(tmp_path_factory.mktemp("seaweedfs-outage")) as server:
+        yield server
 
 
 def _files(tmp_path: Path, n: int) -> list[Path]:

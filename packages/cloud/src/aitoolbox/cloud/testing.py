@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["ADMIN", "READER", "SeaweedServer", "aws_environment", "find_weed"]
@@ -104,6 +106,17 @@ class SeaweedServer:
             "-volume.max=0", "-master.volumeSizeLimitMB=64",
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def serve(cls, directory: str | os.PathLike[str]) -> Iterator[SeaweedServer]:
+        """A started server for the duration of a ``with`` block (stopped after, whatever happened)."""
+        server = cls(directory)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
     @property
     def endpoint_url(self) -> str:
