@@ -96,7 +96,11 @@ class KillServerAt(Callback):
 def test_server_killed_mid_training_then_back(
     outage_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
 ) -> None:
-    options = {"endpoint_url": outage_server.endpoint_url, "create_bucket": True, "backoff_s": 0.5, "max_backoff_s": 5}
+    # SeaweedFS takes ~20 s (longer under load) to serve again after a restart: retry for up to ~2 min
+    options = {
+        "endpoint_url": outage_server.endpoint_url, "create_bucket": True,
+        "backoff_s": 0.5, "max_backoff_s": 5, "max_attempts": 30,
+    }  # fmt: skip
     tl = TrainLoopCheckpoint(
         *_args(), "p", "e", tmp_path, cloud_save_mode="s3", bucket_name=bucket, cloud_options=options, device="cpu"
     )
