@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager, CheckpointNotFoundError
-from aitoolbox.checkpointing._fs import atomic_write_bytes
 from aitoolbox.loop import LoopConfigError
 
 logger = logging.getLogger(__name__)
@@ -58,11 +54,6 @@ def new_experiment_dir(root: Path, project_name: str, experiment_name: str) -> P
         except FileExistsError:
             n += 1
             path = base.with_name(f"{base.name}_{n}")
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Atomically write ``data`` as JSON; values JSON cannot hold (tuples aside) are written as their repr."""
-    atomic_write_bytes(path, json.dumps(data, indent=2, default=repr, sort_keys=False).encode())
 
 
 def resolve_resume(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from aitoolbox.checkpointing import CheckpointManager, CheckpointNotFoundError, LoadedCheckpoint
+from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.experiment.result_package import AbstractResultPackage
 from aitoolbox.loop import LoopConfigError, TrainLoop, TTModel
 from aitoolbox.loop.callbacks import Callback
@@ -29,7 +30,6 @@ from aitoolbox.torchtrain._experiment import (
     prepare_root,
     resolve_resume,
     validate_names,
-    write_json,
 )
 
 __all__ = ["TrainLoopCheckpoint", "TrainLoopCheckpointEndSave", "TrainLoopEndSave"]
@@ -121,7 +121,7 @@ class _TrackedTrainLoop(TrainLoop):
     def _ensure_experiment_dir(self) -> Path:
         if self.experiment_dir is None:
             path = new_experiment_dir(self.local_model_result_folder_path, self.project_name, self.experiment_name)
-            write_json(path / "hyperparams.json", self.hyperparams)
+            ExperimentWriter(path).write_hyperparams(self.hyperparams)
             self._attach_experiment(path, resumed=False)
             if self.cloud_uploads is not None:
                 self.cloud_uploads.upload_files([path / "hyperparams.json"])
