@@ -8,6 +8,11 @@ uv sync --all-packages --locked --quiet
 uv run --locked ruff check .
 uv run --locked ruff format --check .
 
+echo "== rust (fastcollate kernels)"
+(cd packages/fastcollate-rs && cargo fmt --check && cargo clippy --quiet --all-targets --features abi3 -- -D warnings \
+    && cargo test --quiet)
+uv run --locked python -m mypy.stubtest fastcollate._native
+
 echo "== each package alone"
 for dir in packages/*/; do
     name=$(basename "$dir")
@@ -19,4 +24,4 @@ for dir in packages/*/; do
 done
 
 echo "== full suite"
-uv run --locked pytest packages tests -q --doctest-modules packages/*/src "$@"
+uv run --locked pytest packages tests -q --doctest-modules packages/*/src packages/fastcollate-rs/python "$@"

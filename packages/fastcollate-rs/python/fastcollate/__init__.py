@@ -1,0 +1,39 @@
+"""fastcollate: batch collation for PyTorch DataLoaders, with the copies in Rust.
+
+``collate_fn=fastcollate.collate`` is a drop-in for ``default_collate``; ``pad_collate`` pads variable-length
+sequences; ``BatchedTensorDataset`` gathers a whole batch of an in-memory dataset in one call.
+"""
+
+from fastcollate._buffers import BufferRing, release_buffers
+from fastcollate._collate import collate
+from fastcollate._config import get_num_threads, set_num_threads
+from fastcollate._gather import BatchedTensorDataset, batch_sampler
+from fastcollate._native import __version__
+from fastcollate._pad import PaddedBatch, pad_collate
+from fastcollate.errors import (
+    CollateDtypeError,
+    CollateError,
+    CollateIndexError,
+    CollateShapeError,
+    CollateStructureError,
+    CollateTypeError,
+)
+
+__all__ = [
+    "BatchedTensorDataset",
+    "BufferRing",
+    "CollateDtypeError",
+    "CollateError",
+    "CollateIndexError",
+    "CollateShapeError",
+    "CollateStructureError",
+    "CollateTypeError",
+    "PaddedBatch",
+    "__version__",
+    "batch_sampler",
+    "collate",
+    "get_num_threads",
+    "pad_collate",
+    "release_buffers",
+    "set_num_threads",
+]

@@ -1,0 +1,65 @@
+"""Process-wide settings: copy threads, and whether we run inside a DataLoader worker."""
+
+from __future__ import annotations
+
+import threading
+
+from torch.utils.data import get_worker_info
+
+from fastcollate import _native
+
+__all__ = ["get_num_threads", "set_num_threads"]
+
+_DEFAULT_MAX_THREADS = 8  # copies are memory-bound: more threads than this only contend
+_num_threads: int | None = None
+_max_threads: int | None = None
+_local = threading.local()
+
+
+def set_num_threads(num_threads: int | None) -> None:
+    """Sets how many threads a large copy may use in the main process (``None``: the default).
+
+    Inside DataLoader workers copies always use one thread: the workers are the parallelism there.
+
+    Args:
+        num_threads: a positive int, or None for ``min(cpu count, 8)``.
+
+    Raises:
+        ValueError: for anything but a positive int or None.
+
+    Example:
+        >>> import fastcollate
+        >>> fastcollate.set_num_threads(2)
+        >>> fastcollate.get_num_threads()
+        2
+        >>> fastcollate.set_num_threads(None)
+    """
+    global _num_threads
+    if num_threads is not None and (
+        not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+    _num_threads = num_threads
+
+
+def get_num_threads() -> int:
+    """Returns the number of threads a large copy may use in the main process."""
+    global _max_threads
+    if _num_threads is not None:
+        return _num_threads
+    if _max_threads is None:  # reading the CPU count (cgroup files) costs ~50 us: once per process
+        _max_threads = min(_native.max_threads(), _DEFAULT_MAX_THREADS)
+    return _max_threads
+
+
+def in_worker() -> bool:
+    """True inside a DataLoader worker process."""
+    return get_worker_info() is not None
+
+
+def copy_threads() -> int:
+    return 1 if in_worker() else get_num_threads()
+
+
+def thread_local() -> threading.local:
+    return _local

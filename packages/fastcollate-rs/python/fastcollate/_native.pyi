@@ -1,0 +1,35 @@
+"""Rust copy kernels (private: use the ``fastcollate`` facade). Addresses are ``tensor.data_ptr()`` of live CPU
+tensors; every length is checked against the layout before a byte moves."""
+
+__all__ = ["__version__", "columns", "gather_into", "max_threads", "pad_into", "stack_into", "tensor_addresses"]
+
+__version__: str
+
+def stack_into(out: tuple[int, int], srcs: list[int], item_bytes: int, threads: int) -> None:
+    """Copies ``len(srcs)`` items of ``item_bytes`` bytes each, in order, into ``out`` ``(address, nbytes)``."""
+
+def pad_into(
+    out: tuple[int, int],
+    mask: tuple[int, int],
+    srcs: list[int],
+    lengths: bytes | bytearray,
+    step_bytes: int,
+    max_len: int,
+    pattern: bytes,
+    threads: int,
+) -> None:
+    """Pads sequence ``i`` (``lengths[i]`` steps at ``srcs[i]``) into row ``i`` of ``out``; writes the mask."""
+
+def gather_into(out: tuple[int, int], src: tuple[int, int], row_bytes: int, indices: list[int], threads: int) -> None:
+    """Copies rows ``indices`` (negatives count from the end) of ``src`` into ``out``."""
+
+def columns(batch: list[object] | tuple[object, ...], spec: object) -> list[list[object] | bytearray] | None:
+    """One column per leaf of ``spec``; None when a scalar leaf holds a value of another type."""
+
+def max_threads() -> int:
+    """The number of hardware threads."""
+
+def tensor_addresses(
+    column: list[object], plain: type, dtype: object, shape: list[int], vary_first: bool, allow_grad: bool
+) -> tuple[list[int], bytearray, int] | None:
+    """Addresses, dim-0 lengths (int64 bytes) and the longest length of plain contiguous CPU tensors; else None."""

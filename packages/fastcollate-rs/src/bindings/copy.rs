@@ -1,0 +1,174 @@
+//! Raw-address entry points. The Python facade passes `(address, nbytes)` of CPU tensors it allocated or
+//! validated (dtype, shape, contiguity, device); here every length is checked against the layout, the output is
+//! checked not to overlap any input, and only then do the kernels run.
+
+use pyo3::prelude::*;
+
+use crate::errors::collate_error;
+use crate::kernels::{self, PadLayout};
+
+/// A `(address, nbytes)` pair as passed from Python (`tensor.data_ptr()`, `tensor.nbytes`).
+type Span = (usize, usize);
+
+fn check_span(span: Span, what: &str) -> PyResult<()> {
+    let (addr, len) = span;
+    if len > 0 && addr == 0 {
+        return Err(collate_error(
+            "CollateShapeError",
+            format!("{what}: null address with {len} bytes"),
+        ));
+    }
+    if addr.checked_add(len).is_none() || len > isize::MAX as usize {
+        return Err(collate_error(
+            "CollateShapeError",
+            format!("{what}: {len} bytes at {addr:#x} overflow"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_disjoint(out: Span, src: Span, what: &str) -> PyResult<()> {
+    let (a, alen) = out;
+    let (b, blen) = src;
+    if alen > 0 && blen > 0 && a < b + blen && b < a + alen {
+        return Err(collate_error(
+            "CollateShapeError",
+            format!("{what} overlaps the output buffer"),
+        ));
+    }
+    Ok(())
+}
+
+/// # Safety
+/// `span` must describe memory valid for reads for the duration of the call (checked by `check_span` for
+/// arithmetic, and by the caller for liveness).
+unsafe fn slice<'a>(span: Span) -> &'a [u8] {
+    if span.1 == 0 {
+        return &[];
+    }
+    // SAFETY: non-null, length fits isize (check_span), live per the caller's contract.
+    unsafe { std::slice::from_raw_parts(span.0 as *const u8, span.1) }
+}
+
+/// # Safety
+/// As `slice`, for writes, and not aliased by any other slice in use (checked by `check_disjoint`).
+unsafe fn slice_mut<'a>(span: Span) -> &'a mut [u8] {
+    if span.1 == 0 {
+        return &mut [];
+    }
+    // SAFETY: see above.
+    unsafe { std::slice::from_raw_parts_mut(span.0 as *mut u8, span.1) }
+}
+
+/// Copies `len(srcs)` items of `item_bytes` each into `out`, in order.
+#[pyfunction]
+#[pyo3(signature = (out, srcs, item_bytes, threads))]
+pub fn stack_into(
+    py: Python<'_>,
+    out: Span,
+    srcs: Vec<usize>,
+    item_bytes: usize,
+    threads: usize,
+) -> PyResult<()> {
+    check_span(out, "output")?;
+    for (i, &addr) in srcs.iter().enumerate() {
+        let span = (addr, item_bytes);
+        check_span(span, &format!("sample {i}"))?;
+        check_disjoint(out, span, &format!("sample {i}"))?;
+    }
+    // SAFETY: spans checked above; liveness is the caller's contract (the facade holds the tensors).
+    let dst = unsafe { slice_mut(out) };
+    let items: Vec<&[u8]> = srcs
+        .iter()
+        .map(|&addr| unsafe { slice((addr, item_bytes)) })
+        .collect();
+    py.detach(|| kernels::stack(dst, &items, item_bytes, threads))?;
+    Ok(())
+}
+
+/// Pads sequence `i` (`lengths[i]` steps at `srcs[i]`; `lengths` as native-endian int64 bytes) into row `i` of
+/// `out` (`max_len` steps), writing `mask`.
+#[pyfunction]
+#[pyo3(signature = (out, mask, srcs, lengths, step_bytes, max_len, pattern, threads))]
+#[allow(clippy::too_many_arguments)]
+pub fn pad_into(
+    py: Python<'_>,
+    out: Span,
+    mask: Span,
+    srcs: Vec<usize>,
+    lengths: Vec<u8>,
+    step_bytes: usize,
+    max_len: usize,
+    pattern: Vec<u8>,
+    threads: usize,
+) -> PyResult<()> {
+    check_span(out, "output")?;
+    check_span(mask, "mask")?;
+    check_disjoint(out, mask, "mask")?;
+    if lengths.len() != srcs.len() * 8 {
+        return Err(collate_error(
+            "CollateShapeError",
+            format!(
+                "{} sequence addresses but {} bytes of int64 lengths",
+                srcs.len(),
+                lengths.len()
+            ),
+        ));
+    }
+    let mut spans = Vec::with_capacity(srcs.len());
+    for (i, (&addr, raw)) in srcs.iter().zip(lengths.chunks_exact(8)).enumerate() {
+        let len = i64::from_ne_bytes(raw.try_into().expect("chunks of 8"));
+        let Some(bytes) = usize::try_from(len)
+            .ok()
+            .and_then(|len| len.checked_mul(step_bytes))
+        else {
+            return Err(collate_error(
+                "CollateShapeError",
+                format!("sequence {i}: {len} steps overflow"),
+            ));
+        };
+        spans.push((addr, bytes));
+    }
+    for (i, &span) in spans.iter().enumerate() {
+        check_span(span, &format!("sequence {i}"))?;
+        check_disjoint(out, span, &format!("sequence {i}"))?;
+        check_disjoint(mask, span, &format!("sequence {i}"))?;
+    }
+    // SAFETY: spans checked above; the facade keeps every tensor alive for the call.
+    let (dst, mask) = unsafe { (slice_mut(out), slice_mut(mask)) };
+    let items: Vec<&[u8]> = spans.iter().map(|&span| unsafe { slice(span) }).collect();
+    let layout = PadLayout {
+        step_bytes,
+        max_len,
+    };
+    py.detach(|| kernels::pad_rows(dst, mask, &items, layout, &pattern, threads))?;
+    Ok(())
+}
+
+/// Copies rows `indices` (Python-style, negatives count from the end) of `src` into `out`.
+#[pyfunction]
+#[pyo3(signature = (out, src, row_bytes, indices, threads))]
+pub fn gather_into(
+    py: Python<'_>,
+    out: Span,
+    src: Span,
+    row_bytes: usize,
+    indices: Vec<i64>,
+    threads: usize,
+) -> PyResult<()> {
+    check_span(out, "output")?;
+    check_span(src, "dataset")?;
+    check_disjoint(out, src, "dataset")?;
+    let rows = src.1.checked_div(row_bytes).unwrap_or(0);
+    let resolved = kernels::resolve_indices(&indices, rows)?;
+    // SAFETY: spans checked above; the dataset and output tensors are held by the caller.
+    let (dst, src) = unsafe { (slice_mut(out), slice(src)) };
+    py.detach(|| kernels::gather_rows(dst, src, row_bytes, &resolved, threads))?;
+    Ok(())
+}
+
+/// The number of hardware threads (the default ceiling for copy threads).
+#[pyfunction]
+pub fn max_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}

@@ -1,0 +1,5 @@
+//! PyO3 functions: extract the inputs, check them, copy inside `py.detach` (GIL released), return.
+
+pub mod copy;
+pub mod tensors;
+pub mod transpose;

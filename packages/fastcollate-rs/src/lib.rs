@@ -1,0 +1,27 @@
+//! `fastcollate._native`: Rust copy kernels for PyTorch batch collation.
+//!
+//! Python allocates the output tensors and walks the batch structure; this crate checks every length and copies
+//! with the GIL released. `kernels` is plain Rust (tested by `cargo test`); `bindings` is the PyO3 layer.
+
+pub mod kernels;
+
+#[cfg(feature = "python")]
+mod bindings;
+#[cfg(feature = "python")]
+mod errors;
+
+#[cfg(feature = "python")]
+use pyo3::prelude::*;
+
+#[cfg(feature = "python")]
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(bindings::copy::stack_into, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::copy::pad_into, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::copy::gather_into, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::transpose::columns, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::tensors::tensor_addresses, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::copy::max_threads, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+"""collate equals default_collate: a property test over random nested batches, plus the cases it must handle."""
+
+from __future__ import annotations
+
+import collections
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from _compare import assert_same
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+import fastcollate
+from fastcollate import _collate
+
+Point = collections.namedtuple("Point", ["x", "y"])
+
+TORCH_DTYPES = [
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.int32,
+    torch.uint8,
+    torch.int8,
+    torch.bool,
+]
+NUMPY_DTYPES = [np.float32, np.float64, np.int64, np.int32, np.uint8, np.int16, np.bool_]
+
+
+@st.composite
+def leaf_column(draw: st.DrawFn, n: int) -> list[object]:
+    """n values of one leaf kind, as a dataset would return them (same kind, dtype and shape per leaf)."""
+    kind = draw(st.sampled_from(["tensor", "big_tensor", "ndarray", "npscalar", "int", "float", "bool", "str"]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if kind in ("tensor", "big_tensor"):
+        dtype = draw(st.sampled_from(TORCH_DTYPES))
+        # "big" items take the Rust copy path (>= 16 KiB per item, >= 1 MiB per batch)
+        shape = (
+            (draw(st.integers(16, 24)), 1024)
+            if kind == "big_tensor"
+            else tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
+        )
+        return [(torch.randn(shape, generator=gen) * 50).to(dtype) for _ in range(n)]
+    if kind == "ndarray":
+        dtype = draw(st.sampled_from(NUMPY_DTYPES))
+        shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+        return [(rng.standard_normal(shape) * 50).astype(dtype) for _ in range(n)]
+    if kind == "npscalar":
+        dtype = draw(st.sampled_from(NUMPY_DTYPES))
+        return [dtype(v) for v in rng.integers(-100, 100, n)]
+    if kind == "int":
+        return draw(st.lists(st.integers(-(2**62), 2**62), min_size=n, max_size=n))
+    if kind == "float":
+        return draw(st.lists(st.floats(allow_nan=False, width=64), min_size=n, max_size=n))
+    if kind == "bool":
+        return draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    return draw(st.lists(st.text(max_size=5), min_size=n, max_size=n))
+
+
+@st.composite
+def batches(draw: st.DrawFn, depth: int = 0, n: int | None = None) -> list[object]:
+    """A batch of n samples sharing one random nested structure."""
+    if n is None:
+        n = draw(st.integers(1, 70))
+    shape = draw(st.sampled_from(["leaf", "leaf", "dict", "tuple", "list", "namedtuple"] if depth < 3 else ["leaf"]))
+    if shape == "leaf":
+        return draw(leaf_column(n))
+    width = draw(st.integers(1, 3))
+    children = [draw(batches(depth + 1, n)) for _ in range(2 if shape == "namedtuple" else width)]
+    if shape == "dict":
+        keys = draw(st.lists(st.text(min_size=1, max_size=4), min_size=width, max_size=width, unique=True))
+        return [dict(zip(keys, values, strict=True)) for values in zip(*children, strict=True)]
+    if shape == "namedtuple":
+        return [Point(*values) for values in zip(*children, strict=True)]
+    container = tuple if shape == "tuple" else list
+    return [container(values) for values in zip(*children, strict=True)]
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(batches())
+def test_collate_equals_default_collate(batch: list[object]) -> None:
+    assert_same(fastcollate.collate(batch), default_collate(batch))
+
+
+def test_the_issue_workloads_equal_default_collate() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = [(torch.randn(3, 224, 224, generator=g), i) for i in range(64)]
+    hwc = [np.random.default_rng(i).integers(0, 255, (224, 224, 3), dtype=np.uint8) for i in range(256)]
+    rows = [(torch.randn(32, generator=g), i) for i in range(1024)]
+    dicts = [{"x": torch.randn(128, generator=g), "y": i, "z": float(i) / 3} for i in range(256)]
+    for batch in (images, hwc, rows, dicts):
+        assert_same(fastcollate.collate(batch), default_collate(batch))
+
+
+def test_large_batches_use_the_rust_copy_and_reuse_free_buffers_only() -> None:
+    batch = [torch.full((64, 1024), float(i)) for i in range(32)]  # 256 KiB items, 8 MiB batch
+    first = fastcollate.collate(batch)
+    kept = first.clone()
+    second = fastcollate.collate([b + 1 for b in batch])
+    assert first.data_ptr() != second.data_ptr(), "a referenced batch must never be overwritten"
+    assert torch.equal(first, kept)
+    del second
+    third = fastcollate.collate(batch)
+    assert torch.equal(first, kept) and torch.equal(third, kept)
+    view = third[3:5]
+    del third
+    fourth = fastcollate.collate([b * 2 for b in batch])
+    assert torch.equal(view, kept[3:5]), "a view of an old batch keeps its memory from being reused"
+    assert torch.equal(fourth, kept * 2)
+
+
+def test_buffer_ring_reuses_memory_once_released() -> None:
+    batch = [torch.full((64, 1024), float(i)) for i in range(32)]
+    first = fastcollate.collate(batch)
+    address = first.data_ptr()
+    del first
+    assert fastcollate.collate(batch).data_ptr() == address
+
+
+def test_non_contiguous_and_grad_tensors_equal_default_collate() -> None:
+    base = torch.randn(40, 300, 100)
+    strided = [base[i].t() for i in range(40)]  # non-contiguous, 117 KiB each
+    assert_same(fastcollate.collate(strided), default_collate(strided))
+    grads = [torch.randn(3, requires_grad=True) for _ in range(4)]
+    out = fastcollate.collate(grads)
+    assert out.grad_fn is not None
+    assert_same(out, default_collate(grads))
+
+
+def test_ragged_shapes_name_the_sample_field_and_shapes() -> None:
+    batch = [{"x": torch.zeros(3, 4)}, {"x": torch.zeros(3, 4)}, {"x": torch.zeros(3, 5)}]
+    message = r"sample 2\['x'\] has shape \(3, 5\) but sample 0\['x'\] has \(3, 4\)"
+    with pytest.raises(fastcollate.CollateShapeError, match=message):
+        fastcollate.collate(batch)
+    big = [torch.zeros(64, 1024)] * 20 + [torch.zeros(64, 1000)]
+    with pytest.raises(ValueError, match=r"sample 20 has shape \(64, 1000\)"):
+        fastcollate.collate(big)
+
+
+def test_mixed_dtypes_are_an_error() -> None:
+    batch = [torch.zeros(64, 1024, dtype=torch.int64)] * 20 + [torch.zeros(64, 1024)]
+    message = r"sample 20 has dtype torch.float32 but sample 0 has torch.int64"
+    with pytest.raises(fastcollate.CollateDtypeError, match=message):
+        fastcollate.collate(batch)
+    with pytest.raises(fastcollate.CollateDtypeError, match="sample 1"):
+        fastcollate.collate([torch.zeros(2, dtype=torch.int32), torch.zeros(2)])
+
+
+def test_nested_sparse_and_object_inputs_are_clear_errors() -> None:
+    nested = torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)], layout=torch.jagged)
+    with pytest.raises(fastcollate.CollateTypeError, match="nested tensor"):
+        fastcollate.collate([nested, nested])
+    sparse = torch.zeros(3, 3).to_sparse()
+    with pytest.raises(fastcollate.CollateTypeError, match="sparse"):
+        fastcollate.collate([sparse, sparse])
+    objects = np.array([{"a": 1}, None], dtype=object)
+    with pytest.raises(TypeError, match="dtype object"):
+        fastcollate.collate([objects, objects])
+
+
+def test_structure_mismatch_names_the_sample_and_path() -> None:
+    with pytest.raises(fastcollate.CollateStructureError, match=r"sample 1 at \['y'\] is missing"):
+        fastcollate.collate([{"x": 1, "y": 2}, {"x": 1}])
+    with pytest.raises(fastcollate.CollateStructureError, match=r"sample 2 at \[1\] has 3 elements, sample 0 has 2"):
+        fastcollate.collate([(1, (2, 3)), (1, (2, 3)), (1, (2, 3, 4))])
+    with pytest.raises(fastcollate.CollateStructureError, match=r"sample 1 is a int, expected a dict"):
+        fastcollate.collate([{"x": 1}, 5])
+
+
+def test_anything_else_falls_back_to_default_collate() -> None:
+    mixed = [1, 2.5, True]  # int first, then other scalars: default_collate's promotion applies
+    assert_same(fastcollate.collate(mixed), default_collate(mixed))
+    with pytest.raises(TypeError) as ours:
+        fastcollate.collate([object(), object()])
+    with pytest.raises(TypeError) as theirs:
+        default_collate([object(), object()])
+    assert str(ours.value) == str(theirs.value)
+    with pytest.raises(Exception) as theirs:
+        default_collate([2**70, 1])
+    with pytest.raises(type(theirs.value), match="[Oo]verflow"):
+        fastcollate.collate([2**70, 1])
+
+
+class _Samples(Dataset[dict[str, object]]):
+    def __init__(self, size: int, big: bool) -> None:
+        self.size, self.big = size, big
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        g = torch.Generator().manual_seed(i)
+        shape = (32, 1024) if self.big else (8,)
+        return {"x": torch.randn(shape, generator=g), "label": i, "weight": i / 7, "name": f"s{i}"}
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_dataloader_workers_match_default_collate_and_use_shared_memory(big: bool) -> None:
+    dataset = _Samples(96, big)
+    ours = DataLoader(dataset, batch_size=32, num_workers=2, collate_fn=fastcollate.collate)
+    theirs = DataLoader(dataset, batch_size=32, num_workers=0)
+    for got, expected in zip(ours, theirs, strict=True):
+        assert_same(got, expected)
+        assert got["x"].is_shared(), "worker outputs travel through shared memory"
+
+
+def test_collate_is_picklable_for_spawned_workers() -> None:
+    assert pickle.loads(pickle.dumps(fastcollate.collate)) is fastcollate.collate
+
+
+def test_small_and_large_thresholds_are_consistent() -> None:
+    assert _collate.RAW_MIN_ITEM_BYTES <= _collate.RAW_MIN_BATCH_BYTES
