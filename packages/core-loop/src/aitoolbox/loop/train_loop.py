@@ -14,6 +14,7 @@ from torch import nn
 
 from aitoolbox.loop._device import CudaPrefetcher, move_to_device, resolve_device
 from aitoolbox.loop._evaluation import evaluate_loss, predict
+from aitoolbox.loop._loaders import resolve_fast_collate, with_fast_collate
 from aitoolbox.loop._resume import capture_epoch_rng, restore_epoch_rng, skip_batches
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
 from aitoolbox.loop.callbacks._dispatch import CallbackHandler, validate_callbacks
@@ -74,6 +75,11 @@ class TrainLoop:
             ``non_blocking=True`` on the current stream, which lets the host run ahead and measured as fast as a
             hand-written loop, while the side stream cost ~160 us per step on a small, launch-bound model (see
             ``benchmarks/test_loop_overhead_gpu.py``). Turn it on for large batches and GPU-bound steps.
+        fast_collate: collate with ``fastcollate.collate`` (the Rust drop-in for ``default_collate``: equal
+            batches, reused and pinned output memory) in every given DataLoader that uses ``default_collate``;
+            loaders with their own ``collate_fn`` are left alone, and the user's loaders are never modified (the
+            loop iterates shallow copies). ``None`` (default): when the ``fastcollate`` package is installed;
+            ``True``: require it; ``False``: never.
 
     Example:
         .. code-block:: python
@@ -83,6 +89,8 @@ class TrainLoop:
             tl.train_history["val_loss"]
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.1.1
+        ``fast_collate``.
     """
 
     def __init__(
@@ -101,6 +109,7 @@ class TrainLoop:
         end_auto_eval: bool = True,
         progress_bar: bool | None = None,
         prefetch: bool = False,
+        fast_collate: bool | None = None,
     ) -> None:
         self._tt: TTModel = as_ttmodel(model)
         self.model = model
@@ -143,6 +152,8 @@ class TrainLoop:
         if not isinstance(prefetch, bool):
             raise LoopConfigError(f"prefetch must be True or False, got {prefetch!r}")
         self.prefetch = prefetch
+        self.fast_collate = resolve_fast_collate(fast_collate)
+        self._run_loaders: dict[str, tuple[Any, Any]] = {}
         self.end_auto_eval = bool(end_auto_eval)
         self._tt.to(self.device)
 
@@ -379,7 +390,7 @@ class TrainLoop:
         self._epoch_complete = False
         self.batch_in_epoch = 0
         plan, self._resume_plan = self._resume_plan, None
-        loader: Iterable[Any] = self.train_loader
+        loader: Iterable[Any] = self._run_loader("train_loader", self.train_loader)
         skip, loss_sum = 0, 0.0
         if plan is not None and plan["batch_in_epoch"] > 0:
             skip, loss_sum = plan["batch_in_epoch"], plan["epoch_loss_sum"]
@@ -469,7 +480,20 @@ class TrainLoop:
         loader = getattr(self, name)
         if loader is None:
             raise LoopConfigError(f"{name} is None; pass it to the TrainLoop constructor to evaluate on it")
-        return loader  # type: ignore[no-any-return]
+        return self._run_loader(name, loader)
+
+    def _run_loader(self, name: str, loader: Iterable[Any]) -> Iterable[Any]:
+        """The loader the loop iterates for the user's ``loader``: derived once (and again if it is replaced)."""
+        cached = self._run_loaders.get(name)
+        if cached is not None and cached[0] is loader:
+            return cached[1]  # type: ignore[no-any-return]
+        derived = self._derive_loader(name, loader)
+        self._run_loaders[name] = (loader, derived)
+        return derived
+
+    def _derive_loader(self, name: str, loader: Iterable[Any]) -> Iterable[Any]:
+        """Hook: what the loop adds to a user's loader (fast collation here; sharding in distributed runs)."""
+        return with_fast_collate(loader) if self.fast_collate else loader
 
     def evaluate_loss_on_train_set(self) -> float:
         """Loss over the whole training set, weighted by batch size, in eval mode (global RNG untouched)."""
