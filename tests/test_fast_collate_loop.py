@@ -1,0 +1,75 @@
+"""TrainLoop with fastcollate: the same training as with default_collate, the user's loaders untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+import fastcollate
+from aitoolbox.loop.testing import TinyClassifier, make_classification_data
+from aitoolbox.torchtrain.train_loop import TrainLoop
+
+
+class _Images(Dataset[tuple[torch.Tensor, int]]):
+    """Image-sized samples (48 KiB each), so batches take fastcollate's Rust copy path."""
+
+    def __init__(self, n: int) -> None:
+        base = make_classification_data(n, n_features=8)
+        self.x, self.y = base.tensors
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i].repeat(1536), int(self.y[i])
+
+
+class _Wide(TinyClassifier):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.view(x.shape[0], 1536, 8).mean(1))
+
+
+def _train(fast: bool, num_workers: int) -> tuple[TrainLoop, DataLoader]:
+    torch.manual_seed(0)
+    loader = DataLoader(_Images(192), batch_size=32, shuffle=True, num_workers=num_workers)
+    model = _Wide()
+    tl = TrainLoop(
+        model,
+        loader,
+        loader,
+        None,
+        torch.optim.Adam(model.parameters(), lr=1e-2),
+        nn.CrossEntropyLoss(),
+        fast_collate=fast,
+    )
+    tl.fit(num_epochs=2)
+    return tl, loader
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_training_with_fast_collate_equals_default_collate(num_workers: int) -> None:
+    fast, fast_loader = _train(True, num_workers)
+    slow, _ = _train(False, num_workers)
+    assert fast_loader.collate_fn is default_collate, "the user's loader is never modified"
+    assert fast._loader("train_loader").collate_fn is fastcollate.collate
+    for a, b in zip(fast.model.parameters(), slow.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert fast.train_history["val_loss"] == slow.train_history["val_loss"]
+    y_fast = fast.predict_on_validation_set()
+    y_slow = slow.predict_on_validation_set()
+    assert torch.equal(torch.as_tensor(y_fast[0]), torch.as_tensor(y_slow[0]))
+
+
+def test_a_custom_collate_fn_is_left_alone() -> None:
+    def mine(batch: list[object]) -> object:
+        return default_collate(batch)
+
+    data = make_classification_data(32)
+    loader = DataLoader(data, batch_size=8, collate_fn=mine)
+    model = TinyClassifier()
+    tl = TrainLoop(
+        model, loader, None, None, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), fast_collate=True
+    )
+    assert tl._loader("train_loader").collate_fn is mine
