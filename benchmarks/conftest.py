@@ -43,6 +43,10 @@ def make_interleaved_baseline(benchmark: Any, baseline: Callable[[], Any]) -> Ca
     return setup
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.3f} s"
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = getattr(config, "_benchmarksession", None)
     rows = []
@@ -62,6 +66,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"{info['workload']:>4}  {info['candidate']:<30} vs {info['baseline']:<22} "
             f"min {bench.stats.min / base_min:6.3f}x  median {bench.stats.median / base_med:6.3f}x"
         )
+        line += f"  [{_ms(bench.stats.min)} vs {_ms(base_min)} by min]"
         steps = info.get("steps")
         if steps:
             line += f"  ({(bench.stats.min - base_min) / steps * 1e6:+.1f} us per step by min)"
