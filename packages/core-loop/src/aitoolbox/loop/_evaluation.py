@@ -13,7 +13,7 @@ from aitoolbox.loop._device import move_to_device
 from aitoolbox.loop.amp import AmpConfig
 from aitoolbox.loop.model import TTModel
 
-__all__ = ["evaluate_loss", "infer_batch_size", "predict", "preserve_rng"]
+__all__ = ["evaluate_loss", "evaluate_loss_sum", "infer_batch_size", "predict", "preserve_rng"]
 
 
 @contextlib.contextmanager
@@ -95,6 +95,18 @@ def evaluate_loss(
     amp: AmpConfig,
 ) -> float:
     """Mean of ``model.get_loss_eval`` over ``loader``, each batch weighted by its size (one host sync at the end)."""
+    total, count = evaluate_loss_sum(model, loader, criterion, device, amp)
+    return total / count if count else float("nan")
+
+
+def evaluate_loss_sum(
+    model: TTModel,
+    loader: Iterable[Any],
+    criterion: Callable[..., torch.Tensor] | None,
+    device: torch.device,
+    amp: AmpConfig,
+) -> tuple[float, int]:
+    """``(sum of batch loss x batch size, number of samples)`` over ``loader`` (reducible across ranks)."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -109,9 +121,7 @@ def evaluate_loss(
                 count += n
     finally:
         model.train(was_training)
-    if count == 0:
-        return float("nan")
-    return float(total.item()) / count
+    return float(total.item()), count
 
 
 def _to_host(x: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -12,8 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from aitoolbox.loop import _distributed
 from aitoolbox.loop._device import CudaPrefetcher, move_to_device, resolve_device
-from aitoolbox.loop._evaluation import evaluate_loss, predict
+from aitoolbox.loop._distributed import DistributedContext
+from aitoolbox.loop._evaluation import evaluate_loss_sum, predict
 from aitoolbox.loop._loaders import resolve_fast_collate, with_fast_collate
 from aitoolbox.loop._resume import capture_epoch_rng, restore_epoch_rng, skip_batches
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
@@ -28,7 +31,7 @@ __all__ = ["TrainLoop"]
 
 logger = logging.getLogger(__name__)
 
-_GPU_MODES = ("single",)
+_GPU_MODES = ("single", "ddp")
 
 
 def _is_loader(obj: object) -> bool:
@@ -43,6 +46,13 @@ def _as_optimizers(optimizer: object) -> list[torch.optim.Optimizer]:
             "e.g. optim.Adam(model.parameters(), lr=1e-3)"
         )
     return opts
+
+
+def _len_or_none(loader: object) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -64,7 +74,15 @@ class TrainLoop:
         criterion: the loss function passed to ``model.get_loss``; may be ``None`` for a TTModel that needs none.
         device: where to train; ``None`` picks ``cuda`` when available, else ``cpu``.
         cuda_device_idx: the CUDA device index when ``device`` is ``None`` (original AIToolbox option).
-        gpu_mode: ``'single'``. (Distributed ``'ddp'`` comes with the distributed release.)
+        gpu_mode: ``'single'`` or ``'ddp'``. Under ``torchrun`` (``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` set) every
+            variant trains distributed data parallel whatever this says: process group (nccl on CUDA, gloo on CPU),
+            the model in ``DistributedDataParallel`` on ``cuda:LOCAL_RANK``, the training loader sharded by a
+            ``DistributedSampler`` (every other DataLoader option kept, ``set_epoch`` each epoch), evaluation
+            sharded without padding and gathered in dataset order, only rank 0 writing. ``'ddp'`` from a plain
+            ``python`` process makes ``fit`` start ``num_processes`` workers through torch's elastic launcher
+            and return the trained model to the caller.
+        num_processes: workers for ``gpu_mode='ddp'`` from a plain process (default: the number of GPUs).
+        ddp_options: keyword arguments for ``DistributedDataParallel`` (e.g. ``{"find_unused_parameters": True}``).
         use_amp: mixed precision: ``False``, ``True``, ``'bf16'`` or ``'fp16'``
             (see :func:`~aitoolbox.loop.resolve_amp`).
         end_auto_eval: compute ``val_loss`` on the validation loader at every epoch end (when there is one).
@@ -110,6 +128,8 @@ class TrainLoop:
         progress_bar: bool | None = None,
         prefetch: bool = False,
         fast_collate: bool | None = None,
+        num_processes: int | None = None,
+        ddp_options: dict[str, Any] | None = None,
     ) -> None:
         self._tt: TTModel = as_ttmodel(model)
         self.model = model
@@ -138,11 +158,23 @@ class TrainLoop:
         self.criterion = criterion
         if gpu_mode not in _GPU_MODES:
             raise LoopConfigError(
-                f"gpu_mode={gpu_mode!r} is not supported by this release; use gpu_mode='single' "
-                "(multi-GPU training via torchrun arrives with the distributed package)"
+                f"gpu_mode must be 'single' or 'ddp', got {gpu_mode!r} (for several GPUs launch with torchrun, "
+                "or use gpu_mode='ddp')"
             )
         self.gpu_mode = gpu_mode
-        self.device = resolve_device(device, cuda_device_idx)
+        if num_processes is not None:
+            _check_int("num_processes", num_processes, 1)
+        self.num_processes = num_processes
+        if ddp_options is not None and not isinstance(ddp_options, dict):
+            raise LoopConfigError(
+                f"ddp_options must be a dict of DistributedDataParallel arguments, got {ddp_options!r}"
+            )
+        self.ddp_options = dict(ddp_options or {})
+        self._device_request = (device, cuda_device_idx)
+        self.device = resolve_device(_distributed.rank_device(device), cuda_device_idx)
+        self.distributed: DistributedContext | None = None
+        self._ddp: nn.Module | None = None
+        self._sampler_seed = 0
         self.amp: AmpConfig = resolve_amp(use_amp, self.device)
         self.use_amp = use_amp
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_grad_scaler else None
@@ -154,8 +186,10 @@ class TrainLoop:
         self.prefetch = prefetch
         self.fast_collate = resolve_fast_collate(fast_collate)
         self._run_loaders: dict[str, tuple[Any, Any]] = {}
+        self._sharded_eval: set[str] = set()
         self.end_auto_eval = bool(end_auto_eval)
-        self._tt.to(self.device)
+        if not (self._will_launch() and self.device.type == "cuda"):  # launched workers place the model themselves
+            self._tt.to(self.device)
 
         self.train_history = TrainingHistory()
         self.epoch = 0
@@ -174,6 +208,7 @@ class TrainLoop:
         self._epoch_loss_dev: torch.Tensor | None = None
         self._epoch_start_rng: dict[str, Any] | None = None
         self._resume_plan: dict[str, Any] | None = None
+        self._epoch_batches = 0
 
     # ------------------------------------------------------------------ validation
 
@@ -191,6 +226,68 @@ class TrainLoop:
     def total_iteration_idx(self) -> int:
         """The original AIToolbox name of :attr:`iteration` (global batch counter, 0-based)."""
         return self.iteration
+
+    # ------------------------------------------------------------------ distributed
+
+    @property
+    def is_main_process(self) -> bool:
+        """True where this process writes checkpoints and results and logs: rank 0, or any non-distributed run."""
+        if self.distributed is not None:
+            return self.distributed.is_main
+        return _distributed.launched_rank() == 0
+
+    def _will_launch(self) -> bool:
+        """``gpu_mode='ddp'`` in a plain process: ``fit`` starts the workers."""
+        return self.gpu_mode == "ddp" and not _distributed.launched()
+
+    def _ensure_distributed(self) -> None:
+        """In a torchrun-launched process: process group, this rank's device, DDP and the sampling seed (once)."""
+        if self.distributed is not None or not _distributed.launched():
+            return
+        device, index = self._device_request
+        self.device = resolve_device(_distributed.rank_device(device), index)
+        self._tt.to(self.device)
+        ctx = _distributed.setup(self.device)
+        self.distributed = ctx
+        self._sampler_seed = int(ctx.broadcast(torch.initial_seed() % 2**62))
+        self._ddp = ctx.wrap(self._tt, self.device, self.ddp_options)
+        self._run_loaders.clear()
+        if ctx.is_main:
+            logger.info("distributed data parallel: %d processes, backend %s", ctx.world_size, ctx.backend)
+
+    def _launch(self, fit: Callable[..., Any], kwargs: dict[str, Any]) -> TTModel | nn.Module:
+        """Run ``fit(**kwargs)`` in ``num_processes`` workers (torch's elastic launcher); adopt rank 0's result."""
+        from aitoolbox.loop._launch import launch_fit
+
+        result = launch_fit(fit, kwargs, self._launch_processes())
+        self._import_run(result)
+        return self.model
+
+    def _launch_processes(self) -> int:
+        if self.num_processes is not None:
+            return self.num_processes
+        if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+            return torch.cuda.device_count()
+        raise LoopConfigError(
+            "gpu_mode='ddp' needs num_processes=N here: there is no GPU to count (on CPU the workers use gloo)"
+        )
+
+    def _export_run(self) -> dict[str, Any]:
+        """What a launched rank 0 hands back to the process that called ``fit`` (plain, picklable data)."""
+        return {
+            "model": {k: v.detach().cpu() for k, v in self._tt.state_dict().items()},
+            "history": self.train_history.state_dict(),
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "early_stop": self.early_stop,
+            "stop_reason": self.stop_reason,
+        }
+
+    def _import_run(self, result: dict[str, Any]) -> None:
+        self._tt.load_state_dict(result["model"])
+        self.train_history.load_state_dict(result["history"])
+        self.epoch, self.iteration = result["epoch"], result["iteration"]
+        self.early_stop, self.stop_reason = result["early_stop"], result["stop_reason"]
 
     # ------------------------------------------------------------------ fit
 
@@ -236,6 +333,10 @@ class TrainLoop:
             LoopConfigError: invalid arguments, an empty training loader, or a callback that is not a Callback.
         """
         self._validate_fit_args(num_epochs, num_iterations, grad_accumulation)
+        if self._will_launch():
+            kwargs = {"num_epochs": num_epochs, "num_iterations": num_iterations, "callbacks": callbacks}
+            return self._launch(self.fit, {**kwargs, "grad_accumulation": grad_accumulation})
+        self._ensure_distributed()
         callbacks_checked = validate_callbacks(callbacks)
         if not any(isinstance(cb, ProgressBar) for cb in callbacks_checked) and self._show_progress():
             callbacks_checked.append(ProgressBar())
@@ -251,8 +352,10 @@ class TrainLoop:
         self._on_fit_start()
         try:
             self._train()
-        except BaseException:
+        except BaseException as err:
             logger.error("training failed in epoch %d at iteration %d", self.epoch, self.iteration)
+            if self.distributed is not None and isinstance(err, Exception):
+                _distributed.record_failure(err)  # torchrun's summary then names this rank's error
             raise
         return self.model
 
@@ -260,6 +363,8 @@ class TrainLoop:
         """Extension point for subclasses: runs in ``fit`` after the callbacks are registered, before training."""
 
     def _show_progress(self) -> bool:
+        if not self.is_main_process:
+            return False
         if self.progress_bar is not None:
             return self.progress_bar
         return bool(getattr(sys.stderr, "isatty", lambda: False)())
@@ -293,6 +398,7 @@ class TrainLoop:
 
     def _train(self) -> None:
         handler = self._handler
+        log = logger.info if self.is_main_process else logger.debug
         self._tt.train()
         handler.call("on_train_begin")
         start = time.perf_counter()
@@ -300,8 +406,11 @@ class TrainLoop:
             handler.call("on_epoch_begin")
             epoch_start = time.perf_counter()
             mean_loss = self._train_epoch()
+            if self.distributed is not None:  # the mean over every rank's batches: the same history everywhere
+                total, batches = self.distributed.sum([mean_loss * self._epoch_batches, self._epoch_batches])
+                mean_loss = total / batches
             self.train_history.insert_single_result_into_history("loss", mean_loss)
-            if not math.isfinite(mean_loss):
+            if not math.isfinite(mean_loss) and self.is_main_process:
                 logger.warning(
                     "epoch %d: the training loss is %s; add TerminateOnNaN() to stop at the first bad iteration",
                     self.epoch,
@@ -309,7 +418,7 @@ class TrainLoop:
                 )
             if self.end_auto_eval and self.validation_loader is not None:
                 self.train_history.insert_single_result_into_history("val_loss", self.evaluate_loss_on_validation_set())
-            logger.info(
+            log(
                 "epoch %d: loss %.4f%s (%.2f s)",
                 self.epoch,
                 mean_loss,
@@ -317,10 +426,13 @@ class TrainLoop:
                 time.perf_counter() - epoch_start,
             )
             handler.call("on_epoch_end")
+            if self.distributed is not None and self.distributed.any(self.early_stop) and not self.early_stop:
+                self.early_stop = True  # another rank's callback stopped: every rank stops after this epoch
+                self.stop_reason = self.stop_reason or "stopped on another rank"
             self.epoch += 1
             self._epoch_complete = False
         handler.call("on_train_end")
-        logger.info(
+        log(
             "training finished: %d epochs, %d iterations in %.1f s%s",
             self.epoch,
             self.iteration,
@@ -338,6 +450,16 @@ class TrainLoop:
         scaler = self.grad_scaler
         on_cpu = device.type == "cpu"
         loader, n, loss_sum_host, loss_sum_dev = self._epoch_start()
+        get_loss = tt.get_loss if self._ddp is None else self._ddp  # DDP: the forward that arms gradient all-reduce
+        ctx = self.distributed
+        sync_stop = ctx is not None and any(
+            cb.stops_mid_epoch
+            for hook in ("on_batch_begin", "on_batch_end", "on_after_gradient_update", "on_after_optimizer_step")
+            for cb in by_hook[hook]
+        )
+        no_sync = self._ddp.no_sync if self._ddp is not None and accum > 1 else None  # type: ignore[operator]
+        remaining = _len_or_none(loader)
+        last_batch = None if remaining is None else n + remaining  # the epoch's batch count (resumed ones included)
         move = False
         if device.type == "cuda" and self.prefetch:
             loader = CudaPrefetcher(loader, device)
@@ -350,17 +472,20 @@ class TrainLoop:
                 cb.on_batch_begin()
             if move:
                 batch = move_to_device(batch, device)
-            if autocast is None:
-                loss = tt.get_loss(batch, criterion, device)
-            else:
-                with autocast:
-                    loss = tt.get_loss(batch, criterion, device)
-            self.last_loss = loss
-            scaled = loss if accum == 1 else loss / accum
-            if scaler is None:
-                scaled.backward()
-            else:
-                scaler.scale(scaled).backward()
+            # DDP: between optimizer steps, skip the gradient all-reduce (it runs on the step's last micro-batch)
+            local = no_sync is not None and (n + 1) % accum != 0 and (last_batch is None or n + 1 < last_batch)
+            with no_sync() if local else contextlib.nullcontext():  # type: ignore[misc]
+                if autocast is None:
+                    loss = get_loss(batch, criterion, device)
+                else:
+                    with autocast:
+                        loss = get_loss(batch, criterion, device)
+                self.last_loss = loss
+                scaled = loss if accum == 1 else loss / accum
+                if scaler is None:
+                    scaled.backward()
+                else:
+                    scaler.scale(scaled).backward()
             if loss_sum_dev is None:
                 loss_sum_host += loss.item()  # free on CPU: no device to wait for
                 self._epoch_loss_host = loss_sum_host
@@ -373,6 +498,9 @@ class TrainLoop:
             self.iteration += 1
             for cb in cb_batch_end:
                 cb.on_batch_end()
+            if sync_stop and ctx.any(self.early_stop):  # type: ignore[union-attr]
+                self.early_stop = True
+                self.stop_reason = self.stop_reason or "stopped on another rank"
             if self.early_stop or (stop_at and self.iteration >= stop_at):
                 break
         if n == 0:
@@ -382,6 +510,7 @@ class TrainLoop:
         if n % accum:
             self._optimizer_step()  # the epoch's last, partial accumulation
         self._epoch_complete = True
+        self._epoch_batches = n
         total = loss_sum_host if loss_sum_dev is None else float(loss_sum_dev.item())
         return total / n
 
@@ -391,6 +520,8 @@ class TrainLoop:
         self.batch_in_epoch = 0
         plan, self._resume_plan = self._resume_plan, None
         loader: Iterable[Any] = self._run_loader("train_loader", self.train_loader)
+        if self.distributed is not None:
+            _distributed.set_epoch(loader, self.epoch)
         skip, loss_sum = 0, 0.0
         if plan is not None and plan["batch_in_epoch"] > 0:
             skip, loss_sum = plan["batch_in_epoch"], plan["epoch_loss_sum"]
@@ -439,6 +570,7 @@ class TrainLoop:
             "epoch_start_rng": self._epoch_start_rng if batch else None,
             "history": self.train_history.state_dict(),
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "sampler_seed": self._sampler_seed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -451,6 +583,9 @@ class TrainLoop:
                 raise LoopConfigError("the checkpoint holds GradScaler state but use_amp does not use fp16 here")
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         self._resume_plan = dict(state) if state["batch_in_epoch"] else None
+        if "sampler_seed" in state and state["sampler_seed"] != self._sampler_seed:
+            self._sampler_seed = int(state["sampler_seed"])  # the interrupted run's shuffling
+            self._run_loaders.clear()
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self._epoch_complete = False
 
@@ -487,37 +622,71 @@ class TrainLoop:
         cached = self._run_loaders.get(name)
         if cached is not None and cached[0] is loader:
             return cached[1]  # type: ignore[no-any-return]
+        self._sharded_eval.discard(name)
         derived = self._derive_loader(name, loader)
         self._run_loaders[name] = (loader, derived)
         return derived
 
     def _derive_loader(self, name: str, loader: Iterable[Any]) -> Iterable[Any]:
-        """Hook: what the loop adds to a user's loader (fast collation here; sharding in distributed runs)."""
+        """What the loop adds to a user's loader: sharding in distributed runs, then fast collation."""
+        ctx = self.distributed
+        if ctx is not None:
+            if name == "train_loader":
+                loader = _distributed.shard_train_loader(loader, ctx, self._sampler_seed)
+            else:
+                sharded = _distributed.shard_eval_loader(loader, ctx)
+                if sharded is None:
+                    logger.debug("%s cannot be sharded: every rank evaluates all of it", name)
+                else:
+                    loader = sharded
+                    self._sharded_eval.add(name)
         return with_fast_collate(loader) if self.fast_collate else loader
 
+    def _evaluate(self, name: str) -> float:
+        self._ensure_distributed()
+        loader = self._loader(name)
+        total, count = evaluate_loss_sum(self._tt, loader, self.criterion, self.device, self.amp)
+        if name in self._sharded_eval and self.distributed is not None:
+            total, count = self.distributed.sum([total, count])
+        return total / count if count else float("nan")
+
+    def _predict(self, name: str) -> tuple[Any, Any, dict[str, Any] | None]:
+        self._ensure_distributed()
+        loader = self._loader(name)
+        out = predict(self._tt, loader, self.device, self.amp)
+        if name in self._sharded_eval and self.distributed is not None:
+            out = _distributed.gather_predictions(self.distributed, out, len(getattr(self, name).dataset))
+        return out
+
     def evaluate_loss_on_train_set(self) -> float:
-        """Loss over the whole training set, weighted by batch size, in eval mode (global RNG untouched)."""
-        return evaluate_loss(self._tt, self._loader("train_loader"), self.criterion, self.device, self.amp)
+        """Loss over the whole training set, weighted by batch size, in eval mode (global RNG untouched).
+
+        In distributed runs each rank evaluates its share (no sample twice) and the sums are reduced.
+        """
+        return self._evaluate("train_loader")
 
     def evaluate_loss_on_validation_set(self) -> float:
         """Loss over the validation set, weighted by batch size, in eval mode (global RNG untouched)."""
-        return evaluate_loss(self._tt, self._loader("validation_loader"), self.criterion, self.device, self.amp)
+        return self._evaluate("validation_loader")
 
     def evaluate_loss_on_test_set(self) -> float:
         """Loss over the test set, weighted by batch size, in eval mode (global RNG untouched)."""
-        return evaluate_loss(self._tt, self._loader("test_loader"), self.criterion, self.device, self.amp)
+        return self._evaluate("test_loader")
 
     def predict_on_train_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
-        """``(y_pred, y_true, metadata)`` over the training set, concatenated on the CPU."""
-        return predict(self._tt, self._loader("train_loader"), self.device, self.amp)
+        """``(y_pred, y_true, metadata)`` over the training set, concatenated on the CPU.
+
+        In distributed runs every rank predicts its share and gets the whole set back, in dataset order.
+        """
+        return self._predict("train_loader")
 
     def predict_on_validation_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
         """``(y_pred, y_true, metadata)`` over the validation set, concatenated on the CPU."""
-        return predict(self._tt, self._loader("validation_loader"), self.device, self.amp)
+        return self._predict("validation_loader")
 
     def predict_on_test_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
         """``(y_pred, y_true, metadata)`` over the test set, concatenated on the CPU."""
-        return predict(self._tt, self._loader("test_loader"), self.device, self.amp)
+        return self._predict("test_loader")
 
     def __repr__(self) -> str:
         return (

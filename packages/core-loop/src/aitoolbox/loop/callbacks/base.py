@@ -49,6 +49,11 @@ class Callback:
                     logging.getLogger(__name__).info("epoch %d lr %g", self.train_loop_obj.epoch, lr)
     """
 
+    #: Whether a batch-level hook of this callback may set ``early_stop``. In distributed runs the loop then agrees
+    #: on the flag across ranks after every batch (one small gloo all-reduce), so all ranks stop at the same batch.
+    #: Callbacks that never stop mid-epoch set it to False (no per-batch collective).
+    stops_mid_epoch: bool = True
+
     def __init__(self, callback_name: str | None = None, execution_order: int = 0) -> None:
         self.callback_name = callback_name or type(self).__name__
         self.execution_order = execution_order

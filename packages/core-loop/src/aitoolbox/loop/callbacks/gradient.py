@@ -36,6 +36,8 @@ class GradNormClip(_GradClip):
             tl.fit(num_epochs=5, callbacks=[GradNormClip(max_norm=1.0)])
     """
 
+    stops_mid_epoch = False
+
     def __init__(self, max_norm: float, norm_type: float = 2.0) -> None:
         super().__init__()
         if not isinstance(max_norm, (int, float)) or max_norm <= 0:
@@ -55,6 +57,8 @@ class GradValueClip(_GradClip):
 
             tl.fit(num_epochs=5, callbacks=[GradValueClip(clip_value=0.5)])
     """
+
+    stops_mid_epoch = False
 
     def __init__(self, clip_value: float) -> None:
         super().__init__()

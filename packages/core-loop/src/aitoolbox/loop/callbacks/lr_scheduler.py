@@ -37,6 +37,8 @@ class LRSchedulerCallback(Callback):
             )
     """
 
+    stops_mid_epoch = False
+
     def __init__(
         self,
         scheduler: Any | SchedulerFactory,

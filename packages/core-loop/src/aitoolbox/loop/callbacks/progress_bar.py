@@ -28,6 +28,8 @@ class ProgressBar(Callback):
             tl.fit(num_epochs=5, callbacks=[ProgressBar(refresh_s=1.0)])
     """
 
+    stops_mid_epoch = False
+
     def __init__(self, refresh_s: float = 0.5, file: IO[str] | None = None) -> None:
         super().__init__(execution_order=1_000)  # after metric callbacks, so epoch-end values are complete
         if refresh_s <= 0:
