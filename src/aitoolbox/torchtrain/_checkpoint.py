@@ -108,22 +108,36 @@ def apply_callbacks_and_rng(tl: TrainLoop, loaded: LoadedCheckpoint) -> None:
             cb.load_state_dict(saved.pop(key))
     if saved:
         logger.warning("the checkpoint holds state for callbacks that this run does not have: %s", sorted(saved))
-    if "rng" in loaded:
+    ctx = tl.distributed
+    if ctx is not None and "rng_ranks" in loaded and len(loaded["rng_ranks"]) == ctx.world_size:
+        restore_rng_state(loaded["rng_ranks"][ctx.rank])  # each rank continues its own random stream
+    elif "rng" in loaded:
+        if ctx is not None:
+            logger.warning(
+                "the checkpoint holds the RNG state of %s process(es), this run has %d: every rank restores rank 0's",
+                len(loaded["rng_ranks"]) if "rng_ranks" in loaded else 1,
+                ctx.world_size,
+            )
         restore_rng_state(loaded["rng"])
 
 
 class EpochCheckpoint(Callback):
     """Commits a checkpoint at every epoch end (after the other callbacks' epoch-end work) and flushes at the end."""
 
-    def __init__(self, manager: CheckpointManager, meta: Mapping[str, Any]) -> None:
+    stops_mid_epoch = False
+
+    def __init__(
+        self, manager: CheckpointManager | None, meta: Mapping[str, Any], retention: Mapping[str, Any]
+    ) -> None:
         super().__init__("checkpoint", execution_order=10_000)
-        self.manager = manager
+        self.manager = manager  # None on distributed ranks other than 0: they only send their RNG state
         self.meta = dict(meta)
+        self.monitor: str | None = retention.get("monitor")
 
     def on_train_loop_registration(self) -> None:
         tl = self.train_loop_obj
         assert tl is not None
-        if self.manager.monitor == "val_loss" and tl.validation_loader is None:
+        if self.monitor == "val_loss" and tl.validation_loader is None:
             raise LoopConfigError(
                 "checkpoints are ranked by 'val_loss' but there is no validation_loader; pass one or rank by 'loss'"
             )
@@ -131,13 +145,22 @@ class EpochCheckpoint(Callback):
     def save(self, *, epoch_end: bool = True) -> None:
         tl = self.train_loop_obj
         assert tl is not None
-        monitor = self.manager.monitor
+        monitor = self.monitor
         if epoch_end and monitor and monitor not in tl.train_history:
             raise LoopConfigError(
                 f"checkpoints are ranked by {monitor!r}, which is not in the training history "
                 f"(it has {sorted(tl.train_history)}); set rm_subopt_local_models to one of those"
             )
+        ctx = tl.distributed
+        if ctx is not None:  # every rank's RNG goes into the checkpoint, so each resumes its own stream
+            rng_ranks = ctx.gather(capture_rng_state())
+            if self.manager is None:
+                return
+        if self.manager is None:
+            return
         parts = collect_parts(tl)
+        if ctx is not None:
+            parts["rng_ranks"] = rng_ranks
         loop = parts["loop"]
         self.manager.save(
             parts,
@@ -151,14 +174,17 @@ class EpochCheckpoint(Callback):
         self.save()
 
     def on_train_end(self) -> None:
-        self.manager.wait()
+        if self.manager is not None:
+            self.manager.wait()
 
 
 class EpochAndIterationCheckpoint(EpochCheckpoint):
     """Also commits a checkpoint every ``every`` iterations, at the first optimizer-step boundary."""
 
-    def __init__(self, manager: CheckpointManager, meta: Mapping[str, Any], every: int) -> None:
-        super().__init__(manager, meta)
+    def __init__(
+        self, manager: CheckpointManager | None, meta: Mapping[str, Any], every: int, retention: Mapping[str, Any]
+    ) -> None:
+        super().__init__(manager, meta, retention)
         self.every = every
         self._due = False
 

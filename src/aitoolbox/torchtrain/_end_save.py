@@ -66,6 +66,28 @@ def save_final_model(tl: _TrackedTrainLoop, directory: Path) -> Path:
     return path
 
 
+def _prediction_steps(
+    tl: _TrackedTrainLoop,
+    val_result_package: AbstractResultPackage | None,
+    test_result_package: AbstractResultPackage | None,
+) -> list[tuple[str, AbstractResultPackage, Any]]:
+    steps = [
+        ("validation", val_result_package, tl.predict_on_validation_set),
+        ("test", test_result_package, tl.predict_on_test_set),
+    ]
+    return [(split, pkg, predict) for split, pkg, predict in steps if pkg is not None]
+
+
+def end_save_predictions(
+    tl: _TrackedTrainLoop,
+    val_result_package: AbstractResultPackage | None,
+    test_result_package: AbstractResultPackage | None,
+) -> None:
+    """The predictions :func:`end_save` makes, without writing: what ranks other than 0 do in distributed runs."""
+    for _, _, predict in _prediction_steps(tl, val_result_package, test_result_package):
+        predict()
+
+
 def end_save(
     tl: _TrackedTrainLoop,
     val_result_package: AbstractResultPackage | None,
@@ -76,12 +98,7 @@ def end_save(
     start = time.perf_counter()
     writer = ExperimentWriter(tl.experiment_dir)
     results: dict[str, dict[str, Any]] = {}
-    for split, pkg, predict in (
-        ("validation", val_result_package, tl.predict_on_validation_set),
-        ("test", test_result_package, tl.predict_on_test_set),
-    ):
-        if pkg is None:
-            continue
+    for split, pkg, predict in _prediction_steps(tl, val_result_package, test_result_package):
         y_pred, y_true, metadata = predict()
         results[split] = pkg.evaluate(y_true, y_pred)
         writer.write_results(split, results[split])

@@ -23,7 +23,7 @@ from aitoolbox.torchtrain._checkpoint import (
     apply_model_and_optimizers,
 )
 from aitoolbox.torchtrain._cloud import ExperimentUploads, download_latest_checkpoint, make_store
-from aitoolbox.torchtrain._end_save import check_result_packages, end_save
+from aitoolbox.torchtrain._end_save import check_result_packages, end_save, end_save_predictions
 from aitoolbox.torchtrain._experiment import (
     CHECKPOINT_DIR,
     new_experiment_dir,
@@ -104,7 +104,8 @@ class _TrackedTrainLoop(TrainLoop):
         self.local_model_result_folder_path = prepare_root(local_model_result_folder_path)  # before the network
         self.cloud_store: Any = None
         self._cloud_options: dict[str, Any] = {}
-        if cloud_save_mode in ("s3", "gcs"):  # checked now, before any training: name, credentials, bucket, write
+        # checked now, before any training: name, credentials, bucket, write (by the process that uploads: rank 0)
+        if cloud_save_mode in ("s3", "gcs") and self.is_main_process:
             self.cloud_store, self._cloud_options = make_store(
                 cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options
             )
@@ -120,18 +121,32 @@ class _TrackedTrainLoop(TrainLoop):
 
     def _ensure_experiment_dir(self) -> Path:
         if self.experiment_dir is None:
-            path = new_experiment_dir(self.local_model_result_folder_path, self.project_name, self.experiment_name)
-            ExperimentWriter(path).write_hyperparams(self.hyperparams)
+            path = None
+            if self.is_main_process:  # in distributed runs rank 0 creates the folder and tells the others
+                path = new_experiment_dir(self.local_model_result_folder_path, self.project_name, self.experiment_name)
+                ExperimentWriter(path).write_hyperparams(self.hyperparams)
+            if self.distributed is not None:
+                path = self.distributed.broadcast(path)
+            assert path is not None
             self._attach_experiment(path, resumed=False)
             if self.cloud_uploads is not None:
                 self.cloud_uploads.upload_files([path / "hyperparams.json"])
         assert self.experiment_dir is not None
         return self.experiment_dir
 
+    def _export_run(self) -> dict[str, Any]:
+        return {**super()._export_run(), "experiment_dir": self.experiment_dir, "upload_report": self.upload_report}
+
+    def _import_run(self, result: dict[str, Any]) -> None:
+        super()._import_run(result)
+        self.experiment_dir = result["experiment_dir"]
+        self.upload_report = result["upload_report"]
+
     def _attach_experiment(self, path: Path, *, resumed: bool) -> None:
         """Use ``path`` as the experiment folder; with cloud saving, set up its uploads (and re-queue pending ones)."""
         self.experiment_dir = path
-        logger.info("experiment folder: %s", path)
+        if self.is_main_process:
+            logger.info("experiment folder: %s", path)
         if self.cloud_store is not None and (self.cloud_uploads is None or self.cloud_uploads.experiment_dir != path):
             self.cloud_uploads = ExperimentUploads(self.cloud_store, path, self.project_name, self._cloud_options)
             if resumed:
@@ -145,6 +160,10 @@ class _TrackedTrainLoop(TrainLoop):
         grad_accumulation: int = 1,
     ) -> TTModel | nn.Module:
         self._validate_fit_args(num_epochs, num_iterations, grad_accumulation)
+        if self._will_launch():
+            kwargs = {"num_epochs": num_epochs, "num_iterations": num_iterations, "callbacks": callbacks}
+            return self._launch(self.fit, {**kwargs, "grad_accumulation": grad_accumulation})
+        self._ensure_distributed()
         self._ensure_experiment_dir()
         try:
             model = super().fit(num_epochs, num_iterations, callbacks, grad_accumulation)
@@ -272,8 +291,15 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
             CheckpointIncompatibleError: the checkpoint's model or optimizers do not match this run.
         """
         self._validate_fit_args(num_epochs, num_iterations, grad_accumulation)
+        if self._will_launch():
+            kwargs = {"num_epochs": num_epochs, "num_iterations": num_iterations, "callbacks": callbacks}
+            kwargs.update(grad_accumulation=grad_accumulation, resume_from=resume_from)
+            return self._launch(self.fit, {**kwargs, "allow_partial_resume": allow_partial_resume})
+        self._ensure_distributed()
         if resume_from is not None:
             loaded = self._load_for_resume(resume_from, allow_partial_resume)
+            if self.distributed is not None:
+                self.distributed.barrier()  # every rank has read the checkpoint before rank 0 writes or prunes
             remaining_epochs = max(0, num_epochs - self.epoch) if num_epochs else 0
             remaining_iterations = max(0, num_iterations - self.iteration) if num_iterations else 0
             if not remaining_epochs and not remaining_iterations:
@@ -286,21 +312,23 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         self._ensure_experiment_dir()
         assert self.experiment_dir is not None
         uploads = self.cloud_uploads
-        self.checkpoint_manager = CheckpointManager(
-            self.experiment_dir / CHECKPOINT_DIR,
-            **self._retention,
-            on_commit=uploads.upload_checkpoint if uploads is not None else None,
-            may_delete=uploads.checkpoint_uploaded if uploads is not None else None,  # kept until it is uploaded
-        )
+        self.checkpoint_manager = None
+        if self.is_main_process:  # the other ranks only contribute their RNG states to each checkpoint
+            self.checkpoint_manager = CheckpointManager(
+                self.experiment_dir / CHECKPOINT_DIR,
+                **self._retention,
+                on_commit=uploads.upload_checkpoint if uploads is not None else None,
+                may_delete=uploads.checkpoint_uploaded if uploads is not None else None,  # kept until uploaded
+            )
         meta = {
             "project_name": self.project_name,
             "experiment_name": self.experiment_name,
             "variant": type(self).__name__,
         }
         checkpoint: EpochCheckpoint = (
-            EpochAndIterationCheckpoint(self.checkpoint_manager, meta, self.iteration_save_freq)
+            EpochAndIterationCheckpoint(self.checkpoint_manager, meta, self.iteration_save_freq, self._retention)
             if self.iteration_save_freq
-            else EpochCheckpoint(self.checkpoint_manager, meta)
+            else EpochCheckpoint(self.checkpoint_manager, meta, self._retention)
         )
         return super().fit(num_epochs, num_iterations, [*(callbacks or []), checkpoint], grad_accumulation)
 
@@ -343,10 +371,20 @@ class _EndSave:
     cloud_uploads: ExperimentUploads | None
 
     def _after_fit(self) -> None:
-        self.results = end_save(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
+        if self.is_main_process:  # type: ignore[attr-defined]
+            self.results = end_save(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
+        else:  # the predictions are gathered: take part in the same evaluations, in the same order, write nothing
+            end_save_predictions(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
         if self.cloud_uploads is not None:
             self.cloud_uploads.upload_experiment_files()
         super()._after_fit()  # type: ignore[misc]
+
+    def _export_run(self) -> dict[str, Any]:
+        return {**super()._export_run(), "results": self.results}  # type: ignore[misc]
+
+    def _import_run(self, result: dict[str, Any]) -> None:
+        super()._import_run(result)  # type: ignore[misc]
+        self.results = result["results"]
 
 
 class TrainLoopEndSave(_EndSave, _TrackedTrainLoop):

@@ -1,0 +1,161 @@
+"""Distributed data parallel training with real processes: ``torchrun --nproc_per_node=2`` on CPU (gloo).
+
+Every variant trains a small classifier in two ranks; the tests compare against a single-process run with the same
+global batch, check that one set of files is written, that gathered predictions cover the validation set exactly
+once and in order, that a job SIGKILLed after epoch 1 resumes to the uninterrupted result, that a failing rank fails
+the job with its error, and that ``gpu_mode='ddp'`` from a plain process gives the torchrun result.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from aitoolbox.loop.testing import make_classification_data
+
+WORKER = Path(__file__).with_name("_ddp_worker.py")
+VARIANTS = ["plain", "checkpoint", "endsave", "checkpoint_endsave"]
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _torchrun(out: Path, *args: str, check: bool = True, timeout: int = 240) -> subprocess.CompletedProcess[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER)]
+    proc = subprocess.run(
+        [*cmd, "--out", str(out), *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,  # the crash test SIGKILLs the whole group: torchrun and its ranks
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"torchrun failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def _python(out: Path, *args: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), "--out", str(out), *args], env=_env(), capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+
+
+def _load(out: Path, rank: int = 0) -> dict[str, Any]:
+    return torch.load(out / f"rank{rank}.pt", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each variant under torchrun (the plain one with 2 DataLoader workers per rank), and the 1-process reference."""
+    root = tmp_path_factory.mktemp("ddp")
+    outs = {}
+    for variant in VARIANTS:
+        extra = ["--workers", "2"] if variant == "plain" else []
+        _torchrun(root / variant, "--variant", variant, *extra)
+        outs[variant] = root / variant
+    _python(root / "reference", "--variant", "plain", "--reference", "--world", "2")
+    outs["reference"] = root / "reference"
+    return outs
+
+
+def _assert_params_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        diff = (a[key] - b[key]).abs().max().item()
+        assert diff <= atol, f"{key}: max difference {diff:.3g} > {atol}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_like_one_process_with_the_same_global_batch(runs: dict[str, Path], variant: str) -> None:
+    rank0, rank1 = _load(runs[variant], 0), _load(runs[variant], 1)
+    reference = _load(runs["reference"])
+    assert rank0["world_size"] == 2
+    _assert_params_close(rank0["params"], reference["params"], atol=1e-5)
+    for key in rank0["params"]:
+        assert torch.equal(rank0["params"][key], rank1["params"][key]), "DDP keeps the ranks identical"
+    assert rank0["history"] == rank1["history"], "losses are reduced, so every rank holds the same history"
+    for name in ("loss", "val_loss"):
+        assert rank0["history"][name] == pytest.approx(reference["history"][name], rel=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gathered_predictions_cover_the_validation_set_once_in_order(runs: dict[str, Path], variant: str) -> None:
+    labels = make_classification_data(101, seed=2).tensors[1]
+    for rank in (0, 1):
+        out = _load(runs[variant], rank)
+        assert out["y_pred"].shape == (101,)
+        assert torch.equal(out["y_true"], labels), "dataset order, no padding duplicate"
+    assert torch.equal(_load(runs[variant])["y_pred"], _load(runs["reference"])["y_pred"])
+
+
+@pytest.mark.parametrize("variant", ["checkpoint", "endsave", "checkpoint_endsave"])
+def test_only_rank_0_writes_one_experiment(runs: dict[str, Path], variant: str) -> None:
+    experiments = list((runs[variant] / "results" / "ddp").iterdir())
+    assert len(experiments) == 1, experiments
+    exp = experiments[0]
+    assert _load(runs[variant], 0)["experiment_dir"] == _load(runs[variant], 1)["experiment_dir"] == str(exp)
+    if "checkpoint" in variant:
+        checkpoints = sorted(p.name for p in (exp / "checkpoint_model").iterdir() if p.name.startswith("ckpt-"))
+        assert checkpoints == ["ckpt-e0001-i000000008", "ckpt-e0002-i000000016", "ckpt-e0003-i000000024"]
+        rng_ranks = torch.load(exp / "checkpoint_model" / checkpoints[-1] / "rng_ranks.pt", weights_only=False)
+        assert len(rng_ranks) == 2, "each rank's RNG state is saved"
+    if "endsave" in variant:
+        results = _load(runs[variant])["results"]
+        assert results["validation"]["classification_report"]["macro avg"]["support"] == 101
+        assert (exp / "results").is_dir() and (exp / "model" / "model_state_dict.pt").is_file()
+        assert (exp / "summary.md").is_file()
+
+
+def test_a_job_killed_after_epoch_1_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    args = ["--variant", "checkpoint_endsave", "--dropout", "0.3"]  # dropout: each rank's RNG must be restored
+    _torchrun(tmp_path / "whole", *args)
+    crashed = _torchrun(tmp_path / "crash", *args, "--crash-after-epoch", "1", check=False)
+    assert crashed.returncode != 0 and not (tmp_path / "crash" / "rank0.pt").exists()
+    _torchrun(tmp_path / "crash", *args, "--resume")
+    whole, resumed = _load(tmp_path / "whole"), _load(tmp_path / "crash")
+    for key in whole["params"]:
+        assert torch.equal(whole["params"][key], resumed["params"][key]), key
+    assert whole["history"] == resumed["history"]
+    assert len(list((tmp_path / "crash" / "results" / "ddp").iterdir())) == 1, "the resumed run continues its folder"
+
+
+def test_a_rank_that_raises_fails_the_job_with_its_error(tmp_path: Path) -> None:
+    proc = _torchrun(tmp_path, "--variant", "plain", "--raise-on-rank", "1", check=False, timeout=180)
+    assert proc.returncode != 0
+    summary = proc.stderr[proc.stderr.rfind("Root Cause") :]
+    assert "rank      : 1 (local_rank: 1)" in summary
+    assert "RuntimeError: injected failure on rank 1" in summary, summary
+
+
+def test_a_stop_decided_on_one_rank_stops_every_rank_at_the_same_batch(tmp_path: Path) -> None:
+    _torchrun(tmp_path, "--variant", "plain", "--stop-on-rank", "1", "--stop-at-iteration", "5")
+    rank0, rank1 = _load(tmp_path, 0), _load(tmp_path, 1)
+    assert rank0["iteration"] == rank1["iteration"] == 5, "no rank runs ahead into a collective the other left"
+    assert rank0["epoch"] == rank1["epoch"] == 1
+    assert rank1["stop_reason"] == "stopped by rank 1" and rank0["stop_reason"] == "stopped on another rank"
+    assert rank0["history"] == rank1["history"]
+
+
+def test_gpu_mode_ddp_from_a_plain_process_returns_the_torchrun_result(runs: dict[str, Path], tmp_path: Path) -> None:
+    _python(tmp_path, "--variant", "checkpoint_endsave", "--spawn", "2")
+    spawned, launched = _load(tmp_path), _load(runs["checkpoint_endsave"])
+    for key in launched["params"]:
+        assert torch.equal(spawned["params"][key], launched["params"][key]), "the caller gets the trained model"
+    assert spawned["history"] == launched["history"]
+    assert spawned["results"]["validation"]["accuracy"] == launched["results"]["validation"]["accuracy"]
+    assert len(list((tmp_path / "results" / "ddp").iterdir())) == 1
