@@ -110,6 +110,14 @@ def build(args: argparse.Namespace) -> TrainLoop:
     return TrainLoopCheckpointEndSave(*common, **tracked, val_result_package=package, **options)
 
 
+def _report_group_destroyed(out: Path) -> None:
+    """Registered before the loop's own exit handler, so it runs after it (atexit is last-in, first-out)."""
+    import torch.distributed as dist
+
+    rank = os.environ.get("RANK", "x")
+    (out / f"destroyed{rank}.txt").write_text(str(not dist.is_initialized()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variant", choices=["plain", "checkpoint", "endsave", "checkpoint_endsave"], required=True)
@@ -126,7 +134,10 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--spawn", type=int, default=0, help="gpu_mode='ddp' from this plain process, N workers")
     args = parser.parse_args()
+    if "RANK" in os.environ:
+        import atexit
 
+        atexit.register(_report_group_destroyed, args.out)
     tl = build(args)
     callbacks: list[Callback] = []
     if args.crash_after_epoch is not None:

@@ -89,6 +89,9 @@ def test_each_variant_trains_like_one_process_with_the_same_global_batch(runs: d
     for key in rank0["params"]:
         assert torch.equal(rank0["params"][key], rank1["params"][key]), "DDP keeps the ranks identical"
     assert rank0["history"] == rank1["history"], "losses are reduced, so every rank holds the same history"
+    for rank in (0, 1):
+        destroyed = runs[variant] / f"destroyed{rank}.txt"
+        assert destroyed.read_text() == "True", "the process group is destroyed when the program ends"
     for name in ("loss", "val_loss"):
         assert rank0["history"][name] == pytest.approx(reference["history"][name], rel=1e-5)
 

@@ -5,7 +5,6 @@ The real multi-process runs (torchrun, gloo) are in the repository's ``tests/tes
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, WeightedRandomSampler
@@ -32,7 +31,12 @@ def test_interleave_restores_dataset_order() -> None:
     data = torch.arange(n * 2).view(n, 2)
     parts = [data[r::world] for r in range(world)]
     assert torch.equal(interleave(parts, n), data)
-    assert np.array_equal(interleave([p.numpy() for p in parts], n), data.numpy())
+    try:
+        import numpy as np  # optional for core-loop
+    except ImportError:
+        pass
+    else:
+        assert np.array_equal(interleave([p.numpy() for p in parts], n), data.numpy())
     assert interleave([list(range(r, n, world)) for r in range(world)], n) == list(range(n))
     # not per-sample (e.g. one value per batch): concatenated in rank order
     assert torch.equal(interleave([torch.tensor([1.0]), torch.tensor([2.0])], 7), torch.tensor([1.0, 2.0]))

@@ -169,10 +169,10 @@ def collate_with(batch: collections.abc.Sequence[Any], tensor_fn: TensorFn, pin_
     columns = _native.columns(batch, spec)
     if columns is None:  # a scalar of another type somewhere: default_collate's promotion rules apply
         return default_collate(batch)
-    values = (
-        _finish(kind, path, column, tensor_fn, pin_memory) for (kind, path), column in zip(leaves, columns, strict=True)
-    )
-    return _rebuild(tree, values)
+    values = [
+        _finish(kind, path, col, tensor_fn, pin_memory) for (kind, path), col in zip(leaves, columns, strict=True)
+    ]
+    return _rebuild(tree, iter(values))
 
 
 def _finish(kind: str, path: str, column: Any, tensor_fn: TensorFn, pin: bool | None) -> Any:

@@ -78,7 +78,8 @@ def pad_collate(
 def _pad_column(
     column: list[Any], path: str, pad_value: float, multiple: int | None, pin: bool | None
 ) -> PaddedBatch | torch.Tensor:
-    column = [torch.as_tensor(t) if type(t).__module__ == "numpy" else t for t in column]
+    if type(column[0]) is not torch.Tensor:  # numpy sequences: zero-copy tensors first
+        column = [torch.as_tensor(t) if type(t).__module__ == "numpy" else t for t in column]
     elem = column[0]
     if elem.dim() == 0:
         return stack_tensors(column, path, pin)
@@ -95,7 +96,7 @@ def _pad_column(
     else:
         addresses, sizes = [], []
         for i, t in enumerate(column):
-            t = _normalise(t, i, path, elem)
+            t = _normalise(torch.as_tensor(t) if type(t).__module__ == "numpy" else t, i, path, elem)
             keep.append(t)
             sizes.append(t.shape[0])
             addresses.append(t.data_ptr())

@@ -1,8 +1,9 @@
 //! Transposing a batch of samples into columns, one per leaf of the first sample's structure, and reading
 //! Python ints, floats and bools into typed buffers without a Python call per value.
 
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyDict, PyFloat, PyInt, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyList, PyTuple};
 
 use crate::errors::collate_error;
 
@@ -83,48 +84,73 @@ struct Walker<'a, 'py> {
 }
 
 impl<'a, 'py> Walker<'a, 'py> {
-    fn walk(&mut self, node: &Bound<'py, PyAny>, spec: &'a Spec<'py>) -> Walk {
+    /// Walks `node` (a reference the caller keeps alive) along `spec`, with the C API on borrowed references:
+    /// this runs once per leaf of every sample, and PyO3's owned handles cost more than the work itself.
+    fn walk(&mut self, py: Python<'py>, node: *mut ffi::PyObject, spec: &'a Spec<'py>) -> Walk {
         match spec {
-            Spec::Leaf(_) => self.leaf(node),
+            Spec::Leaf(_) => self.leaf(py, node),
             Spec::Seq(children) => {
-                if let Ok(list) = node.cast::<PyList>() {
-                    self.check_len(list.len(), children.len())?;
-                    for (i, child) in children.iter().enumerate() {
-                        let item = list.get_item(i).map_err(Some)?;
-                        self.path.push(Step::Index(i));
-                        self.walk(&item, child)?;
-                        self.path.pop();
-                    }
-                } else if let Ok(tuple) = node.cast::<PyTuple>() {
-                    self.check_len(tuple.len(), children.len())?;
-                    for (i, child) in children.iter().enumerate() {
-                        let item = tuple.get_item(i).map_err(Some)?;
-                        self.path.push(Step::Index(i));
-                        self.walk(&item, child)?;
-                        self.path.pop();
-                    }
-                } else {
+                // SAFETY: `node` is a live object (held by the batch list or by our own reference below).
+                let (is_list, is_tuple) =
+                    unsafe { (ffi::PyList_Check(node) != 0, ffi::PyTuple_Check(node) != 0) };
+                if !is_list && !is_tuple {
                     return Err(Some(self.error(format!(
                         "is a {}, expected a list or tuple",
-                        type_name(node)
+                        type_name(py, node)
                     ))));
+                }
+                // SAFETY: checked list or tuple above.
+                let len = unsafe {
+                    if is_list {
+                        ffi::PyList_Size(node)
+                    } else {
+                        ffi::PyTuple_Size(node)
+                    }
+                };
+                self.check_len(len as usize, children.len())?;
+                for (i, child) in children.iter().enumerate() {
+                    // SAFETY: 0 <= i < len; the item is borrowed, so we own a reference while walking it (a dict
+                    // lookup below may run Python code that mutates the container).
+                    let item = unsafe {
+                        let item = if is_list {
+                            ffi::PyList_GetItem(node, i as ffi::Py_ssize_t)
+                        } else {
+                            ffi::PyTuple_GetItem(node, i as ffi::Py_ssize_t)
+                        };
+                        if item.is_null() {
+                            return Err(Some(PyErr::fetch(py)));
+                        }
+                        Bound::from_borrowed_ptr(py, item)
+                    };
+                    self.path.push(Step::Index(i));
+                    self.walk(py, item.as_ptr(), child)?;
+                    self.path.pop();
                 }
                 Ok(())
             }
             Spec::Map(entries) => {
-                let Ok(dict) = node.cast::<PyDict>() else {
+                // SAFETY: `node` is live (see above).
+                if unsafe { ffi::PyDict_Check(node) } == 0 {
                     return Err(Some(
-                        self.error(format!("is a {}, expected a dict", type_name(node))),
+                        self.error(format!("is a {}, expected a dict", type_name(py, node))),
                     ));
-                };
+                }
                 for (key, child) in entries {
                     self.path.push(Step::Key(key));
-                    let Some(item) = dict.get_item(key).map_err(Some)? else {
-                        return Err(Some(
-                            self.error("is missing (sample 0 has this key)".into()),
-                        ));
+                    // SAFETY: `node` is a dict, `key` a live object; the result is borrowed, so take a reference.
+                    let item = unsafe {
+                        let item = ffi::PyDict_GetItemWithError(node, key.as_ptr());
+                        if item.is_null() {
+                            if !ffi::PyErr_Occurred().is_null() {
+                                return Err(Some(PyErr::fetch(py)));
+                            }
+                            return Err(Some(
+                                self.error("is missing (sample 0 has this key)".into()),
+                            ));
+                        }
+                        Bound::from_borrowed_ptr(py, item)
                     };
-                    self.walk(&item, child)?;
+                    self.walk(py, item.as_ptr(), child)?;
                     self.path.pop();
                 }
                 Ok(())
@@ -132,28 +158,37 @@ impl<'a, 'py> Walker<'a, 'py> {
         }
     }
 
-    fn leaf(&mut self, node: &Bound<'py, PyAny>) -> Walk {
+    fn leaf(&mut self, py: Python<'py>, node: *mut ffi::PyObject) -> Walk {
         let col = &mut self.cols[self.next];
         self.next += 1;
-        match col {
-            Column::Obj(v) => v.push(node.clone()),
-            Column::Int(v) => {
-                if !node.is_exact_instance_of::<PyInt>() {
-                    return Err(None);
+        // SAFETY: `node` is live; type checks compare the exact type object, then read with the matching API.
+        unsafe {
+            let kind = ffi::Py_TYPE(node);
+            match col {
+                Column::Obj(v) => v.push(Bound::from_borrowed_ptr(py, node)),
+                Column::Int(v) => {
+                    if kind != &raw mut ffi::PyLong_Type {
+                        return Err(None);
+                    }
+                    let value = ffi::PyLong_AsLongLong(node);
+                    if value == -1 && !ffi::PyErr_Occurred().is_null() {
+                        ffi::PyErr_Clear(); // too large for int64: default_collate decides what happens
+                        return Err(None);
+                    }
+                    v.push(value);
                 }
-                v.push(node.extract::<i64>().map_err(|_| None)?);
-            }
-            Column::Float(v) => {
-                let Ok(float) = node.cast_exact::<PyFloat>() else {
-                    return Err(None);
-                };
-                v.push(float.value());
-            }
-            Column::Bool(v) => {
-                if !node.is_exact_instance_of::<PyBool>() {
-                    return Err(None);
+                Column::Float(v) => {
+                    if kind != &raw mut ffi::PyFloat_Type {
+                        return Err(None);
+                    }
+                    v.push(ffi::PyFloat_AsDouble(node));
                 }
-                v.push(u8::from(node.is_truthy().map_err(Some)?));
+                Column::Bool(v) => {
+                    if kind != &raw mut ffi::PyBool_Type {
+                        return Err(None);
+                    }
+                    v.push(u8::from(node == ffi::Py_True()));
+                }
             }
         }
         Ok(())
@@ -191,7 +226,9 @@ impl<'a, 'py> Walker<'a, 'py> {
     }
 }
 
-fn type_name(node: &Bound<'_, PyAny>) -> String {
+fn type_name(py: Python<'_>, node: *mut ffi::PyObject) -> String {
+    // SAFETY: `node` is a live object.
+    let node = unsafe { Bound::from_borrowed_ptr(py, node) };
     node.get_type()
         .name()
         .map_or_else(|_| "?".into(), |n| n.to_string())
@@ -242,7 +279,7 @@ pub fn columns<'py>(
         walker.next = 0;
         walker.sample = i;
         walker.path.clear();
-        match walker.walk(sample, &spec) {
+        match walker.walk(py, sample.as_ptr(), &spec) {
             Ok(()) => {}
             Err(None) => return Ok(None),
             Err(Some(err)) => return Err(err),

@@ -177,11 +177,6 @@ def record_failure(err: Exception) -> None:
         logger.debug("could not write torchrun's error file", exc_info=True)
 
 
-def destroy() -> None:
-    """Destroy the process group this library created (a no-op otherwise)."""
-    _destroy()
-
-
 # -------------------------------------------------------------------- sharding
 
 
@@ -206,7 +201,7 @@ class ShardedEvalSampler(torch.utils.data.Sampler[int]):
         return len(range(self.rank, self.n, self.world_size))
 
 
-def _plain_sampling(loader: Any, name: str) -> bool | None:
+def _plain_sampling(loader: Any) -> bool | None:
     """For a DataLoader over a map-style dataset with torch's own sampling: shuffle or not; None if not shardable."""
     from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
 
@@ -228,7 +223,7 @@ def shard_train_loader(loader: Any, ctx: DistributedContext, seed: int) -> Any:
 
     if isinstance(getattr(loader, "sampler", None), DistributedSampler):
         return loader  # already sharded by the user
-    shuffle = _plain_sampling(loader, "train_loader")
+    shuffle = _plain_sampling(loader)
     if shuffle is None:
         raise LoopConfigError(
             "distributed training shards the train_loader with a DistributedSampler, which needs a DataLoader over "
@@ -255,7 +250,7 @@ def shard_eval_loader(loader: Any, ctx: DistributedContext) -> Any | None:
     """An evaluation loader over this rank's strided share (no padding); None when it cannot be sharded."""
     from torch.utils.data import BatchSampler
 
-    if _plain_sampling(loader, "evaluation") is None:
+    if _plain_sampling(loader) is None:
         return None
     sampler = ShardedEvalSampler(len(loader.dataset), ctx.rank, ctx.world_size)
     if loader.batch_sampler is not None:
