@@ -116,3 +116,13 @@ def test_gpu_mode_ddp_without_gpus_needs_a_process_count(monkeypatch: pytest.Mon
     assert tl.is_main_process and tl.distributed is None
     with pytest.raises(LoopConfigError, match=r"gpu_mode='ddp' needs num_processes=N here"):
         tl.fit(num_epochs=1)
+
+
+def test_a_launching_process_picks_its_device_without_initialising_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert _distributed.parent_device(None, None) == torch.device("cpu")
+    assert _distributed.parent_device("cpu", None) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert _distributed.parent_device(None, None) == torch.device("cuda", 0)
+    assert _distributed.parent_device("cuda:1", None) == torch.device("cuda", 1)
+    assert _distributed.parent_device(None, 1) == torch.device("cuda", 1)

@@ -27,6 +27,7 @@ __all__ = [
     "ShardedEvalSampler",
     "launched",
     "launched_rank",
+    "parent_device",
     "rank_device",
     "setup",
     "shard_eval_loader",
@@ -55,6 +56,22 @@ def rank_device(device: str | torch.device | None) -> str | torch.device | None:
     if device is None or (torch.device(device).type == "cuda" and torch.device(device).index is None):
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device
+
+
+def parent_device(device: str | torch.device | None, cuda_device_idx: int | None) -> torch.device:
+    """The device for a process that will fork distributed workers, decided without initialising CUDA.
+
+    ``torch.cuda.device_count()`` asks NVML where it can; ``is_available()`` would initialise the driver, after
+    which forked workers cannot use CUDA.
+    """
+    if device is not None:
+        dev = torch.device(device)
+        if dev.type != "cuda":
+            return dev
+    elif torch.cuda.device_count() == 0:
+        return torch.device("cpu")
+    index = cuda_device_idx if device is None or torch.device(device).index is None else torch.device(device).index
+    return torch.device("cuda", index or 0)
 
 
 class _LossForward(nn.Module):

@@ -171,7 +171,10 @@ class TrainLoop:
             )
         self.ddp_options = dict(ddp_options or {})
         self._device_request = (device, cuda_device_idx)
-        self.device = resolve_device(_distributed.rank_device(device), cuda_device_idx)
+        if self._will_launch():  # the workers are forked: this process must not initialise CUDA
+            self.device = _distributed.parent_device(device, cuda_device_idx)
+        else:
+            self.device = resolve_device(_distributed.rank_device(device), cuda_device_idx)
         self.distributed: DistributedContext | None = None
         self._ddp: nn.Module | None = None
         self._sampler_seed = 0
@@ -259,6 +262,12 @@ class TrainLoop:
         """Run ``fit(**kwargs)`` in ``num_processes`` workers (torch's elastic launcher); adopt rank 0's result."""
         from aitoolbox.loop._launch import launch_fit
 
+        if self.device.type == "cuda" and torch.cuda.is_initialized():
+            raise LoopConfigError(
+                "gpu_mode='ddp' forks its workers, and CUDA was already initialised in this process (a tensor or "
+                "model was put on the GPU before fit); CUDA cannot be used in forked workers then. Create the "
+                "TrainLoop before touching the GPU, or launch the script with torchrun instead"
+            )
         result = launch_fit(fit, kwargs, self._launch_processes())
         self._import_run(result)
         return self.model
