@@ -333,9 +333,27 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         return super().fit(num_epochs, num_iterations, [*(callbacks or []), checkpoint], grad_accumulation)
 
     def _load_for_resume(self, resume_from: str | Path, allow_partial: bool) -> LoadedCheckpoint:
+        ctx = self.distributed
+        resolved = self._resolve_resume(resume_from) if ctx is None or ctx.is_main else None
+        if ctx is not None:  # rank 0 decides (downloading from the cloud if needed); every rank loads that checkpoint
+            resolved = ctx.broadcast(resolved)
+        assert resolved is not None
+        experiment_dir, info = resolved
+        manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
+        loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
+        apply_model_and_optimizers(self, loaded)
+        self._attach_experiment(experiment_dir, resumed=True)
+        if self.is_main_process:
+            logger.info(
+                "resuming from %s (epoch %d, iteration %d)", loaded.info.path, loaded.info.epoch, loaded.info.iteration
+            )
+        return loaded
+
+    def _resolve_resume(self, resume_from: str | Path) -> tuple[Path, Any]:
+        """The experiment folder and checkpoint to resume from; ``'latest'`` falls back to the cloud store."""
         root = self.local_model_result_folder_path
         try:
-            experiment_dir, info = resolve_resume(resume_from, root, self.project_name, self.experiment_name)
+            return resolve_resume(resume_from, root, self.project_name, self.experiment_name)
         except CheckpointNotFoundError:
             if resume_from != "latest" or self.cloud_store is None:
                 raise
@@ -345,15 +363,7 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
                     f"resume_from='latest' found no checkpoint of project {self.project_name!r}, experiment "
                     f"{self.experiment_name!r} under {root} nor in {self.cloud_store.url(self.cloud_store.key(''))}"
                 ) from None
-            experiment_dir, info = resolve_resume(resume_from, root, self.project_name, self.experiment_name)
-        manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
-        loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
-        apply_model_and_optimizers(self, loaded)
-        self._attach_experiment(experiment_dir, resumed=True)
-        logger.info(
-            "resuming from %s (epoch %d, iteration %d)", loaded.info.path, loaded.info.epoch, loaded.info.iteration
-        )
-        return loaded
+            return resolve_resume(resume_from, root, self.project_name, self.experiment_name)
 
     def _on_fit_start(self) -> None:
         if self._pending_restore is not None:
