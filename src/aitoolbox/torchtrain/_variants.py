@@ -190,7 +190,9 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
     ``<local_model_result_folder_path>/<project_name>/<experiment_name>_<timestamp>/checkpoint_model/``
     (the folders are created as needed). Each holds the model, optimizer(s), loop position (epoch, iteration, batch
     inside the epoch), training history, GradScaler, every RNG and the state of stateful callbacks, so that
-    ``fit(num_epochs=N, resume_from=...)`` continues exactly where the run stopped.
+    ``fit(num_epochs=N, resume_from=...)`` continues exactly where the run stopped. Under ``torchrun`` (or with
+    ``gpu_mode='ddp'``) rank 0 writes the checkpoints, each holding every rank's RNG state, and every rank resumes
+    from the checkpoint rank 0 resolves.
 
     Args:
         model, train_loader, validation_loader, test_loader, optimizer, criterion: as for :class:`TrainLoop`.
