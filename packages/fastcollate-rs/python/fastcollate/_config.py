@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 from torch.utils.data import get_worker_info
 
 from fastcollate import _native
@@ -13,7 +11,6 @@ __all__ = ["get_num_threads", "set_num_threads"]
 _DEFAULT_MAX_THREADS = 8  # copies are memory-bound: more threads than this only contend
 _num_threads: int | None = None
 _max_threads: int | None = None
-_local = threading.local()
 
 
 def set_num_threads(num_threads: int | None) -> None:
@@ -59,7 +56,3 @@ def in_worker() -> bool:
 
 def copy_threads() -> int:
     return 1 if in_worker() else get_num_threads()
-
-
-def thread_local() -> threading.local:
-    return _local

@@ -467,6 +467,7 @@ class TrainLoop:
             for cb in by_hook[hook]
         )
         no_sync = self._ddp.no_sync if self._ddp is not None and accum > 1 else None  # type: ignore[operator]
+        synced = contextlib.nullcontext()  # reusable: nothing is allocated per step
         remaining = _len_or_none(loader)
         last_batch = None if remaining is None else n + remaining  # the epoch's batch count (resumed ones included)
         move = False
@@ -483,7 +484,7 @@ class TrainLoop:
                 batch = move_to_device(batch, device)
             # DDP: between optimizer steps, skip the gradient all-reduce (it runs on the step's last micro-batch)
             local = no_sync is not None and (n + 1) % accum != 0 and (last_batch is None or n + 1 < last_batch)
-            with no_sync() if local else contextlib.nullcontext():  # type: ignore[misc]
+            with no_sync() if local else synced:  # type: ignore[misc]
                 if autocast is None:
                     loss = get_loss(batch, criterion, device)
                 else:
