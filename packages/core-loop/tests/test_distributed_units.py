@@ -126,3 +126,21 @@ def test_a_launching_process_picks_its_device_without_initialising_cuda(monkeypa
     assert _distributed.parent_device(None, None) == torch.device("cuda", 0)
     assert _distributed.parent_device("cuda:1", None) == torch.device("cuda", 1)
     assert _distributed.parent_device(None, 1) == torch.device("cuda", 1)
+
+
+def test_gpu_mode_ddp_refuses_to_fork_after_cuda_was_initialised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch import nn
+
+    from aitoolbox.loop import TrainLoop
+    from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    model = TinyClassifier()
+    tl = TrainLoop(model, make_classification_loader(32), None, None, torch.optim.SGD(model.parameters(), lr=0.1),
+                   nn.CrossEntropyLoss(), device="cpu", gpu_mode="ddp", num_processes=2)  # fmt: skip
+    # no GPU here: pretend this process placed a model on one (the only way to reach this check without CUDA)
+    tl.device = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(LoopConfigError, match="CUDA was already initialised in this process.*launch the script with"):
+        tl.fit(num_epochs=1)
