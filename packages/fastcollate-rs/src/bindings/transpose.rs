@@ -18,7 +18,8 @@ const MAP: u8 = 5;
 enum Spec<'py> {
     Leaf(u8),
     Seq(Vec<Spec<'py>>),
-    Map(Vec<(Bound<'py, PyAny>, Spec<'py>)>),
+    /// Keys and children; `true` when every child is a leaf (see `walk_map_in_order`).
+    Map(Vec<(Bound<'py, PyAny>, Spec<'py>)>, bool),
 }
 
 fn parse<'py>(spec: &Bound<'py, PyAny>) -> PyResult<Spec<'py>> {
@@ -50,7 +51,10 @@ fn parse<'py>(spec: &Bound<'py, PyAny>) -> PyResult<Spec<'py>> {
             for (key, child) in keys.iter().zip(children.iter()) {
                 entries.push((key, parse(&child)?));
             }
-            Ok(Spec::Map(entries))
+            let flat = entries
+                .iter()
+                .all(|(_, child)| matches!(child, Spec::Leaf(_)));
+            Ok(Spec::Map(entries, flat))
         }
         _ => Err(collate_error(
             "CollateTypeError",
@@ -61,8 +65,10 @@ fn parse<'py>(spec: &Bound<'py, PyAny>) -> PyResult<Spec<'py>> {
 
 enum Column<'py> {
     Obj(Vec<Bound<'py, PyAny>>),
-    Int(Vec<i64>),
-    Float(Vec<f64>),
+    /// Native-endian int64 values, as bytes (handed to Python as they are).
+    Int(Vec<u8>),
+    /// Native-endian float64 values, as bytes.
+    Float(Vec<u8>),
     Bool(Vec<u8>),
 }
 
@@ -76,86 +82,193 @@ enum Step<'a, 'py> {
     Key(&'a Bound<'py, PyAny>),
 }
 
+/// Dicts with at most this many keys are tried in order (`walk_map_in_order`) before looking keys up.
+const IN_ORDER_MAX_KEYS: usize = 16;
+
 struct Walker<'a, 'py> {
     cols: Vec<Column<'py>>,
     next: usize,
     sample: usize,
+    /// Record the path to the current node (only when re-walking a sample to name the place of an error).
+    track: bool,
     path: Vec<Step<'a, 'py>>,
 }
 
 impl<'a, 'py> Walker<'a, 'py> {
     /// Walks `node` (a reference the caller keeps alive) along `spec`, with the C API on borrowed references:
-    /// this runs once per leaf of every sample, and PyO3's owned handles cost more than the work itself.
+    /// this runs once per leaf of every sample, and PyO3's owned handles cost more than the work itself. A leaf
+    /// is read straight from its container's borrowed reference (reading a leaf runs no Python code, so nothing
+    /// can free it meanwhile); a nested container is held by a reference of our own while it is walked.
     fn walk(&mut self, py: Python<'py>, node: *mut ffi::PyObject, spec: &'a Spec<'py>) -> Walk {
         match spec {
             Spec::Leaf(_) => self.leaf(py, node),
-            Spec::Seq(children) => {
-                // SAFETY: `node` is a live object (held by the batch list or by our own reference below).
-                let (is_list, is_tuple) =
-                    unsafe { (ffi::PyList_Check(node) != 0, ffi::PyTuple_Check(node) != 0) };
-                if !is_list && !is_tuple {
-                    return Err(Some(self.error(format!(
-                        "is a {}, expected a list or tuple",
-                        type_name(py, node)
-                    ))));
-                }
-                // SAFETY: checked list or tuple above.
-                let len = unsafe {
-                    if is_list {
-                        ffi::PyList_Size(node)
-                    } else {
-                        ffi::PyTuple_Size(node)
-                    }
-                };
-                self.check_len(len as usize, children.len())?;
-                for (i, child) in children.iter().enumerate() {
-                    // SAFETY: 0 <= i < len; the item is borrowed, so we own a reference while walking it (a dict
-                    // lookup below may run Python code that mutates the container).
-                    let item = unsafe {
-                        let item = if is_list {
-                            ffi::PyList_GetItem(node, i as ffi::Py_ssize_t)
-                        } else {
-                            ffi::PyTuple_GetItem(node, i as ffi::Py_ssize_t)
-                        };
-                        if item.is_null() {
-                            return Err(Some(PyErr::fetch(py)));
-                        }
-                        Bound::from_borrowed_ptr(py, item)
-                    };
-                    self.path.push(Step::Index(i));
-                    self.walk(py, item.as_ptr(), child)?;
-                    self.path.pop();
-                }
-                Ok(())
+            Spec::Seq(children) => self.walk_seq(py, node, children),
+            Spec::Map(entries, flat) => self.walk_map(py, node, entries, *flat),
+        }
+    }
+
+    /// Walks `item`, a borrowed reference just read from its container.
+    fn walk_child(
+        &mut self,
+        py: Python<'py>,
+        item: *mut ffi::PyObject,
+        spec: &'a Spec<'py>,
+    ) -> Walk {
+        if let Spec::Leaf(_) = spec {
+            return self.leaf(py, item);
+        }
+        // SAFETY: `item` is live (just read from its container); walking a nested dict may run a key's __eq__,
+        // which could mutate the container, so hold a reference of our own.
+        let held = unsafe { Bound::from_borrowed_ptr(py, item) };
+        self.walk(py, held.as_ptr(), spec)
+    }
+
+    fn walk_seq(
+        &mut self,
+        py: Python<'py>,
+        node: *mut ffi::PyObject,
+        children: &'a [Spec<'py>],
+    ) -> Walk {
+        // SAFETY: `node` is a live object; the exact types are compared first (no call), subclasses after.
+        let (is_list, is_tuple) = unsafe {
+            let kind = ffi::Py_TYPE(node);
+            if kind == &raw mut ffi::PyTuple_Type {
+                (false, true)
+            } else if kind == &raw mut ffi::PyList_Type {
+                (true, false)
+            } else {
+                (ffi::PyList_Check(node) != 0, ffi::PyTuple_Check(node) != 0)
             }
-            Spec::Map(entries) => {
-                // SAFETY: `node` is live (see above).
-                if unsafe { ffi::PyDict_Check(node) } == 0 {
-                    return Err(Some(
-                        self.error(format!("is a {}, expected a dict", type_name(py, node))),
-                    ));
+        };
+        if !is_list && !is_tuple {
+            return Err(Some(self.error(format!(
+                "is a {}, expected a list or tuple",
+                type_name(py, node)
+            ))));
+        }
+        // SAFETY: checked list or tuple above.
+        let len = unsafe {
+            if is_list {
+                ffi::PyList_Size(node)
+            } else {
+                ffi::PyTuple_Size(node)
+            }
+        };
+        self.check_len(len as usize, children.len())?;
+        for (i, child) in children.iter().enumerate() {
+            // SAFETY: 0 <= i < len (a list can shrink while a nested dict's __eq__ runs: then the call returns
+            // NULL with IndexError, handled below).
+            let item = unsafe {
+                if is_list {
+                    ffi::PyList_GetItem(node, i as ffi::Py_ssize_t)
+                } else {
+                    ffi::PyTuple_GetItem(node, i as ffi::Py_ssize_t)
                 }
-                for (key, child) in entries {
-                    self.path.push(Step::Key(key));
-                    // SAFETY: `node` is a dict, `key` a live object; the result is borrowed, so take a reference.
-                    let item = unsafe {
-                        let item = ffi::PyDict_GetItemWithError(node, key.as_ptr());
-                        if item.is_null() {
-                            if !ffi::PyErr_Occurred().is_null() {
-                                return Err(Some(PyErr::fetch(py)));
-                            }
-                            return Err(Some(
-                                self.error("is missing (sample 0 has this key)".into()),
-                            ));
-                        }
-                        Bound::from_borrowed_ptr(py, item)
-                    };
-                    self.walk(py, item.as_ptr(), child)?;
-                    self.path.pop();
-                }
-                Ok(())
+            };
+            if item.is_null() {
+                return Err(Some(PyErr::fetch(py)));
+            }
+            if self.track {
+                self.path.push(Step::Index(i));
+            }
+            self.walk_child(py, item, child)?;
+            if self.track {
+                self.path.pop();
             }
         }
+        Ok(())
+    }
+
+    fn walk_map(
+        &mut self,
+        py: Python<'py>,
+        node: *mut ffi::PyObject,
+        entries: &'a [(Bound<'py, PyAny>, Spec<'py>)],
+        flat: bool,
+    ) -> Walk {
+        // SAFETY: `node` is live (see `walk`); the exact type is compared first (no call).
+        if unsafe {
+            ffi::Py_TYPE(node) != &raw mut ffi::PyDict_Type && ffi::PyDict_Check(node) == 0
+        } {
+            return Err(Some(
+                self.error(format!("is a {}, expected a dict", type_name(py, node))),
+            ));
+        }
+        if !self.track {
+            if let Some(walked) = self.walk_map_in_order(py, node, entries, flat) {
+                return walked;
+            }
+        }
+        for (key, child) in entries {
+            if self.track {
+                self.path.push(Step::Key(key));
+            }
+            // SAFETY: `node` is a dict, `key` a live object; the result is a borrowed reference.
+            let item = unsafe { ffi::PyDict_GetItemWithError(node, key.as_ptr()) };
+            if item.is_null() {
+                // SAFETY: plain error-state query.
+                if unsafe { !ffi::PyErr_Occurred().is_null() } {
+                    return Err(Some(PyErr::fetch(py)));
+                }
+                return Err(Some(
+                    self.error("is missing (sample 0 has this key)".into()),
+                ));
+            }
+            self.walk_child(py, item, child)?;
+            if self.track {
+                self.path.pop();
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks the values of dict `node` as `PyDict_Next` yields them when its keys are exactly the spec's, as the
+    /// same objects in the same order (dicts built by the same code share their key strings): no hashing and no
+    /// lookups. None when they are not; the caller then looks each key up, which also handles reordered or extra
+    /// keys as `default_collate` does.
+    fn walk_map_in_order(
+        &mut self,
+        py: Python<'py>,
+        node: *mut ffi::PyObject,
+        entries: &'a [(Bound<'py, PyAny>, Spec<'py>)],
+        flat: bool,
+    ) -> Option<Walk> {
+        // SAFETY: `node` is a live dict (checked by the caller).
+        if entries.len() > IN_ORDER_MAX_KEYS
+            || unsafe { ffi::PyDict_Size(node) } != entries.len() as ffi::Py_ssize_t
+        {
+            return None;
+        }
+        let mut values = [std::ptr::null_mut::<ffi::PyObject>(); IN_ORDER_MAX_KEYS];
+        let mut pos: ffi::Py_ssize_t = 0;
+        for ((key, _), slot) in entries.iter().zip(values.iter_mut()) {
+            let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+            // SAFETY: `node` is a dict; PyDict_Next hands out borrowed references.
+            if unsafe { ffi::PyDict_Next(node, &mut pos, &mut k, slot) } == 0 || k != key.as_ptr() {
+                return None;
+            }
+        }
+        if flat {
+            // Leaves run no Python code: `node` cannot change, its borrowed values stay alive.
+            for ((_, child), &value) in entries.iter().zip(values.iter()) {
+                if let Err(err) = self.walk(py, value, child) {
+                    return Some(Err(err));
+                }
+            }
+            return Some(Ok(()));
+        }
+        // A nested dict may run a key's __eq__, which could mutate `node`: hold every value before walking any.
+        let held: Vec<Bound<'py, PyAny>> = values[..entries.len()]
+            .iter()
+            // SAFETY: each value is live in `node`, unchanged since PyDict_Next (no Python code ran).
+            .map(|&value| unsafe { Bound::from_borrowed_ptr(py, value) })
+            .collect();
+        for ((_, child), value) in entries.iter().zip(held.iter()) {
+            if let Err(err) = self.walk(py, value.as_ptr(), child) {
+                return Some(Err(err));
+            }
+        }
+        Some(Ok(()))
     }
 
     fn leaf(&mut self, py: Python<'py>, node: *mut ffi::PyObject) -> Walk {
@@ -175,13 +288,13 @@ impl<'a, 'py> Walker<'a, 'py> {
                         ffi::PyErr_Clear(); // too large for int64: default_collate decides what happens
                         return Err(None);
                     }
-                    v.push(value);
+                    v.extend_from_slice(&value.to_ne_bytes());
                 }
                 Column::Float(v) => {
                     if kind != &raw mut ffi::PyFloat_Type {
                         return Err(None);
                     }
-                    v.push(ffi::PyFloat_AsDouble(node));
+                    v.extend_from_slice(&ffi::PyFloat_AsDouble(node).to_ne_bytes());
                 }
                 Column::Bool(v) => {
                     if kind != &raw mut ffi::PyBool_Type {
@@ -238,7 +351,7 @@ fn leaves(spec: &Spec<'_>, out: &mut Vec<u8>) {
     match spec {
         Spec::Leaf(code) => out.push(*code),
         Spec::Seq(children) => children.iter().for_each(|c| leaves(c, out)),
-        Spec::Map(entries) => entries.iter().for_each(|(_, c)| leaves(c, out)),
+        Spec::Map(entries, _) => entries.iter().for_each(|(_, c)| leaves(c, out)),
     }
 }
 
@@ -263,8 +376,8 @@ pub fn columns<'py>(
     let cols: Vec<Column<'py>> = codes
         .iter()
         .map(|&code| match code {
-            INT => Column::Int(Vec::with_capacity(n)),
-            FLOAT => Column::Float(Vec::with_capacity(n)),
+            INT => Column::Int(Vec::with_capacity(n * 8)),
+            FLOAT => Column::Float(Vec::with_capacity(n * 8)),
             BOOL => Column::Bool(Vec::with_capacity(n)),
             _ => Column::Obj(Vec::with_capacity(n)),
         })
@@ -273,16 +386,25 @@ pub fn columns<'py>(
         cols,
         next: 0,
         sample: 0,
+        track: false,
         path: Vec::new(),
     };
     for (i, sample) in samples.iter().enumerate() {
         walker.next = 0;
         walker.sample = i;
-        walker.path.clear();
         match walker.walk(py, sample.as_ptr(), &spec) {
             Ok(()) => {}
             Err(None) => return Ok(None),
-            Err(Some(err)) => return Err(err),
+            Err(Some(err)) => {
+                // Walk the sample again, recording the path this time, so that the error names the place.
+                walker.next = 0;
+                walker.track = true;
+                walker.path.clear();
+                return Err(match walker.walk(py, sample.as_ptr(), &spec) {
+                    Err(Some(named)) => named,
+                    _ => err,
+                });
+            }
         }
     }
     let cols = walker.cols;
@@ -290,15 +412,9 @@ pub fn columns<'py>(
     for col in cols {
         match col {
             Column::Obj(v) => out.append(PyList::new(py, v)?)?,
-            Column::Int(v) => out.append(PyByteArray::new(
-                py,
-                &v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>(),
-            ))?,
-            Column::Float(v) => out.append(PyByteArray::new(
-                py,
-                &v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>(),
-            ))?,
-            Column::Bool(v) => out.append(PyByteArray::new(py, &v))?,
+            Column::Int(v) | Column::Float(v) | Column::Bool(v) => {
+                out.append(PyByteArray::new(py, &v))?
+            }
         }
     }
     Ok(Some(out))
