@@ -23,5 +23,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bindings::transpose::columns, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::tensors::tensor_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::copy::max_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::copy::prefault, m)?)?;
     Ok(())
 }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import pickle
+import platform
+import sys
 
 import numpy as np
 import pytest
@@ -174,6 +176,67 @@ def test_structure_mismatch_names_the_sample_and_path() -> None:
         fastcollate.collate([{"x": 1}, 5])
 
 
+def test_cached_flat_plans_follow_each_batchs_keys_and_leaf_types() -> None:
+    # The plan of a flat dict / tuple is cached by its keys and leaf types: every change must take a new plan.
+    batches = [
+        [{"x": torch.ones(2), "y": 1}, {"x": torch.zeros(2), "y": 2}],
+        [{"x": torch.ones(2), "y": 1.5}, {"x": torch.zeros(2), "y": 2.5}],  # same keys, y is a float now
+        [{"x": "a", "y": 1}, {"x": "b", "y": 2}],  # same keys, x is a string now
+        [{"y": 1, "x": torch.ones(2)}, {"y": 2, "x": torch.zeros(2)}],  # same keys, other order
+        [{"x": "a", "y": True}, {"x": "b", "y": False}],
+        [{1: 3, "x": 4}, {1: 5, "x": 6}],
+        [{True: 3, "x": 4}, {True: 5, "x": 6}],  # True == 1: the output keeps this batch's key
+        [(torch.ones(2), 1), (torch.zeros(2), 2)],
+        [[torch.ones(2), 1], [torch.zeros(2), 2]],
+        [(torch.ones(2), "a"), (torch.zeros(2), "b")],
+        [(torch.ones(2), 1), (torch.zeros(2), 2)],
+    ]
+    for batch in batches:
+        ours, expected = fastcollate.collate(batch), default_collate(batch)
+        assert_same(ours, expected)
+        if isinstance(expected, dict):
+            assert [type(k) for k in ours] == [type(k) for k in expected]
+
+
+def test_dicts_with_other_key_order_extra_keys_or_equal_key_objects_collate_as_default_collate() -> None:
+    # Sample 0's keys are walked in order when later samples hold the very same key objects; anything else is
+    # looked up, as default_collate does (extra keys of later samples are ignored there too).
+    other_key = "".join(["l", "abel"])  # equal to "label", another object
+    assert other_key is not "label"  # noqa: F632
+    batch = [
+        {"image": torch.ones(3), "label": 0},
+        {"label": 1, "image": torch.zeros(3)},
+        {"image": torch.full((3,), 2.0), "label": 2, "extra": "ignored"},
+        {"image": torch.full((3,), 3.0), other_key: 3},
+    ]
+    assert_same(fastcollate.collate(batch), default_collate(batch))
+    with pytest.raises(fastcollate.CollateStructureError, match=r"sample 1 at \['label'\] is missing"):
+        fastcollate.collate([{"image": torch.ones(3), "label": 0}, {"image": torch.ones(3), "lab": 1}])
+
+
+def test_many_small_rows_stack_in_chunks_like_one_stack() -> None:
+    # With several intra-op threads, 1,024 rows of 32 floats are stacked as chunks below torch's parallel grain.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rows = [torch.randn(32, requires_grad=i == 700) for i in range(1024)]
+        assert _collate._stack_in_chunks(rows) is not None
+        ours = fastcollate.collate([(r, i) for i, r in enumerate(rows)])
+        expected = default_collate([(r, i) for i, r in enumerate(rows)])
+        assert_same(ours, expected)
+        assert ours[0].requires_grad and ours[0].grad_fn is not None  # the graph to row 700 is kept
+        ours[0].sum().backward()
+        assert torch.equal(rows[700].grad, torch.ones(32))
+        rows[900] = rows[900].double()
+        with pytest.raises(fastcollate.CollateDtypeError, match="sample 900 has dtype torch.float64"):
+            fastcollate.collate(rows)
+        rows[900] = torch.randn(31)
+        with pytest.raises(fastcollate.CollateShapeError, match=r"sample 900 has shape \(31,\)"):
+            fastcollate.collate(rows)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_anything_else_falls_back_to_default_collate() -> None:
     mixed = [1, 2.5, True]  # int first, then other scalars: default_collate's promotion applies
     assert_same(fastcollate.collate(mixed), default_collate(mixed))
@@ -209,6 +272,63 @@ def test_dataloader_workers_match_default_collate_and_use_shared_memory(big: boo
     for got, expected in zip(ours, theirs, strict=True):
         assert_same(got, expected)
         assert got["x"].is_shared(), "worker outputs travel through shared memory"
+        if not big:  # small outputs were packed into one segment, which the main process maps once
+            storages = {got[k].untyped_storage().data_ptr() for k in ("x", "label", "weight")}
+            assert len(storages) == 1
+            assert got["x"].untyped_storage().nbytes() >= got["x"].nbytes + got["label"].nbytes
+
+
+class _Sequences(Dataset[torch.Tensor]):
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.arange(1 + i % 7)
+
+
+def test_padded_batches_from_workers_share_one_segment_and_equal_the_main_process() -> None:
+    ours = DataLoader(_Sequences(), batch_size=8, num_workers=2, collate_fn=fastcollate.pad_collate)
+    theirs = DataLoader(_Sequences(), batch_size=8, num_workers=0, collate_fn=fastcollate.pad_collate)
+    for got, expected in zip(ours, theirs, strict=True):
+        assert isinstance(got, fastcollate.PaddedBatch)
+        assert_same(tuple(got), tuple(expected))
+        assert len({t.untyped_storage().data_ptr() for t in got}) == 1
+
+
+def test_pack_shared_moves_small_tensors_into_one_segment_and_leaves_the_rest() -> None:
+    from fastcollate import _buffers
+
+    grad = torch.ones(3, requires_grad=True)
+    big = torch.zeros(_buffers.PACK_MAX_BYTES // 4 + 1)
+    padded = fastcollate.PaddedBatch(
+        torch.arange(6).view(2, 3), torch.tensor([3, 2]), torch.ones(2, 3, dtype=torch.bool)
+    )
+    values = [torch.arange(5.0), ["a", "b"], grad, big, padded, torch.tensor([True, False]), torch.empty(0)]
+    packed = _buffers.pack_shared(values)
+    for got, expected in zip(packed, values, strict=True):
+        assert_same(got, expected)
+    assert packed[1] is values[1] and packed[2] is grad and packed[3] is big  # strings, grad and large: untouched
+    assert isinstance(packed[4], fastcollate.PaddedBatch)
+    moved = [packed[0], *packed[4], packed[5], packed[6]]
+    assert all(t.is_shared() for t in moved)
+    assert len({t.untyped_storage().data_ptr() for t in moved}) == 1
+    assert all(t.data_ptr() % 64 == 0 for t in moved)
+    alone = [torch.arange(3), "x"]
+    assert _buffers.pack_shared(alone) is alone  # one small tensor: the DataLoader shares it anyway
+
+
+def test_prefault_keeps_contents_and_reports_what_it_did() -> None:
+    from fastcollate import _native
+
+    t = torch.arange(3 << 20, dtype=torch.uint8)
+    before = t.clone()
+    release = tuple(int(part) for part in platform.release().split(".")[:2] if part.isdigit())
+    supported = sys.platform == "linux" and release >= (5, 14)  # MADV_POPULATE_WRITE came with Linux 5.14
+    assert _native.prefault((t.data_ptr() + 1, t.nbytes - 1)) is supported
+    assert torch.equal(t, before)
+    assert _native.prefault((4096, 4096)) is False  # nothing mapped there: madvise fails, nothing happens
+    with pytest.raises(fastcollate.CollateShapeError, match="null address"):
+        _native.prefault((0, 16))
 
 
 def test_collate_is_picklable_for_spawned_workers() -> None:

@@ -55,3 +55,11 @@ def test_bad_indices_and_tensors_are_clear_errors() -> None:
         fastcollate.BatchedTensorDataset(torch.zeros(5, 2), torch.zeros(4))
     with pytest.raises(fastcollate.CollateTypeError, match="tensor 0 must be a tensor with a first"):
         fastcollate.BatchedTensorDataset(torch.tensor(1.0))
+
+
+def test_worker_batches_share_one_segment() -> None:
+    fast = fastcollate.BatchedTensorDataset(torch.arange(60.0).view(30, 2), torch.arange(30))
+    sampler = fastcollate.batch_sampler(fast, 8)
+    for x, y in DataLoader(fast, batch_size=None, sampler=sampler, num_workers=2):
+        assert torch.equal(x[:, 0], 2.0 * y) and x.is_shared()
+        assert x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()

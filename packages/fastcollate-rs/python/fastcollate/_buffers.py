@@ -8,24 +8,34 @@ A fresh multi-megabyte buffer costs a page fault per 4 KiB on first touch, which
 - with CUDA, outputs are pinned, from PyTorch's caching host allocator, which keeps the blocks warm and reuses one
   only after the asynchronous host-to-device copies reading it have completed; ``pin_memory`` then costs nothing;
 - inside DataLoader workers, outputs are in shared memory (as ``default_collate`` does), so the batch crosses to
-  the main process without another copy.
+  the main process without another copy; and all of a batch's small outputs share one segment (``pack_shared``):
+  handing a batch over costs about 0.7 ms per separate storage on a 2-core machine (a segment created, its file
+  descriptor sent through the worker's resource sharer, then mapped by the main process) but ~0.1 ms per extra
+  view of the same segment.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+from typing import Any
 
 import torch
 
+from fastcollate import _native
 from fastcollate._config import in_worker
 
-__all__ = ["BufferRing", "release_buffers"]
+__all__ = ["BufferRing", "empty", "empty_many", "pack_shared", "release_buffers"]
 
 _cuda_available: bool | None = None
 
 # Outputs smaller than this come from torch.empty: malloc reuses small blocks, so they are warm anyway.
 RING_MIN_BYTES = 1 << 20
+# In a worker, outputs up to this size are made in ordinary memory and then packed into one shared segment per
+# batch (pack_shared); larger ones get a segment of their own, written in place.
+PACK_MAX_BYTES = 1 << 20
+# Offsets of the tensors packed into one segment are multiples of this (a cache line; any dtype's alignment).
+_ALIGN = 64
 
 
 def cuda_available() -> bool:
@@ -116,15 +126,46 @@ def release_buffers() -> None:
     _ring().clear()
 
 
+def _shared_segment(nbytes: int) -> torch.Tensor:
+    """A uint8 tensor over a fresh shared-memory segment of ``nbytes`` (what default_collate uses in workers).
+
+    A large one is faulted in at once (one madvise call) before it is written: a copy into fresh memory otherwise
+    takes a page fault per 4 KiB, and goes a third slower.
+    """
+    template = torch.empty((0,), dtype=torch.uint8)
+    storage = template._typed_storage()._new_shared(nbytes, device=template.device)
+    segment = template.new(storage)
+    if nbytes > PACK_MAX_BYTES:
+        _native.prefault((segment.data_ptr(), nbytes))
+    return segment
+
+
+def _carve(segment: torch.Tensor, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    numel = 1
+    for size in shape:
+        numel *= size
+    return segment[offset : offset + numel * dtype.itemsize].view(dtype).view(shape)
+
+
+def _offsets(sizes: list[int]) -> tuple[list[int], int]:
+    """Aligned offsets for blocks of ``sizes`` bytes laid end to end, and the total."""
+    offsets, total = [], 0
+    for nbytes in sizes:
+        offsets.append(total)
+        total += -(-nbytes // _ALIGN) * _ALIGN
+    return offsets, total
+
+
 def empty(shape: tuple[int, ...], dtype: torch.dtype, *, pin: bool | None) -> torch.Tensor:
-    """An output tensor for a batch: shared memory in a worker, pinned with CUDA, else from the ring."""
+    """An output tensor for a batch: pinned with CUDA, else from the ring; in a worker, a large one in shared
+    memory of its own and a small one in ordinary memory (packed with the others by ``pack_shared``)."""
     if in_worker():
         numel = 1
         for size in shape:
             numel *= size
-        template = torch.empty((0,), dtype=dtype)
-        storage = template._typed_storage()._new_shared(numel, device=template.device)
-        return template.new(storage).resize_(*shape)
+        if numel * dtype.itemsize <= PACK_MAX_BYTES:
+            return torch.empty(shape, dtype=dtype)
+        return _carve(_shared_segment(numel * dtype.itemsize), 0, tuple(shape), dtype)
     if pin if pin is not None else cuda_available():
         return torch.empty(shape, dtype=dtype, pin_memory=True)
     numel = 1
@@ -133,3 +174,63 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype, *, pin: bool | None) -> to
     if numel * dtype.itemsize < RING_MIN_BYTES:  # malloc keeps small blocks warm by itself
         return torch.empty(shape, dtype=dtype)
     return _ring().take(shape, dtype)
+
+
+def empty_many(specs: list[tuple[tuple[int, ...], torch.dtype]], *, pin: bool | None) -> list[torch.Tensor]:
+    """Output tensors of the given (shape, dtype): in a worker, views of one shared segment; else as ``empty``."""
+    if not in_worker():
+        return [empty(shape, dtype, pin=pin) for shape, dtype in specs]
+    sizes = []
+    for shape, dtype in specs:
+        numel = 1
+        for size in shape:
+            numel *= size
+        sizes.append(numel * dtype.itemsize)
+    offsets, total = _offsets(sizes)
+    segment = _shared_segment(total)
+    return [_carve(segment, offset, tuple(shape), dtype) for offset, (shape, dtype) in zip(offsets, specs, strict=True)]
+
+
+def _packable(t: Any) -> bool:
+    return (
+        type(t) is torch.Tensor
+        and t.layout is torch.strided
+        and t.is_cpu
+        and not t.requires_grad
+        and t.nbytes <= PACK_MAX_BYTES
+        and t.is_contiguous()
+        and not t.is_neg()
+        and not t.is_conj()
+        and not t.is_shared()
+    )
+
+
+def pack_shared(values: list[Any]) -> list[Any]:
+    """``values`` (a batch's leaf outputs) with its small tensors moved into one shared-memory segment.
+
+    Tensors and the tensor fields of named tuples (``PaddedBatch``) count; when fewer than two qualify, ``values``
+    is returned as it is (the DataLoader then shares the one, as it would anyway).
+    """
+    found: list[tuple[int, int, torch.Tensor]] = []  # (index in values, field index or -1, tensor)
+    for i, value in enumerate(values):
+        if _packable(value):
+            found.append((i, -1, value))
+        elif isinstance(value, tuple) and hasattr(value, "_fields"):
+            found.extend((i, j, field) for j, field in enumerate(value) if _packable(field))
+    if len(found) < 2:
+        return values
+    offsets, total = _offsets([t.nbytes for _, _, t in found])
+    segment = _shared_segment(total)
+    out = list(values)
+    fields: dict[int, list[Any]] = {}
+    for (i, j, t), offset in zip(found, offsets, strict=True):
+        view = _carve(segment, offset, tuple(t.shape), t.dtype)
+        if t.nbytes:
+            _native.stack_into((view.data_ptr(), view.nbytes), [t.data_ptr()], t.nbytes, 1)
+        if j < 0:
+            out[i] = view
+        else:
+            fields.setdefault(i, list(values[i]))[j] = view
+    for i, parts in fields.items():
+        out[i] = type(values[i])(*parts)
+    return out

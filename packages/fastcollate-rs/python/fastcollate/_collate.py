@@ -27,6 +27,11 @@ _OBJ, _INT, _FLOAT, _BOOL, _SEQ, _MAP = range(6)
 RAW_MIN_ITEM_BYTES = 16 * 1024
 RAW_MIN_BATCH_BYTES = 1 << 20
 
+# at::internal::GRAIN_SIZE: a CPU op over this many elements or more may run on the intra-op thread pool.
+_GRAIN = 32768
+# Chunked stacking (see _stack_in_chunks) needs this many rows per chunk to repay the join.
+_CHUNK_MIN_ITEMS = 256
+
 _RAW_DTYPES = frozenset(
     {
         torch.float16,
@@ -97,6 +102,44 @@ def _plan(elem: Any, path: str, leaves: list[tuple[str, str]], zipped: bool = Fa
     raise _Unsupported
 
 
+# Leaf types of a "flat" sample (a dict, tuple or list holding only these, exactly): its plan is cached.
+_FLAT_LEAF_TYPES = frozenset({torch.Tensor, int, float, bool, str, bytes})
+_MAX_FLAT_PLANS = 64
+_flat_plans: dict[tuple[Any, ...], tuple[Any, tuple[tuple[str, str], ...]] | None] = {}
+
+
+def _flat_plan(elem: Any) -> tuple[tuple[Any, ...] | None, Any, tuple[tuple[str, str], ...]] | None:
+    """(the dict's keys or None, spec, leaves) when ``elem`` is a plain dict, tuple or list of plain leaves.
+
+    The plan depends only on the keys and the exact leaf types, so it is looked up by them instead of being
+    rebuilt per batch (planning costs several microseconds, the lookup a fraction of one). None for anything
+    else (nesting, namedtuples, numpy, subclasses), which then takes the general path.
+    """
+    kind = type(elem)
+    if kind is dict:
+        keys: tuple[Any, ...] | None = tuple(elem)
+        signature: tuple[Any, ...] = (keys, *map(type, elem.values()))
+    elif kind is tuple or kind is list:
+        keys = None
+        signature = (kind, *map(type, elem))
+    else:
+        return None
+    try:
+        plan = _flat_plans[signature]
+    except KeyError:
+        plan = None
+        if _FLAT_LEAF_TYPES.issuperset(signature[1:]):
+            leaves: list[tuple[str, str]] = []
+            spec, _ = _plan(elem, "", leaves)
+            plan = (spec, tuple(leaves))
+        if len(_flat_plans) >= _MAX_FLAT_PLANS:
+            _flat_plans.clear()
+        _flat_plans[signature] = plan
+    if plan is None:
+        return None
+    return keys, plan[0], plan[1]
+
+
 def _rebuild(tree: Any, values: collections.abc.Iterator[Any]) -> Any:
     """Reassembles the batch exactly as default_collate shapes it."""
     tag = tree[0]
@@ -160,7 +203,22 @@ def collate_with(batch: collections.abc.Sequence[Any], tensor_fn: TensorFn, pin_
         return default_collate(batch)
     elem = batch[0]
     if isinstance(elem, torch.Tensor):
-        return tensor_fn(batch, "", pin_memory)
+        out = tensor_fn(batch, "", pin_memory)
+        return _buffers.pack_shared([out])[0] if in_worker() else out
+    flat = _flat_plan(elem)
+    if flat is not None:  # a dict, tuple or list of plain leaves: no tree to walk or rebuild
+        keys, spec, flat_leaves = flat
+        columns = _native.columns(batch, spec)
+        if columns is None:
+            return default_collate(batch)
+        values = [
+            _finish(kind, path, col, tensor_fn, pin_memory)
+            for (kind, path), col in zip(flat_leaves, columns, strict=True)
+        ]
+        if in_worker():
+            values = _buffers.pack_shared(values)
+        # default_collate: a dict is copied and updated (same keys, same order), a tuple or list becomes a list
+        return dict(zip(keys, values, strict=True)) if keys is not None else values
     leaves: list[tuple[str, str]] = []
     try:
         spec, tree = _plan(elem, "", leaves)
@@ -172,6 +230,8 @@ def collate_with(batch: collections.abc.Sequence[Any], tensor_fn: TensorFn, pin_
     values = [
         _finish(kind, path, col, tensor_fn, pin_memory) for (kind, path), col in zip(leaves, columns, strict=True)
     ]
+    if in_worker():
+        values = _buffers.pack_shared(values)
     return _rebuild(tree, iter(values))
 
 
@@ -230,16 +290,40 @@ def stack_tensors(column: list[torch.Tensor], path: str, pin: bool | None) -> to
             _native.stack_into((out.data_ptr(), out.nbytes), pointers, item_bytes, copy_threads())
             return out
     out = None
-    if in_worker():
-        out = _buffers.empty((len(column), *elem.shape), elem.dtype, pin=False) if _same_shapes(column) else None
+    if in_worker() and item_bytes * len(column) > _buffers.PACK_MAX_BYTES and _same_shapes(column):
+        # a large output goes straight into shared memory (small ones are packed together afterwards)
+        out = _buffers.empty((len(column), *elem.shape), elem.dtype, pin=False)
     try:
-        stacked = torch.stack(column, 0, out=out)
+        stacked = _stack_in_chunks(column) if out is None else None
+        if stacked is None:
+            stacked = torch.stack(column, 0, out=out)
     except (RuntimeError, TypeError) as err:
         _diagnose(column, path, err)
         raise
     if stacked.dtype != elem.dtype:
         _raise_dtype(column, path)
     return stacked
+
+
+def _stack_in_chunks(column: list[torch.Tensor]) -> torch.Tensor | None:
+    """Many small rows stacked in chunks that each stay below torch's parallel grain, then joined; None when
+    that does not pay.
+
+    ``torch.stack`` hands a batch of ``GRAIN`` elements or more to the intra-op thread pool, whose wake-up costs
+    more than copying small rows (and skips its serial kernel): on 2 cores, 1,024 rows of 32 floats stack
+    12-17 % faster as two chunks joined by ``torch.cat`` (whose copies stay below the grain) than in one call.
+    """
+    n = len(column)
+    if n < 2 * _CHUNK_MIN_ITEMS or torch.get_num_threads() < 2:
+        return None
+    numel = column[0].numel() * n
+    if numel < _GRAIN:
+        return None
+    chunks = -(-numel // (_GRAIN - 1))
+    k = -(-n // chunks)
+    if k < _CHUNK_MIN_ITEMS:
+        return None
+    return torch.cat([torch.stack(column[i : i + k]) for i in range(0, n, k)])
 
 
 def _same_shapes(column: list[torch.Tensor]) -> bool:

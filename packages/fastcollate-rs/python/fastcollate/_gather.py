@@ -68,12 +68,11 @@ class BatchedTensorDataset(Dataset[tuple[torch.Tensor, ...]]):
             return tuple(t[i] for t in self.tensors)
         indices = list(index)
         threads = copy_threads()
-        out = []
-        for t in self.tensors:
-            batch = _buffers.empty((len(indices), *t.shape[1:]), t.dtype, pin=self._pin)
+        # in a worker, all outputs of the batch share one shared-memory segment
+        out = _buffers.empty_many([((len(indices), *t.shape[1:]), t.dtype) for t in self.tensors], pin=self._pin)
+        for t, batch in zip(self.tensors, out, strict=True):
             row_bytes = t.nbytes // self._rows if self._rows else 0
             _native.gather_into((batch.data_ptr(), batch.nbytes), (t.data_ptr(), t.nbytes), row_bytes, indices, threads)
-            out.append(batch)
         return tuple(out)
 
 

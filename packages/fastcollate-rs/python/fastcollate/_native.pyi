@@ -1,7 +1,16 @@
 """Rust copy kernels (private: use the ``fastcollate`` facade). Addresses are ``tensor.data_ptr()`` of live CPU
 tensors; every length is checked against the layout before a byte moves."""
 
-__all__ = ["__version__", "columns", "gather_into", "max_threads", "pad_into", "stack_into", "tensor_addresses"]
+__all__ = [
+    "__version__",
+    "columns",
+    "gather_into",
+    "max_threads",
+    "pad_into",
+    "prefault",
+    "stack_into",
+    "tensor_addresses",
+]
 
 __version__: str
 
@@ -28,6 +37,9 @@ def columns(batch: list[object] | tuple[object, ...], spec: object) -> list[list
 
 def max_threads() -> int:
     """The number of hardware threads."""
+
+def prefault(span: tuple[int, int]) -> bool:
+    """Faults in every page of ``(address, nbytes)`` at once (MADV_POPULATE_WRITE); False where unsupported."""
 
 def tensor_addresses(
     column: list[object], plain: type, dtype: object, shape: list[int], vary_first: bool, allow_grad: bool
