@@ -140,11 +140,15 @@ def _shared_segment(nbytes: int) -> torch.Tensor:
     return segment
 
 
-def _carve(segment: torch.Tensor, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
     numel = 1
     for size in shape:
         numel *= size
-    return segment[offset : offset + numel * dtype.itemsize].view(dtype).view(shape)
+    return numel * dtype.itemsize
+
+
+def _carve(segment: torch.Tensor, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return segment[offset : offset + _nbytes(shape, dtype)].view(dtype).view(shape)
 
 
 def _offsets(sizes: list[int]) -> tuple[list[int], int]:
@@ -159,19 +163,14 @@ def _offsets(sizes: list[int]) -> tuple[list[int], int]:
 def empty(shape: tuple[int, ...], dtype: torch.dtype, *, pin: bool | None) -> torch.Tensor:
     """An output tensor for a batch: pinned with CUDA, else from the ring; in a worker, a large one in shared
     memory of its own and a small one in ordinary memory (packed with the others by ``pack_shared``)."""
+    nbytes = _nbytes(shape, dtype)
     if in_worker():
-        numel = 1
-        for size in shape:
-            numel *= size
-        if numel * dtype.itemsize <= PACK_MAX_BYTES:
+        if nbytes <= PACK_MAX_BYTES:
             return torch.empty(shape, dtype=dtype)
-        return _carve(_shared_segment(numel * dtype.itemsize), 0, tuple(shape), dtype)
+        return _carve(_shared_segment(nbytes), 0, tuple(shape), dtype)
     if pin if pin is not None else cuda_available():
         return torch.empty(shape, dtype=dtype, pin_memory=True)
-    numel = 1
-    for size in shape:
-        numel *= size
-    if numel * dtype.itemsize < RING_MIN_BYTES:  # malloc keeps small blocks warm by itself
+    if nbytes < RING_MIN_BYTES:  # malloc keeps small blocks warm by itself
         return torch.empty(shape, dtype=dtype)
     return _ring().take(shape, dtype)
 
@@ -180,13 +179,7 @@ def empty_many(specs: list[tuple[tuple[int, ...], torch.dtype]], *, pin: bool | 
     """Output tensors of the given (shape, dtype): in a worker, views of one shared segment; else as ``empty``."""
     if not in_worker():
         return [empty(shape, dtype, pin=pin) for shape, dtype in specs]
-    sizes = []
-    for shape, dtype in specs:
-        numel = 1
-        for size in shape:
-            numel *= size
-        sizes.append(numel * dtype.itemsize)
-    offsets, total = _offsets(sizes)
+    offsets, total = _offsets([_nbytes(shape, dtype) for shape, dtype in specs])
     segment = _shared_segment(total)
     return [_carve(segment, offset, tuple(shape), dtype) for offset, (shape, dtype) in zip(offsets, specs, strict=True)]
 
