@@ -10,7 +10,24 @@ use crate::kernels::{self, PadLayout};
 /// A `(address, nbytes)` pair as passed from Python (`tensor.data_ptr()`, `tensor.nbytes`).
 type Span = (usize, usize);
 
-fn check_span(span: Span, what: &str) -> PyResult<()> {
+/// What a span is, for error messages: a name, or a name and an index (formatted only when an error is raised:
+/// these checks run once per sample).
+#[derive(Clone, Copy)]
+enum Label<'a> {
+    Named(&'a str),
+    Item(&'a str, usize),
+}
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::Named(name) => f.write_str(name),
+            Label::Item(name, i) => write!(f, "{name} {i}"),
+        }
+    }
+}
+
+fn check_span(span: Span, what: Label<'_>) -> PyResult<()> {
     let (addr, len) = span;
     if len > 0 && addr == 0 {
         return Err(collate_error(
@@ -27,7 +44,7 @@ fn check_span(span: Span, what: &str) -> PyResult<()> {
     Ok(())
 }
 
-fn check_disjoint(out: Span, src: Span, what: &str) -> PyResult<()> {
+fn check_disjoint(out: Span, src: Span, what: Label<'_>) -> PyResult<()> {
     let (a, alen) = out;
     let (b, blen) = src;
     if alen > 0 && blen > 0 && a < b + blen && b < a + alen {
@@ -70,11 +87,11 @@ pub fn stack_into(
     item_bytes: usize,
     threads: usize,
 ) -> PyResult<()> {
-    check_span(out, "output")?;
+    check_span(out, Label::Named("output"))?;
     for (i, &addr) in srcs.iter().enumerate() {
         let span = (addr, item_bytes);
-        check_span(span, &format!("sample {i}"))?;
-        check_disjoint(out, span, &format!("sample {i}"))?;
+        check_span(span, Label::Item("sample", i))?;
+        check_disjoint(out, span, Label::Item("sample", i))?;
     }
     // SAFETY: spans checked above; liveness is the caller's contract (the facade holds the tensors).
     let dst = unsafe { slice_mut(out) };
@@ -102,9 +119,9 @@ pub fn pad_into(
     pattern: Vec<u8>,
     threads: usize,
 ) -> PyResult<()> {
-    check_span(out, "output")?;
-    check_span(mask, "mask")?;
-    check_disjoint(out, mask, "mask")?;
+    check_span(out, Label::Named("output"))?;
+    check_span(mask, Label::Named("mask"))?;
+    check_disjoint(out, mask, Label::Named("mask"))?;
     if lengths.len() != srcs.len() * 8 {
         return Err(collate_error(
             "CollateShapeError",
@@ -130,9 +147,9 @@ pub fn pad_into(
         spans.push((addr, bytes));
     }
     for (i, &span) in spans.iter().enumerate() {
-        check_span(span, &format!("sequence {i}"))?;
-        check_disjoint(out, span, &format!("sequence {i}"))?;
-        check_disjoint(mask, span, &format!("sequence {i}"))?;
+        check_span(span, Label::Item("sequence", i))?;
+        check_disjoint(out, span, Label::Item("sequence", i))?;
+        check_disjoint(mask, span, Label::Item("sequence", i))?;
     }
     // SAFETY: spans checked above; the facade keeps every tensor alive for the call.
     let (dst, mask) = unsafe { (slice_mut(out), slice_mut(mask)) };
@@ -156,9 +173,9 @@ pub fn gather_into(
     indices: Vec<i64>,
     threads: usize,
 ) -> PyResult<()> {
-    check_span(out, "output")?;
-    check_span(src, "dataset")?;
-    check_disjoint(out, src, "dataset")?;
+    check_span(out, Label::Named("output"))?;
+    check_span(src, Label::Named("dataset"))?;
+    check_disjoint(out, src, Label::Named("dataset"))?;
     let rows = src.1.checked_div(row_bytes).unwrap_or(0);
     let resolved = kernels::resolve_indices(&indices, rows)?;
     // SAFETY: spans checked above; the dataset and output tensors are held by the caller.
@@ -173,7 +190,7 @@ pub fn gather_into(
 /// platform cannot, and nothing happened.
 #[pyfunction]
 pub fn prefault(py: Python<'_>, span: Span) -> PyResult<bool> {
-    check_span(span, "prefault")?;
+    check_span(span, Label::Named("prefault"))?;
     let (addr, len) = span;
     if len == 0 {
         return Ok(true);
