@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="single process, global batch of --world ranks")
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--spawn", type=int, default=0, help="gpu_mode='ddp' from this plain process, N workers")
+    parser.add_argument("--accumulate", type=int, default=1, help="fit(grad_accumulation=...)")
     args = parser.parse_args()
     if "RANK" in os.environ:
         import atexit
@@ -148,8 +149,8 @@ def main() -> None:
         callbacks.append(_StopOnRank(args.stop_on_rank, args.stop_at_iteration))
     if args.reference:
         callbacks.append(_SetEpoch())
-    fit_args = {"resume_from": "latest"} if args.resume else {}
-    tl.fit(num_epochs=args.epochs, callbacks=callbacks, **fit_args)
+    fit_args: dict[str, object] = {"resume_from": "latest"} if args.resume else {}
+    tl.fit(num_epochs=args.epochs, callbacks=callbacks, grad_accumulation=args.accumulate, **fit_args)
     y_pred, y_true, _ = tl.predict_on_validation_set()
     rank = tl.distributed.rank if tl.distributed is not None else 0
     torch.save(

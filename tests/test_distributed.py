@@ -1,7 +1,7 @@
 """Distributed data parallel training with real processes: ``torchrun --nproc_per_node=2`` on CPU (gloo).
 
 Every variant trains a small classifier in two ranks; the tests compare against a single-process run with the same
-global batch, check that one set of files is written, that gathered predictions cover the validation set exactly
+global batch (also with gradient accumulation), check that one set of files is written, that gathered predictions cover the validation set exactly
 once and in order, that a job SIGKILLed after epoch 1 resumes to the uninterrupted result, that a failing rank fails
 the job with its error, and that ``gpu_mode='ddp'`` from a plain process gives the torchrun result.
 """
@@ -122,6 +122,19 @@ def test_only_rank_0_writes_one_experiment(runs: dict[str, Path], variant: str) 
         assert results["validation"]["classification_report"]["macro avg"]["support"] == 101
         assert (exp / "results").is_dir() and (exp / "model" / "model_state_dict.pt").is_file()
         assert (exp / "summary.md").is_file()
+
+
+def test_gradient_accumulation_steps_like_one_process_with_the_same_global_batches(tmp_path: Path) -> None:
+    # 8 batches per epoch, accumulated by 3: micro-batches 1-2 and 4-5 run under no_sync, 3 and 6 all-reduce and
+    # step, and the epoch's last partial group (7-8) must all-reduce too, or the ranks drift apart.
+    _torchrun(tmp_path / "ddp", "--variant", "plain", "--accumulate", "3")
+    _python(tmp_path / "reference", "--variant", "plain", "--reference", "--world", "2", "--accumulate", "3")
+    rank0, rank1, reference = _load(tmp_path / "ddp", 0), _load(tmp_path / "ddp", 1), _load(tmp_path / "reference")
+    for key in rank0["params"]:
+        assert torch.equal(rank0["params"][key], rank1["params"][key]), "the ranks stay identical"
+    _assert_params_close(rank0["params"], reference["params"], atol=1e-5)
+    assert rank0["history"]["loss"] == pytest.approx(reference["history"]["loss"], rel=1e-5)
+    assert rank0["iteration"] == reference["iteration"] == 3 * 8
 
 
 def test_a_job_killed_after_epoch_1_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
