@@ -133,6 +133,20 @@ def test_evaluation_does_not_consume_the_global_rng() -> None:
     assert random.random() == expected_py
 
 
+def test_predictions_kept_during_a_pass_own_their_memory() -> None:
+    # Labels that are views into a larger storage (a fastcollate worker packs a batch's small outputs into one
+    # segment) are copied when kept, so the pass does not keep every batch's segment alive.
+    from aitoolbox.loop._evaluation import _to_host
+
+    segment = torch.arange(1000.0)
+    labels = segment[10:18]
+    kept = _to_host(labels)
+    assert torch.equal(kept, labels) and kept.untyped_storage().nbytes() == kept.nbytes == 32
+    whole = torch.arange(8)
+    assert _to_host(whole).data_ptr() == whole.data_ptr(), "a tensor owning its storage is not copied"
+    assert _to_host(segment.view(40, 25).t()).data_ptr() == segment.data_ptr(), "nor a transposed whole"
+
+
 def test_validation_does_not_change_the_training_trajectory() -> None:
     def run(with_val: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)

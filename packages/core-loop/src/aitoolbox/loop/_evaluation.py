@@ -125,8 +125,13 @@ def evaluate_loss_sum(
 
 
 def _to_host(x: Any) -> Any:
+    """``x`` on the CPU, owning its memory: a view into a larger CPU storage (a slice of the batch, or one output of
+    a batch packed into one shared segment by a fastcollate worker) is copied, so that keeping the predictions
+    until the end of the pass does not keep every batch's storage alive."""
     if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", non_blocking=False)
+        x = x.detach().to("cpu", non_blocking=False)
+        if x.layout is torch.strided and x.untyped_storage().nbytes() > x.nbytes:
+            x = x.clone()
     return x
 
 
