@@ -63,14 +63,22 @@ class _Timed:
         return out, time.perf_counter() - start
 
 
-@pytest.mark.parametrize("workload", WORKLOADS)
-def test_collate_in_a_dataloader_worker(benchmark: Any, interleaved_baseline: Any, report: Any, workload: str) -> None:
+WORKER_CASES = [(w, None) for w in WORKLOADS] + [(w, 1 << 20) for w in ("c", "d", "e")]
+
+
+@pytest.mark.parametrize(("workload", "packing"), WORKER_CASES)
+def test_collate_in_a_dataloader_worker(
+    benchmark: Any, interleaved_baseline: Any, report: Any, workload: str, packing: int | None
+) -> None:
     """The whole loader (collate in the worker, hand-over to the main process), and the collate alone in the worker.
 
     The whole loader is the figure that counts: the collate alone leaves out the shared-memory copies that the
     DataLoader makes afterwards of outputs not already shared (all of a pad_sequence collate_fn's, default_collate's
-    scalar tensors), which fastcollate makes inside the collate.
+    scalar tensors), which fastcollate makes inside the collate. ``packing``: ``fastcollate.set_worker_packing``
+    (None: the default, 64 KiB, which leaves (c) and (e)'s 128 KiB feature batches in segments of their own).
     """
+    import fastcollate
+
     batch = samples(workload)
     baseline, candidate = collate_fns(workload)
     n = 8 if workload in ("a256", "b") else 16
@@ -82,11 +90,15 @@ def test_collate_in_a_dataloader_worker(benchmark: Any, interleaved_baseline: An
         )
 
     base_loader, cand_loader = loader(baseline), loader(candidate)
-    assert_equal(next(iter(cand_loader))[0], next(iter(base_loader))[0])
+    default_packing = fastcollate.get_worker_packing()
+    fastcollate.set_worker_packing(packing if packing is not None else default_packing)
+    try:  # the persistent worker is forked here and keeps the setting
+        assert_equal(next(iter(cand_loader))[0], next(iter(base_loader))[0])
+    finally:
+        fastcollate.set_worker_packing(default_packing)
+    label = "fastcollate (in a worker)" if packing is None else f"fastcollate (worker, pack {packing >> 10} KiB)"
     benchmark.group = f"collate {workload} (worker)"
-    benchmark.extra_info.update(
-        workload=workload, candidate="fastcollate (in a worker)", baseline=f"{baseline.__name__} (worker)", steps=n
-    )
+    benchmark.extra_info.update(workload=workload, candidate=label, baseline=f"{baseline.__name__} (worker)", steps=n)
     in_worker: dict[str, list[float]] = {"base": [], "cand": []}
     setup = interleaved_baseline(benchmark, lambda: in_worker["base"].extend(t for _, t in base_loader))
     benchmark.pedantic(
@@ -94,7 +106,7 @@ def test_collate_in_a_dataloader_worker(benchmark: Any, interleaved_baseline: An
     )
     base, cand = min(in_worker["base"]), min(in_worker["cand"])
     report(
-        f"{workload:>4}  the collate alone, timed inside the worker: min {cand / base:.3f}x "
+        f"{workload:>4}  {label}: the collate alone, timed inside the worker: min {cand / base:.3f}x "
         f"({cand * 1e3:.3f} ms vs {baseline.__name__} {base * 1e3:.3f} ms)"
     )
 

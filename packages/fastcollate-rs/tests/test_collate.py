@@ -272,10 +272,31 @@ def test_dataloader_workers_match_default_collate_and_use_shared_memory(big: boo
     for got, expected in zip(ours, theirs, strict=True):
         assert_same(got, expected)
         assert got["x"].is_shared(), "worker outputs travel through shared memory"
-        if not big:  # small outputs were packed into one segment, which the main process maps once
+        # small outputs are packed into one segment, which the main process maps once; a feature batch larger
+        # than the packing limit keeps a segment of its own, so keeping the labels does not keep it alive
+        assert got["label"].untyped_storage().data_ptr() == got["weight"].untyped_storage().data_ptr()
+        packed_with_labels = got["x"].untyped_storage().data_ptr() == got["label"].untyped_storage().data_ptr()
+        assert packed_with_labels is (not big)
+        if big:
+            assert got["x"].untyped_storage().nbytes() == got["x"].nbytes
+
+
+def test_worker_packing_can_be_widened_or_turned_off() -> None:
+    dataset = _Samples(64, big=False)
+    try:
+        fastcollate.set_worker_packing(0)
+        for got in DataLoader(dataset, batch_size=32, num_workers=1, collate_fn=fastcollate.collate):
             storages = {got[k].untyped_storage().data_ptr() for k in ("x", "label", "weight")}
-            assert len(storages) == 1
-            assert got["x"].untyped_storage().nbytes() >= got["x"].nbytes + got["label"].nbytes
+            assert len(storages) == 3, "no packing: one storage per output, as default_collate"
+        fastcollate.set_worker_packing(16)  # 32 labels (256 bytes) exceed it too
+        got = next(iter(DataLoader(dataset, batch_size=32, num_workers=1, collate_fn=fastcollate.collate)))
+        assert len({got[k].untyped_storage().data_ptr() for k in ("x", "label", "weight")}) == 3
+    finally:
+        fastcollate.set_worker_packing(64 << 10)
+    assert fastcollate.get_worker_packing() == 64 << 10
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match="non-negative int"):
+            fastcollate.set_worker_packing(bad)  # type: ignore[arg-type]
 
 
 class _Sequences(Dataset[torch.Tensor]):
@@ -299,7 +320,7 @@ def test_pack_shared_moves_small_tensors_into_one_segment_and_leaves_the_rest() 
     from fastcollate import _buffers
 
     grad = torch.ones(3, requires_grad=True)
-    big = torch.zeros(_buffers.PACK_MAX_BYTES // 4 + 1)
+    big = torch.zeros(_buffers.get_worker_packing() // 4 + 1)
     padded = fastcollate.PaddedBatch(
         torch.arange(6).view(2, 3), torch.tensor([3, 2]), torch.ones(2, 3, dtype=torch.bool)
     )

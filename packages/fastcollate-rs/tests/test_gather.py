@@ -57,9 +57,12 @@ def test_bad_indices_and_tensors_are_clear_errors() -> None:
         fastcollate.BatchedTensorDataset(torch.tensor(1.0))
 
 
-def test_worker_batches_share_one_segment() -> None:
-    fast = fastcollate.BatchedTensorDataset(torch.arange(60.0).view(30, 2), torch.arange(30))
+def test_worker_batches_share_one_segment_for_small_outputs_only() -> None:
+    features = torch.arange(30 * 4096.0).view(30, 4096)  # 8 rows: 128 KiB, above the packing limit
+    fast = fastcollate.BatchedTensorDataset(torch.arange(60.0).view(30, 2), torch.arange(30), features)
     sampler = fastcollate.batch_sampler(fast, 8)
-    for x, y in DataLoader(fast, batch_size=None, sampler=sampler, num_workers=2):
-        assert torch.equal(x[:, 0], 2.0 * y) and x.is_shared()
+    for x, y, big in DataLoader(fast, batch_size=None, sampler=sampler, num_workers=2):
+        assert torch.equal(x[:, 0], 2.0 * y) and torch.equal(big[:, 0], 4096.0 * y) and x.is_shared()
         assert x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
+        assert big.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
+        assert big.untyped_storage().nbytes() == big.nbytes

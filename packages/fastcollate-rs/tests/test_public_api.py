@@ -25,9 +25,11 @@ def test_all_is_pinned() -> None:
         "batch_sampler",
         "collate",
         "get_num_threads",
+        "get_worker_packing",
         "pad_collate",
         "release_buffers",
         "set_num_threads",
+        "set_worker_packing",
     ]
 
 

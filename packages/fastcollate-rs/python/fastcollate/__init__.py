@@ -4,7 +4,7 @@
 sequences; ``BatchedTensorDataset`` gathers a whole batch of an in-memory dataset in one call.
 """
 
-from fastcollate._buffers import BufferRing, release_buffers
+from fastcollate._buffers import BufferRing, get_worker_packing, release_buffers, set_worker_packing
 from fastcollate._collate import collate
 from fastcollate._config import get_num_threads, set_num_threads
 from fastcollate._gather import BatchedTensorDataset, batch_sampler
@@ -33,7 +33,9 @@ __all__ = [
     "batch_sampler",
     "collate",
     "get_num_threads",
+    "get_worker_packing",
     "pad_collate",
     "release_buffers",
     "set_num_threads",
+    "set_worker_packing",
 ]

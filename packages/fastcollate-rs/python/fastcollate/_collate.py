@@ -290,7 +290,7 @@ def stack_tensors(column: list[torch.Tensor], path: str, pin: bool | None) -> to
             _native.stack_into((out.data_ptr(), out.nbytes), pointers, item_bytes, copy_threads())
             return out
     out = None
-    if in_worker() and item_bytes * len(column) > _buffers.PACK_MAX_BYTES and _same_shapes(column):
+    if in_worker() and item_bytes * len(column) > _buffers.get_worker_packing() and _same_shapes(column):
         # a large output goes straight into shared memory (small ones are packed together afterwards)
         out = _buffers.empty((len(column), *elem.shape), elem.dtype, pin=False)
     try:
