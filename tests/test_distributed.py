@@ -1,9 +1,10 @@
 """Distributed data parallel training with real processes: ``torchrun --nproc_per_node=2`` on CPU (gloo).
 
 Every variant trains a small classifier in two ranks; the tests compare against a single-process run with the same
-global batch (also with gradient accumulation), check that one set of files is written, that gathered predictions cover the validation set exactly
-once and in order, that a job SIGKILLed after epoch 1 resumes to the uninterrupted result, that a failing rank fails
-the job with its error, and that ``gpu_mode='ddp'`` from a plain process gives the torchrun result.
+global batch (also with gradient accumulation), check that one set of files is written, that gathered predictions
+cover the validation set exactly once and in order, that a job SIGKILLed after epoch 1 resumes to the uninterrupted
+result, that a failing rank fails the job with its error, and that ``gpu_mode='ddp'`` from a plain process gives the
+torchrun result.
 """
 
 from __future__ import annotations
