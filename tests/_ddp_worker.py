@@ -112,10 +112,15 @@ def build(args: argparse.Namespace) -> TrainLoop:
 
 def _report_group_destroyed(out: Path) -> None:
     """Registered before the loop's own exit handler, so it runs after it (atexit is last-in, first-out)."""
+    import gc
+
     import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
 
     rank = os.environ.get("RANK", "x")
-    (out / f"destroyed{rank}.txt").write_text(str(not dist.is_initialized()))
+    # DDP wrappers still alive now would hold the process group into interpreter finalisation
+    wrappers = sum(1 for o in gc.get_objects() if isinstance(o, DistributedDataParallel))
+    (out / f"destroyed{rank}.txt").write_text(f"{not dist.is_initialized()} ddp_alive={wrappers}")
 
 
 def main() -> None:

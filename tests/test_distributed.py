@@ -92,7 +92,8 @@ def test_each_variant_trains_like_one_process_with_the_same_global_batch(runs: d
     assert rank0["history"] == rank1["history"], "losses are reduced, so every rank holds the same history"
     for rank in (0, 1):
         destroyed = runs[variant] / f"destroyed{rank}.txt"
-        assert destroyed.read_text() == "True", "the process group is destroyed when the program ends"
+        # the group is destroyed when the program ends, after the loop dropped its DDP wrapper (which holds it)
+        assert destroyed.read_text() == "True ddp_alive=0"
     for name in ("loss", "val_loss"):
         assert rank0["history"][name] == pytest.approx(reference["history"][name], rel=1e-5)
 

@@ -10,8 +10,10 @@ collectives (flags, objects, scalars) run on a gloo group, so they never touch t
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -175,9 +177,25 @@ def setup(device: torch.device) -> DistributedContext:
     return DistributedContext(rank, local_rank, world, backend, owns, control)
 
 
+# Objects holding DDP wrappers or process groups, released at exit before the groups are destroyed (see _destroy).
+_holders: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def release_at_exit(holder: Any) -> None:
+    """Registers ``holder``: at exit its ``_release_distributed()`` drops what it holds of the process groups."""
+    _holders.add(holder)
+
+
 def _destroy() -> None:
+    """At exit: drop the DDP wrappers (their reducers hold the process group) and collect the reference cycles a
+    loop lives in, then destroy the groups. Otherwise a group outlives ``destroy_process_group()`` and is torn down
+    during interpreter finalisation, where gloo's teardown now and then aborts the process ("terminate called
+    without an active exception") after a successful run."""
     import torch.distributed as dist
 
+    for holder in list(_holders):
+        holder._release_distributed()
+    gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -254,9 +254,18 @@ class TrainLoop:
         self.distributed = ctx
         self._sampler_seed = int(ctx.broadcast(torch.initial_seed() % 2**62))
         self._ddp = ctx.wrap(self._tt, self.device, self.ddp_options)
+        if ctx.owns_group:
+            _distributed.release_at_exit(self)
         self._run_loaders.clear()
         if ctx.is_main:
             logger.info("distributed data parallel: %d processes, backend %s", ctx.world_size, ctx.backend)
+
+    def _release_distributed(self) -> None:
+        """Called at exit, before the process group this library created is destroyed: drops the DDP wrapper and
+        the control group, which would otherwise keep the groups alive into interpreter finalisation."""
+        self._ddp = None
+        if self.distributed is not None:
+            self.distributed.control_group = None
 
     def _launch(self, fit: Callable[..., Any], kwargs: dict[str, Any]) -> TTModel | nn.Module:
         """Run ``fit(**kwargs)`` in ``num_processes`` workers (torch's elastic launcher); adopt rank 0's result."""
