@@ -207,23 +207,15 @@ def collate_with(batch: collections.abc.Sequence[Any], tensor_fn: TensorFn, pin_
         return _buffers.pack_shared([out])[0] if in_worker() else out
     flat = _flat_plan(elem)
     if flat is not None:  # a dict, tuple or list of plain leaves: no tree to walk or rebuild
-        keys, spec, flat_leaves = flat
-        columns = _native.columns(batch, spec)
-        if columns is None:
+        keys, spec, leaves = flat
+        tree = None
+    else:
+        plan_leaves: list[tuple[str, str]] = []
+        try:
+            spec, tree = _plan(elem, "", plan_leaves)
+        except _Unsupported:
             return default_collate(batch)
-        values = [
-            _finish(kind, path, col, tensor_fn, pin_memory)
-            for (kind, path), col in zip(flat_leaves, columns, strict=True)
-        ]
-        if in_worker():
-            values = _buffers.pack_shared(values)
-        # default_collate: a dict is copied and updated (same keys, same order), a tuple or list becomes a list
-        return dict(zip(keys, values, strict=True)) if keys is not None else values
-    leaves: list[tuple[str, str]] = []
-    try:
-        spec, tree = _plan(elem, "", leaves)
-    except _Unsupported:
-        return default_collate(batch)
+        leaves = tuple(plan_leaves)
     columns = _native.columns(batch, spec)
     if columns is None:  # a scalar of another type somewhere: default_collate's promotion rules apply
         return default_collate(batch)
@@ -232,7 +224,10 @@ def collate_with(batch: collections.abc.Sequence[Any], tensor_fn: TensorFn, pin_
     ]
     if in_worker():
         values = _buffers.pack_shared(values)
-    return _rebuild(tree, iter(values))
+    if tree is not None:
+        return _rebuild(tree, iter(values))
+    # default_collate: a dict is copied and updated (same keys, same order), a tuple or list becomes a list
+    return dict(zip(keys, values, strict=True)) if keys is not None else values
 
 
 def _finish(kind: str, path: str, column: Any, tensor_fn: TensorFn, pin: bool | None) -> Any:

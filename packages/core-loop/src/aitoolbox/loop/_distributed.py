@@ -329,22 +329,19 @@ def interleave(parts: list[Any], n: int) -> Any:
     lengths = [_length(p) for p in parts]
     first = parts[0]
     per_sample = all(length is not None for length in lengths) and sum(lengths) == n  # type: ignore[arg-type]
-    if isinstance(first, torch.Tensor):
+    if isinstance(first, torch.Tensor) or (hasattr(first, "shape") and hasattr(first, "dtype")):
+        if isinstance(first, torch.Tensor):
+            concatenate, empty = torch.cat, torch.empty
+        else:  # a numpy array
+            import numpy as np
+
+            concatenate, empty = np.concatenate, np.empty
         if not per_sample:
-            return torch.cat(parts)
-        out = torch.empty((n, *first.shape[1:]), dtype=first.dtype)
+            return concatenate(parts)
+        out = empty((n, *first.shape[1:]), dtype=first.dtype)
         for r, part in enumerate(parts):
             out[r::world] = part
         return out
-    if hasattr(first, "shape") and hasattr(first, "dtype"):
-        import numpy as np
-
-        if not per_sample:
-            return np.concatenate(parts)
-        out_np = np.empty((n, *first.shape[1:]), dtype=first.dtype)
-        for r, part in enumerate(parts):
-            out_np[r::world] = part
-        return out_np
     if isinstance(first, list):
         if not per_sample:
             return [x for p in parts for x in p]
