@@ -157,6 +157,8 @@ def main() -> None:
     fit_args: dict[str, object] = {"resume_from": "latest"} if args.resume else {}
     tl.fit(num_epochs=args.epochs, callbacks=callbacks, grad_accumulation=args.accumulate, **fit_args)
     y_pred, y_true, _ = tl.predict_on_validation_set()
+    train_loss = tl.evaluate_loss_on_train_set()
+    _, train_true, _ = tl.predict_on_train_set()
     rank = tl.distributed.rank if tl.distributed is not None else 0
     torch.save(
         {
@@ -164,6 +166,8 @@ def main() -> None:
             "history": tl.train_history.to_dict(),
             "y_pred": torch.as_tensor(y_pred),
             "y_true": torch.as_tensor(y_true),
+            "train_loss": train_loss,
+            "train_true": torch.as_tensor(train_true),
             "experiment_dir": str(getattr(tl, "experiment_dir", None)),
             "results": getattr(tl, "results", None),
             "world_size": tl.distributed.world_size if tl.distributed is not None else 1,

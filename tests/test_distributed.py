@@ -22,6 +22,7 @@ from aitoolbox.loop.testing import make_classification_data
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 VARIANTS = ["plain", "checkpoint", "endsave", "checkpoint_endsave"]
+N_TRAIN = 256  # the worker's training set size
 pytestmark = pytest.mark.slow
 
 
@@ -106,6 +107,16 @@ def test_gathered_predictions_cover_the_validation_set_once_in_order(runs: dict[
         assert out["y_pred"].shape == (101,)
         assert torch.equal(out["y_true"], labels), "dataset order, no padding duplicate"
     assert torch.equal(_load(runs[variant])["y_pred"], _load(runs["reference"])["y_pred"])
+
+
+def test_the_training_set_is_evaluated_whole_once_per_sample_not_through_the_training_shards(
+    runs: dict[str, Path],
+) -> None:
+    labels = make_classification_data(N_TRAIN, seed=1).tensors[1]
+    rank0, rank1, reference = _load(runs["plain"], 0), _load(runs["plain"], 1), _load(runs["reference"])
+    assert rank0["train_loss"] == rank1["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
+    for out in (rank0, rank1):
+        assert torch.equal(out["train_true"], labels), "every sample once, in dataset order"
 
 
 @pytest.mark.parametrize("variant", ["checkpoint", "endsave", "checkpoint_endsave"])

@@ -630,11 +630,16 @@ class TrainLoop:
 
     # ------------------------------------------------------------------ evaluation API
 
+    def _eval_key(self, name: str) -> str:
+        """The cache key of the loader evaluation iterates: in distributed runs the training set is evaluated
+        through its own copy, sharded for evaluation (strided, no padding), not through the training shards."""
+        return "train_loader:eval" if name == "train_loader" and self.distributed is not None else name
+
     def _loader(self, name: str) -> Iterable[Any]:
         loader = getattr(self, name)
         if loader is None:
             raise LoopConfigError(f"{name} is None; pass it to the TrainLoop constructor to evaluate on it")
-        return self._run_loader(name, loader)
+        return self._run_loader(self._eval_key(name), loader)
 
     def _run_loader(self, name: str, loader: Iterable[Any]) -> Iterable[Any]:
         """The loader the loop iterates for the user's ``loader``: derived once (and again if it is replaced)."""
@@ -665,7 +670,7 @@ class TrainLoop:
         self._ensure_distributed()
         loader = self._loader(name)
         total, count = evaluate_loss_sum(self._tt, loader, self.criterion, self.device, self.amp)
-        if name in self._sharded_eval and self.distributed is not None:
+        if self._eval_key(name) in self._sharded_eval and self.distributed is not None:
             total, count = self.distributed.sum([total, count])
         return total / count if count else float("nan")
 
@@ -673,7 +678,7 @@ class TrainLoop:
         self._ensure_distributed()
         loader = self._loader(name)
         out = predict(self._tt, loader, self.device, self.amp)
-        if name in self._sharded_eval and self.distributed is not None:
+        if self._eval_key(name) in self._sharded_eval and self.distributed is not None:
             out = _distributed.gather_predictions(self.distributed, out, len(getattr(self, name).dataset))
         return out
 
