@@ -6,6 +6,7 @@ import collections
 import pickle
 import platform
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,6 +213,41 @@ def test_dicts_with_other_key_order_extra_keys_or_equal_key_objects_collate_as_d
     assert_same(fastcollate.collate(batch), default_collate(batch))
     with pytest.raises(fastcollate.CollateStructureError, match=r"sample 1 at \['label'\] is missing"):
         fastcollate.collate([{"image": torch.ones(3), "label": 0}, {"image": torch.ones(3), "lab": 1}])
+
+
+def test_a_later_sample_that_differs_leaves_the_flat_fast_path_and_still_equals_default_collate() -> None:
+    # Flat samples are read by one loop that gives up at the first sample differing from sample 0 in any way
+    # (container type, key objects, scalar types); the general walker then starts over. Every variant must still
+    # equal default_collate, errors included.
+    dicts = [{"x": torch.full((2,), float(i)), "y": i, "z": i / 2} for i in range(40)]
+    rows = [(torch.full((2,), float(i)), i) for i in range(40)]
+
+    def at_30(batch: list[Any], sample: Any) -> list[Any]:
+        return [*batch[:30], sample, *batch[31:]]
+
+    variants = [
+        at_30(dicts, collections.OrderedDict(dicts[30])),  # a dict subclass
+        at_30(dicts, {**dicts[30], "y": True}),  # a bool in the int column: default_collate's promotion
+        at_30(dicts, {**dicts[30], "y": 2.5}),  # a float in the int column
+        at_30(dicts, {**dicts[30], "z": 3}),  # an int in the float column
+        at_30(dicts, {"z": 1.0, "y": 2, "x": torch.ones(2)}),  # other key order
+        [{"a": float(i), "b": -float(i)} if i != 30 else {"b": 1.0, "a": 2.0} for i in range(40)],  # same types
+        tuple(dicts),  # a tuple of samples
+        at_30(rows, list(rows[30])),  # a list among tuples
+        at_30(rows, Point(*rows[30])),  # a namedtuple among tuples
+        [list(r) for r in rows],
+    ]
+    for batch in variants:
+        assert_same(fastcollate.collate(batch), default_collate(batch))
+    too_large = at_30(dicts, {**dicts[30], "y": 2**70})
+    with pytest.raises(Exception) as theirs:
+        default_collate(too_large)
+    with pytest.raises(type(theirs.value), match="[Oo]verflow"):
+        fastcollate.collate(too_large)
+    with pytest.raises(fastcollate.CollateStructureError, match=r"sample 30 has 3 elements, sample 0 has 2"):
+        fastcollate.collate(at_30(rows, (*rows[30], 0)))
+    with pytest.raises(fastcollate.CollateStructureError, match=r"sample 30 is a str, expected a dict"):
+        fastcollate.collate(at_30(dicts, "x"))
 
 
 def test_many_small_rows_stack_in_chunks_like_one_stack() -> None:

@@ -274,37 +274,7 @@ impl<'a, 'py> Walker<'a, 'py> {
     fn leaf(&mut self, py: Python<'py>, node: *mut ffi::PyObject) -> Walk {
         let col = &mut self.cols[self.next];
         self.next += 1;
-        // SAFETY: `node` is live; type checks compare the exact type object, then read with the matching API.
-        unsafe {
-            let kind = ffi::Py_TYPE(node);
-            match col {
-                Column::Obj(v) => v.push(Bound::from_borrowed_ptr(py, node)),
-                Column::Int(v) => {
-                    if kind != &raw mut ffi::PyLong_Type {
-                        return Err(None);
-                    }
-                    let value = ffi::PyLong_AsLongLong(node);
-                    if value == -1 && !ffi::PyErr_Occurred().is_null() {
-                        ffi::PyErr_Clear(); // too large for int64: default_collate decides what happens
-                        return Err(None);
-                    }
-                    v.extend_from_slice(&value.to_ne_bytes());
-                }
-                Column::Float(v) => {
-                    if kind != &raw mut ffi::PyFloat_Type {
-                        return Err(None);
-                    }
-                    v.extend_from_slice(&ffi::PyFloat_AsDouble(node).to_ne_bytes());
-                }
-                Column::Bool(v) => {
-                    if kind != &raw mut ffi::PyBool_Type {
-                        return Err(None);
-                    }
-                    v.push(u8::from(node == ffi::Py_True()));
-                }
-            }
-        }
-        Ok(())
+        read_leaf(py, col, node)
     }
 
     fn check_len(&self, len: usize, expected: usize) -> Walk {
@@ -339,6 +309,141 @@ impl<'a, 'py> Walker<'a, 'py> {
     }
 }
 
+/// Appends leaf `node` (a live object) to `col`; `Err(None)` when a scalar column meets a value of another type.
+/// Runs no Python code: type checks compare the exact type object, then read with the matching API.
+fn read_leaf<'py>(py: Python<'py>, col: &mut Column<'py>, node: *mut ffi::PyObject) -> Walk {
+    // SAFETY: `node` is live (the callers' contract); each read matches the exact type just checked.
+    unsafe {
+        let kind = ffi::Py_TYPE(node);
+        match col {
+            Column::Obj(v) => v.push(Bound::from_borrowed_ptr(py, node)),
+            Column::Int(v) => {
+                if kind != &raw mut ffi::PyLong_Type {
+                    return Err(None);
+                }
+                let value = ffi::PyLong_AsLongLong(node);
+                if value == -1 && !ffi::PyErr_Occurred().is_null() {
+                    ffi::PyErr_Clear(); // too large for int64: default_collate decides what happens
+                    return Err(None);
+                }
+                v.extend_from_slice(&value.to_ne_bytes());
+            }
+            Column::Float(v) => {
+                if kind != &raw mut ffi::PyFloat_Type {
+                    return Err(None);
+                }
+                v.extend_from_slice(&ffi::PyFloat_AsDouble(node).to_ne_bytes());
+            }
+            Column::Bool(v) => {
+                if kind != &raw mut ffi::PyBool_Type {
+                    return Err(None);
+                }
+                v.push(u8::from(node == ffi::Py_True()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The common case, without recursion: `spec` is a dict of at most `IN_ORDER_MAX_KEYS` leaves and every sample
+/// is an exact dict with exactly those key objects in that order, or `spec` is a sequence of as many leaves and
+/// every sample an exact tuple or list of that length; every scalar has its column's exact type. None as soon
+/// as a sample differs in any way: the general walker then starts over (and names the error, or falls back).
+///
+/// Nothing here runs Python code (`PyDict_Next`, exact-type reads), so the borrowed values stay alive.
+fn flat_columns<'py>(
+    py: Python<'py>,
+    batch: &Bound<'py, PyAny>,
+    spec: &Spec<'py>,
+    codes: &[u8],
+) -> Option<Vec<Column<'py>>> {
+    let keys: Option<Vec<*mut ffi::PyObject>> = match spec {
+        Spec::Map(entries, true) => Some(entries.iter().map(|(key, _)| key.as_ptr()).collect()),
+        Spec::Seq(children) if children.iter().all(|c| matches!(c, Spec::Leaf(_))) => None,
+        _ => return None,
+    };
+    let width = codes.len();
+    if width > IN_ORDER_MAX_KEYS {
+        return None;
+    }
+    let batch = batch.as_ptr();
+    // SAFETY: `batch` is live; its exact type is checked before the matching API is used.
+    let (is_list, n) = unsafe {
+        let kind = ffi::Py_TYPE(batch);
+        if kind == &raw mut ffi::PyList_Type {
+            (true, ffi::PyList_Size(batch))
+        } else if kind == &raw mut ffi::PyTuple_Type {
+            (false, ffi::PyTuple_Size(batch))
+        } else {
+            return None;
+        }
+    };
+    let mut cols = new_columns(codes, n as usize);
+    let mut values = [std::ptr::null_mut::<ffi::PyObject>(); IN_ORDER_MAX_KEYS];
+    let values = &mut values[..width];
+    for index in 0..n {
+        // SAFETY: `batch` is live and cannot change (no Python code runs here), `index` is below its length;
+        // exact types are checked before the matching API is used, indices are below the checked length, and
+        // PyDict_Next hands out borrowed references.
+        unsafe {
+            let node = if is_list {
+                ffi::PyList_GetItem(batch, index)
+            } else {
+                ffi::PyTuple_GetItem(batch, index)
+            };
+            let kind = ffi::Py_TYPE(node);
+            if let Some(keys) = &keys {
+                if kind != &raw mut ffi::PyDict_Type
+                    || ffi::PyDict_Size(node) != width as ffi::Py_ssize_t
+                {
+                    return None;
+                }
+                let mut pos: ffi::Py_ssize_t = 0;
+                for (&key, slot) in keys.iter().zip(values.iter_mut()) {
+                    let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+                    if ffi::PyDict_Next(node, &mut pos, &mut k, slot) == 0 || k != key {
+                        return None;
+                    }
+                }
+            } else if kind == &raw mut ffi::PyTuple_Type {
+                if ffi::PyTuple_Size(node) != width as ffi::Py_ssize_t {
+                    return None;
+                }
+                for (i, slot) in values.iter_mut().enumerate() {
+                    *slot = ffi::PyTuple_GetItem(node, i as ffi::Py_ssize_t);
+                }
+            } else if kind == &raw mut ffi::PyList_Type {
+                if ffi::PyList_Size(node) != width as ffi::Py_ssize_t {
+                    return None;
+                }
+                for (i, slot) in values.iter_mut().enumerate() {
+                    *slot = ffi::PyList_GetItem(node, i as ffi::Py_ssize_t);
+                }
+            } else {
+                return None;
+            }
+        }
+        for (col, &value) in cols.iter_mut().zip(values.iter()) {
+            if read_leaf(py, col, value).is_err() {
+                return None;
+            }
+        }
+    }
+    Some(cols)
+}
+
+fn new_columns<'py>(codes: &[u8], n: usize) -> Vec<Column<'py>> {
+    codes
+        .iter()
+        .map(|&code| match code {
+            INT => Column::Int(Vec::with_capacity(n * 8)),
+            FLOAT => Column::Float(Vec::with_capacity(n * 8)),
+            BOOL => Column::Bool(Vec::with_capacity(n)),
+            _ => Column::Obj(Vec::with_capacity(n)),
+        })
+        .collect()
+}
+
 fn type_name(py: Python<'_>, node: *mut ffi::PyObject) -> String {
     // SAFETY: `node` is a live object.
     let node = unsafe { Bound::from_borrowed_ptr(py, node) };
@@ -365,25 +470,18 @@ pub fn columns<'py>(
     spec: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyList>>> {
     let spec = parse(spec)?;
+    let mut codes = Vec::new();
+    leaves(&spec, &mut codes);
+    if let Some(cols) = flat_columns(py, batch, &spec, &codes) {
+        return columns_to_python(py, cols).map(Some);
+    }
     let samples: Vec<Bound<'py, PyAny>> = if let Ok(list) = batch.cast::<PyList>() {
         list.iter().collect()
     } else {
         batch.cast::<PyTuple>()?.iter().collect()
     };
-    let mut codes = Vec::new();
-    leaves(&spec, &mut codes);
-    let n = samples.len();
-    let cols: Vec<Column<'py>> = codes
-        .iter()
-        .map(|&code| match code {
-            INT => Column::Int(Vec::with_capacity(n * 8)),
-            FLOAT => Column::Float(Vec::with_capacity(n * 8)),
-            BOOL => Column::Bool(Vec::with_capacity(n)),
-            _ => Column::Obj(Vec::with_capacity(n)),
-        })
-        .collect();
     let mut walker = Walker {
-        cols,
+        cols: new_columns(&codes, samples.len()),
         next: 0,
         sample: 0,
         track: false,
@@ -407,7 +505,10 @@ pub fn columns<'py>(
             }
         }
     }
-    let cols = walker.cols;
+    columns_to_python(py, walker.cols).map(Some)
+}
+
+fn columns_to_python<'py>(py: Python<'py>, cols: Vec<Column<'py>>) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for col in cols {
         match col {
@@ -417,5 +518,5 @@ pub fn columns<'py>(
             }
         }
     }
-    Ok(Some(out))
+    Ok(out)
 }
