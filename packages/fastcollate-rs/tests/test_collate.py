@@ -250,6 +250,33 @@ def test_a_later_sample_that_differs_leaves_the_flat_fast_path_and_still_equals_
         fastcollate.collate(at_30(dicts, "x"))
 
 
+class _LazyDict(dict[str, Any]):
+    """A mapping whose stored values are loaders: ``sample[key]`` calls them (as a lazily loading dataset does)."""
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        return value() if callable(value) else value
+
+
+def test_dict_subclasses_are_read_through_their_own_getitem_as_default_collate_reads_them() -> None:
+    lazy = [_LazyDict(x=lambda i=i: torch.full((2,), float(i)), y=i) for i in range(5)]
+    assert_same(fastcollate.collate(lazy), default_collate(lazy))
+    mixed = [{"x": torch.zeros(2), "y": 0}, *lazy[1:]]  # sample 0 a plain dict, the others lazy
+    assert_same(fastcollate.collate(mixed), default_collate(mixed))
+    counts = [collections.defaultdict(int, a=1, b=2), collections.defaultdict(int, a=3)]  # b: __missing__ gives 0
+    assert_same(fastcollate.collate(counts), default_collate(counts))
+    assert fastcollate.collate(counts)["b"].tolist() == [2, 0]
+
+    class Failing(dict[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            raise RuntimeError(f"cannot load {key}")
+
+    with pytest.raises(RuntimeError, match="cannot load y"):
+        fastcollate.collate([{"y": 1}, Failing(y=2)])
+    with pytest.raises(fastcollate.CollateStructureError, match=r"sample 1 at \['y'\] is missing"):
+        fastcollate.collate([{"y": 1}, collections.OrderedDict(z=2)])
+
+
 def test_many_small_rows_stack_in_chunks_like_one_stack() -> None:
     # With several intra-op threads, 1,024 rows of 32 floats are stacked as chunks below torch's parallel grain.
     previous = torch.get_num_threads()

@@ -187,12 +187,14 @@ impl<'a, 'py> Walker<'a, 'py> {
         flat: bool,
     ) -> Walk {
         // SAFETY: `node` is live (see `walk`); the exact type is compared first (no call).
-        if unsafe {
-            ffi::Py_TYPE(node) != &raw mut ffi::PyDict_Type && ffi::PyDict_Check(node) == 0
-        } {
+        let exact = unsafe { ffi::Py_TYPE(node) == &raw mut ffi::PyDict_Type };
+        if !exact && unsafe { ffi::PyDict_Check(node) } == 0 {
             return Err(Some(
                 self.error(format!("is a {}, expected a dict", type_name(py, node))),
             ));
+        }
+        if !exact {
+            return self.walk_map_subscript(py, node, entries);
         }
         if !self.track {
             if let Some(walked) = self.walk_map_in_order(py, node, entries, flat) {
@@ -215,6 +217,40 @@ impl<'a, 'py> Walker<'a, 'py> {
                 ));
             }
             self.walk_child(py, item, child)?;
+            if self.track {
+                self.path.pop();
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks a dict subclass as `default_collate` reads it, `sample[key]`: its own `__getitem__` (a lazy or
+    /// transforming mapping) or `__missing__` (`defaultdict`) decides each value, not the stored one.
+    fn walk_map_subscript(
+        &mut self,
+        py: Python<'py>,
+        node: *mut ffi::PyObject,
+        entries: &'a [(Bound<'py, PyAny>, Spec<'py>)],
+    ) -> Walk {
+        for (key, child) in entries {
+            if self.track {
+                self.path.push(Step::Key(key));
+            }
+            // SAFETY: `node` and `key` are live; PyObject_GetItem returns a new reference or NULL with an error
+            // set. The value is held while walked (the call may have run Python code).
+            let value = unsafe { ffi::PyObject_GetItem(node, key.as_ptr()) };
+            if value.is_null() {
+                let err = PyErr::fetch(py);
+                if err.is_instance_of::<pyo3::exceptions::PyKeyError>(py) {
+                    return Err(Some(
+                        self.error("is missing (sample 0 has this key)".into()),
+                    ));
+                }
+                return Err(Some(err));
+            }
+            // SAFETY: `value` is a new reference, owned from here on.
+            let value = unsafe { Bound::from_owned_ptr(py, value) };
+            self.walk(py, value.as_ptr(), child)?;
             if self.track {
                 self.path.pop();
             }
