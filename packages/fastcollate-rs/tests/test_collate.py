@@ -267,12 +267,16 @@ def test_dict_subclasses_are_read_through_their_own_getitem_as_default_collate_r
     assert_same(fastcollate.collate(counts), default_collate(counts))
     assert fastcollate.collate(counts)["b"].tolist() == [2, 0]
 
+    calls: list[str] = []
+
     class Failing(dict[str, Any]):
         def __getitem__(self, key: str) -> Any:
+            calls.append(key)
             raise RuntimeError(f"cannot load {key}")
 
     with pytest.raises(RuntimeError, match="cannot load y"):
         fastcollate.collate([{"y": 1}, Failing(y=2)])
+    assert calls == ["y"]  # its own error is raised as it is, after one call (no second walk to name the place)
     with pytest.raises(fastcollate.CollateStructureError, match=r"sample 1 at \['y'\] is missing"):
         fastcollate.collate([{"y": 1}, collections.OrderedDict(z=2)])
 

@@ -480,6 +480,14 @@ fn new_columns<'py>(codes: &[u8], n: usize) -> Vec<Column<'py>> {
         .collect()
 }
 
+/// True for the `CollateStructureError`s the walker raises itself (worth a second walk that names the place).
+fn is_structure_error(py: Python<'_>, err: &PyErr) -> bool {
+    py.import("fastcollate.errors")
+        .and_then(|module| module.getattr("CollateStructureError"))
+        .and_then(|cls| Ok(cls.cast_into::<pyo3::types::PyType>()?))
+        .is_ok_and(|cls| err.is_instance(py, &cls))
+}
+
 fn type_name(py: Python<'_>, node: *mut ffi::PyObject) -> String {
     // SAFETY: `node` is a live object.
     let node = unsafe { Bound::from_borrowed_ptr(py, node) };
@@ -530,6 +538,9 @@ pub fn columns<'py>(
             Ok(()) => {}
             Err(None) => return Ok(None),
             Err(Some(err)) => {
+                if !is_structure_error(py, &err) {
+                    return Err(err); // raised by the sample's own code (a `__getitem__`): as it is, once
+                }
                 // Walk the sample again, recording the path this time, so that the error names the place.
                 walker.next = 0;
                 walker.track = true;
