@@ -193,10 +193,7 @@ impl<'a, 'py> Walker<'a, 'py> {
                 self.error(format!("is a {}, expected a dict", type_name(py, node))),
             ));
         }
-        if !exact {
-            return self.walk_map_subscript(py, node, entries);
-        }
-        if !self.track {
+        if exact && !self.track {
             if let Some(walked) = self.walk_map_in_order(py, node, entries, flat) {
                 return walked;
             }
@@ -205,18 +202,8 @@ impl<'a, 'py> Walker<'a, 'py> {
             if self.track {
                 self.path.push(Step::Key(key));
             }
-            // SAFETY: `node` is a dict, `key` a live object; the result is a borrowed reference.
-            let item = unsafe { ffi::PyDict_GetItemWithError(node, key.as_ptr()) };
-            if item.is_null() {
-                // SAFETY: plain error-state query.
-                if unsafe { !ffi::PyErr_Occurred().is_null() } {
-                    return Err(Some(PyErr::fetch(py)));
-                }
-                return Err(Some(
-                    self.error("is missing (sample 0 has this key)".into()),
-                ));
-            }
-            self.walk_child(py, item, child)?;
+            let value = self.item(py, node, key, exact)?;
+            self.walk(py, value.as_ptr(), child)?;
             if self.track {
                 self.path.pop();
             }
@@ -224,38 +211,48 @@ impl<'a, 'py> Walker<'a, 'py> {
         Ok(())
     }
 
-    /// Walks a dict subclass as `default_collate` reads it, `sample[key]`: its own `__getitem__` (a lazy or
-    /// transforming mapping) or `__missing__` (`defaultdict`) decides each value, not the stored one.
-    fn walk_map_subscript(
-        &mut self,
+    /// `sample[key]` as `default_collate` reads it: a plain dict by lookup, a subclass through its own
+    /// `__getitem__` (a lazy or transforming mapping) or `__missing__` (`defaultdict`), not the stored value. Held
+    /// while walked: a lookup may run a key's `__eq__`, a subclass's `__getitem__` any code.
+    fn item(
+        &self,
         py: Python<'py>,
         node: *mut ffi::PyObject,
-        entries: &'a [(Bound<'py, PyAny>, Spec<'py>)],
-    ) -> Walk {
-        for (key, child) in entries {
-            if self.track {
-                self.path.push(Step::Key(key));
-            }
-            // SAFETY: `node` and `key` are live; PyObject_GetItem returns a new reference or NULL with an error
-            // set. The value is held while walked (the call may have run Python code).
-            let value = unsafe { ffi::PyObject_GetItem(node, key.as_ptr()) };
-            if value.is_null() {
-                let err = PyErr::fetch(py);
-                if err.is_instance_of::<pyo3::exceptions::PyKeyError>(py) {
-                    return Err(Some(
-                        self.error("is missing (sample 0 has this key)".into()),
-                    ));
+        key: &Bound<'py, PyAny>,
+        exact: bool,
+    ) -> Result<Bound<'py, PyAny>, Option<PyErr>> {
+        // SAFETY: `node` is a live dict (a subclass when not `exact`) and `key` a live object; PyDict_GetItemWithError
+        // returns a borrowed reference (taken as our own here), PyObject_GetItem a new one; NULL from either sets an
+        // error, except a plain dict's missing key.
+        let value = unsafe {
+            if exact {
+                let value = ffi::PyDict_GetItemWithError(node, key.as_ptr());
+                if !value.is_null() {
+                    ffi::Py_IncRef(value);
                 }
-                return Err(Some(err));
+                value
+            } else {
+                ffi::PyObject_GetItem(node, key.as_ptr())
             }
-            // SAFETY: `value` is a new reference, owned from here on.
-            let value = unsafe { Bound::from_owned_ptr(py, value) };
-            self.walk(py, value.as_ptr(), child)?;
-            if self.track {
-                self.path.pop();
-            }
+        };
+        if !value.is_null() {
+            // SAFETY: `value` is a new (or just taken) reference, owned from here on.
+            return Ok(unsafe { Bound::from_owned_ptr(py, value) });
         }
-        Ok(())
+        let missing = || {
+            Err(Some(
+                self.error("is missing (sample 0 has this key)".into()),
+            ))
+        };
+        // SAFETY: plain error-state query.
+        if exact && unsafe { ffi::PyErr_Occurred().is_null() } {
+            return missing();
+        }
+        let err = PyErr::fetch(py);
+        if !exact && err.is_instance_of::<pyo3::exceptions::PyKeyError>(py) {
+            return missing();
+        }
+        Err(Some(err))
     }
 
     /// Walks the values of dict `node` as `PyDict_Next` yields them when its keys are exactly the spec's, as the
@@ -269,20 +266,14 @@ impl<'a, 'py> Walker<'a, 'py> {
         entries: &'a [(Bound<'py, PyAny>, Spec<'py>)],
         flat: bool,
     ) -> Option<Walk> {
-        // SAFETY: `node` is a live dict (checked by the caller).
-        if entries.len() > IN_ORDER_MAX_KEYS
-            || unsafe { ffi::PyDict_Size(node) } != entries.len() as ffi::Py_ssize_t
-        {
+        if entries.len() > IN_ORDER_MAX_KEYS {
             return None;
         }
         let mut values = [std::ptr::null_mut::<ffi::PyObject>(); IN_ORDER_MAX_KEYS];
-        let mut pos: ffi::Py_ssize_t = 0;
-        for ((key, _), slot) in entries.iter().zip(values.iter_mut()) {
-            let mut k: *mut ffi::PyObject = std::ptr::null_mut();
-            // SAFETY: `node` is a dict; PyDict_Next hands out borrowed references.
-            if unsafe { ffi::PyDict_Next(node, &mut pos, &mut k, slot) } == 0 || k != key.as_ptr() {
-                return None;
-            }
+        // SAFETY: `node` is a live dict (checked by the caller).
+        let keys = entries.iter().map(|(key, _)| key.as_ptr());
+        if !unsafe { values_in_order(node, keys, &mut values) } {
+            return None;
         }
         if flat {
             // Leaves run no Python code: `node` cannot change, its borrowed values stay alive.
@@ -430,16 +421,9 @@ fn flat_columns<'py>(
             let kind = ffi::Py_TYPE(node);
             if let Some(keys) = &keys {
                 if kind != &raw mut ffi::PyDict_Type
-                    || ffi::PyDict_Size(node) != width as ffi::Py_ssize_t
+                    || !values_in_order(node, keys.iter().copied(), values)
                 {
                     return None;
-                }
-                let mut pos: ffi::Py_ssize_t = 0;
-                for (&key, slot) in keys.iter().zip(values.iter_mut()) {
-                    let mut k: *mut ffi::PyObject = std::ptr::null_mut();
-                    if ffi::PyDict_Next(node, &mut pos, &mut k, slot) == 0 || k != key {
-                        return None;
-                    }
                 }
             } else if kind == &raw mut ffi::PyTuple_Type {
                 if ffi::PyTuple_Size(node) != width as ffi::Py_ssize_t {
@@ -466,6 +450,33 @@ fn flat_columns<'py>(
         }
     }
     Some(cols)
+}
+
+/// Fills `slots` with the values of dict `node` as `PyDict_Next` yields them (borrowed references); false unless
+/// its keys are exactly `keys`: the same objects, in the same order, and no others.
+///
+/// # Safety
+/// `node` must be a live dict.
+unsafe fn values_in_order(
+    node: *mut ffi::PyObject,
+    keys: impl ExactSizeIterator<Item = *mut ffi::PyObject>,
+    slots: &mut [*mut ffi::PyObject],
+) -> bool {
+    // SAFETY: `node` is a live dict (the caller's contract).
+    if keys.len() > slots.len()
+        || unsafe { ffi::PyDict_Size(node) } != keys.len() as ffi::Py_ssize_t
+    {
+        return false;
+    }
+    let mut pos: ffi::Py_ssize_t = 0;
+    for (key, slot) in keys.zip(slots.iter_mut()) {
+        let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: as above; PyDict_Next hands out borrowed references.
+        if unsafe { ffi::PyDict_Next(node, &mut pos, &mut k, slot) } == 0 || k != key {
+            return false;
+        }
+    }
+    true
 }
 
 fn new_columns<'py>(codes: &[u8], n: usize) -> Vec<Column<'py>> {
