@@ -24,5 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bindings::tensors::tensor_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::copy::max_threads, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::copy::prefault, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::openmp::bind_openmp, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::openmp::set_openmp_threads, m)?)?;
     Ok(())
 }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import collections
 import pickle
 import platform
+import subprocess
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -302,6 +304,95 @@ def test_many_small_rows_stack_in_chunks_like_one_stack() -> None:
             fastcollate.collate(rows)
     finally:
         torch.set_num_threads(previous)
+
+
+class _StackSpy:
+    """Wraps torch.stack; records the intra-op thread count it ran with, and the one a fresh thread sees meanwhile."""
+
+    def __init__(self) -> None:
+        self.real = torch.stack
+        self.threads: list[int] = []
+        self.other_thread: list[int] = []
+
+    def __call__(self, tensors: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        self.threads.append(torch.get_num_threads())
+        other = threading.Thread(target=lambda: self.other_thread.append(torch.get_num_threads()))
+        other.start()
+        other.join()
+        return self.real(tensors, *args, **kwargs)
+
+
+@pytest.fixture
+def two_threads() -> Any:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torch's Linux wheels run on OpenMP")
+@pytest.mark.usefixtures("two_threads")
+def test_small_rows_stack_on_one_thread_for_that_call_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 256 rows of 128 floats: exactly torch's parallel grain, so torch.stack would use its thread pool
+    assert fastcollate._config.openmp_bound()
+    batch = [{"x": torch.randn(128), "y": i, "z": i / 3} for i in range(256)]
+    spy = _StackSpy()
+    monkeypatch.setattr(torch, "stack", spy)
+    got = fastcollate.collate(batch)
+    assert spy.threads == [1] and spy.other_thread == [2]  # this call on this thread only
+    assert torch.get_num_threads() == 2  # set back
+    monkeypatch.undo()
+    assert_same(got, default_collate(batch))
+
+    ragged = [torch.randn(128) for _ in range(256)]
+    ragged[200] = torch.randn(127)
+    with pytest.raises(fastcollate.CollateShapeError, match=r"sample 200 has shape \(127,\)"):
+        fastcollate.collate(ragged)
+    assert torch.get_num_threads() == 2  # set back after an error too
+
+    # larger outputs keep torch's own choice (many cores can share a large copy)
+    spy = _StackSpy()
+    monkeypatch.setattr(torch, "stack", spy)
+    big = [torch.randn(128) for _ in range(_collate.SERIAL_MAX_BYTES // 512 + 1)]
+    assert torch.equal(fastcollate.collate(big), spy.real(big))
+    assert spy.threads and set(spy.threads) == {2}
+
+
+@pytest.mark.usefixtures("two_threads")
+def test_without_openmp_small_rows_stack_in_chunks_or_as_torch_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastcollate._config, "_openmp", False)  # as on a torch built without OpenMP
+    spy = _StackSpy()
+    monkeypatch.setattr(torch, "stack", spy)
+    rows = [torch.randn(32) for _ in range(1024)]
+    batch = [{"x": torch.randn(128), "y": i} for i in range(256)]
+    got_rows, got_batch = fastcollate.collate(rows), fastcollate.collate(batch)
+    assert len(spy.threads) == 3 and set(spy.threads) == {2}  # two chunks of rows, then one stack of x
+    monkeypatch.undo()
+    assert_same(got_rows, default_collate(rows))
+    assert_same(got_batch, default_collate(batch))
+
+
+def test_openmp_binding_errors() -> None:
+    from fastcollate import _native
+
+    assert _native.bind_openmp("/nonexistent/libtorch.so") is False  # not loaded: nothing found
+    if fastcollate._config.openmp_bound():  # and an earlier binding is kept
+        threads = torch.get_num_threads()
+        _native.set_openmp_threads(threads + 1)
+        assert torch.get_num_threads() == threads + 1
+        _native.set_openmp_threads(threads)
+    with pytest.raises(ValueError, match="NUL"):
+        _native.bind_openmp("lib\0torch.so")
+    for bad in (0, -1, 1 << 40):
+        with pytest.raises(ValueError, match="threads must be a positive int"):
+            _native.set_openmp_threads(bad)
+    fresh = subprocess.run(
+        [sys.executable, "-c", "from fastcollate import _native; _native.set_openmp_threads(1)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert fresh.returncode == 1 and "no OpenMP runtime bound: call bind_openmp first" in fresh.stderr
 
 
 def test_anything_else_falls_back_to_default_collate() -> None:

@@ -1,7 +1,8 @@
-"""Process-wide settings: copy threads, and whether we run inside a DataLoader worker."""
+"""Process-wide settings: copy threads, whether we run inside a DataLoader worker, and torch's OpenMP runtime."""
 
 from __future__ import annotations
 
+import torch
 from torch.utils.data import get_worker_info
 
 from fastcollate import _native
@@ -11,6 +12,7 @@ __all__ = ["get_num_threads", "set_num_threads"]
 _DEFAULT_MAX_THREADS = 8  # copies are memory-bound: more threads than this only contend
 _num_threads: int | None = None
 _max_threads: int | None = None
+_openmp: bool | None = None
 
 
 def set_num_threads(num_threads: int | None) -> None:
@@ -56,3 +58,27 @@ def in_worker() -> bool:
 
 def copy_threads() -> int:
     return 1 if in_worker() else get_num_threads()
+
+
+def openmp_bound() -> bool:
+    """Whether torch's intra-op thread count can be set for the calling thread alone (``_native.set_openmp_threads``).
+
+    True where torch runs on OpenMP and its runtime's ``omp_set_num_threads`` was found (Linux and macOS wheels),
+    and torch was seen to follow it; checked once per process.
+    """
+    global _openmp
+    if _openmp is None:
+        _openmp = _bind_openmp()
+    return _openmp
+
+
+def _bind_openmp() -> bool:
+    if not _native.bind_openmp(torch._C.__file__):
+        return False
+    threads = torch.get_num_threads()
+    try:
+        _native.set_openmp_threads(threads + 1)
+        follows = torch.get_num_threads() == threads + 1
+    finally:
+        _native.set_openmp_threads(threads)
+    return follows and torch.get_num_threads() == threads

@@ -3,11 +3,13 @@ tensors; every length is checked against the layout before a byte moves."""
 
 __all__ = [
     "__version__",
+    "bind_openmp",
     "columns",
     "gather_into",
     "max_threads",
     "pad_into",
     "prefault",
+    "set_openmp_threads",
     "stack_into",
     "tensor_addresses",
 ]
@@ -45,3 +47,9 @@ def tensor_addresses(
     column: list[object], plain: type, dtype: object, shape: list[int], vary_first: bool, allow_grad: bool
 ) -> tuple[list[int], bytearray, int] | None:
     """Addresses, dim-0 lengths (int64 bytes) and the longest length of plain contiguous CPU tensors; else None."""
+
+def bind_openmp(library: str) -> bool:
+    """Finds ``omp_set_num_threads`` in the loaded ``library`` or its dependencies (torch's OpenMP runtime)."""
+
+def set_openmp_threads(threads: int) -> None:
+    """Sets the calling thread's OpenMP thread count (``bind_openmp`` must have returned True)."""
