@@ -179,6 +179,28 @@ def test_structure_mismatch_names_the_sample_and_path() -> None:
         fastcollate.collate([{"x": 1}, 5])
 
 
+@pytest.mark.parametrize(
+    ("batch", "ours"),
+    [
+        ([{"x": 1, "y": 2}, {"x": 1}], fastcollate.CollateKeyError),
+        ([(1, (2, 3)), (1, (2, 3, 4))], fastcollate.CollateLengthError),
+        ([[1, 2]] * 40 + [[1, 2, 3]], fastcollate.CollateLengthError),  # the flat path
+        ([{"x": 1}, 5], fastcollate.CollateContainerError),
+        ([(1, 2), 5], fastcollate.CollateContainerError),
+        ([torch.zeros(3), torch.zeros(4)], fastcollate.CollateShapeError),
+        ([(torch.zeros(128, 128), 1)] * 20 + [(torch.zeros(128, 127), 1)], fastcollate.CollateShapeError),  # raw path
+    ],
+)
+def test_errors_are_also_what_default_collate_raises_there(batch: list[Any], ours: type) -> None:
+    """Code written around default_collate (``except KeyError``, ``except RuntimeError``...) keeps working."""
+    with pytest.raises(Exception) as theirs:
+        default_collate(batch)
+    with pytest.raises(ours) as got:
+        fastcollate.collate(batch)
+    assert isinstance(got.value, type(theirs.value)), f"default_collate raised {theirs.value!r}"
+    assert "sample" in str(got.value) and not str(got.value).startswith("'")  # our message, not KeyError's repr
+
+
 def test_cached_flat_plans_follow_each_batchs_keys_and_leaf_types() -> None:
     # The plan of a flat dict / tuple is cached by its keys and leaf types: every change must take a new plan.
     batches = [

@@ -14,9 +14,12 @@ def test_all_is_pinned() -> None:
     assert sorted(fastcollate.__all__) == [
         "BatchedTensorDataset",
         "BufferRing",
+        "CollateContainerError",
         "CollateDtypeError",
         "CollateError",
         "CollateIndexError",
+        "CollateKeyError",
+        "CollateLengthError",
         "CollateShapeError",
         "CollateStructureError",
         "CollateTypeError",
@@ -40,6 +43,13 @@ def test_version_comes_from_cargo_toml() -> None:
 
 def test_errors_subclass_the_builtins() -> None:
     assert issubclass(fastcollate.CollateShapeError, ValueError)
+    assert issubclass(fastcollate.CollateShapeError, RuntimeError)  # what torch.stack raises in default_collate
+    for error, builtin in (
+        (fastcollate.CollateKeyError, KeyError),
+        (fastcollate.CollateLengthError, RuntimeError),
+        (fastcollate.CollateContainerError, TypeError),
+    ):
+        assert issubclass(error, fastcollate.CollateStructureError) and issubclass(error, builtin)
     assert issubclass(fastcollate.CollateTypeError, TypeError)
     assert issubclass(fastcollate.CollateIndexError, IndexError)
     assert all(

@@ -11,9 +11,12 @@ from fastcollate._gather import BatchedTensorDataset, batch_sampler
 from fastcollate._native import __version__
 from fastcollate._pad import PaddedBatch, pad_collate
 from fastcollate.errors import (
+    CollateContainerError,
     CollateDtypeError,
     CollateError,
     CollateIndexError,
+    CollateKeyError,
+    CollateLengthError,
     CollateShapeError,
     CollateStructureError,
     CollateTypeError,
@@ -22,9 +25,12 @@ from fastcollate.errors import (
 __all__ = [
     "BatchedTensorDataset",
     "BufferRing",
+    "CollateContainerError",
     "CollateDtypeError",
     "CollateError",
     "CollateIndexError",
+    "CollateKeyError",
+    "CollateLengthError",
     "CollateShapeError",
     "CollateStructureError",
     "CollateTypeError",

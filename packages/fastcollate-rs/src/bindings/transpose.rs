@@ -141,10 +141,10 @@ impl<'a, 'py> Walker<'a, 'py> {
             }
         };
         if !is_list && !is_tuple {
-            return Err(Some(self.error(format!(
-                "is a {}, expected a list or tuple",
-                type_name(py, node)
-            ))));
+            return Err(Some(self.error(
+                Mismatch::Container,
+                format!("is a {}, expected a list or tuple", type_name(py, node)),
+            )));
         }
         // SAFETY: checked list or tuple above.
         let len = unsafe {
@@ -189,9 +189,10 @@ impl<'a, 'py> Walker<'a, 'py> {
         // SAFETY: `node` is live (see `walk`); the exact type is compared first (no call).
         let exact = unsafe { ffi::Py_TYPE(node) == &raw mut ffi::PyDict_Type };
         if !exact && unsafe { ffi::PyDict_Check(node) } == 0 {
-            return Err(Some(
-                self.error(format!("is a {}, expected a dict", type_name(py, node))),
-            ));
+            return Err(Some(self.error(
+                Mismatch::Container,
+                format!("is a {}, expected a dict", type_name(py, node)),
+            )));
         }
         if exact && !self.track {
             if let Some(walked) = self.walk_map_in_order(py, node, entries, flat) {
@@ -240,9 +241,10 @@ impl<'a, 'py> Walker<'a, 'py> {
             return Ok(unsafe { Bound::from_owned_ptr(py, value) });
         }
         let missing = || {
-            Err(Some(
-                self.error("is missing (sample 0 has this key)".into()),
-            ))
+            Err(Some(self.error(
+                Mismatch::Key,
+                "is missing (sample 0 has this key)".into(),
+            )))
         };
         // SAFETY: plain error-state query.
         if exact && unsafe { ffi::PyErr_Occurred().is_null() } {
@@ -308,12 +310,13 @@ impl<'a, 'py> Walker<'a, 'py> {
         if len == expected {
             return Ok(());
         }
-        Err(Some(self.error(format!(
-            "has {len} elements, sample 0 has {expected}; every sample needs the same structure"
-        ))))
+        Err(Some(self.error(
+            Mismatch::Length,
+            format!("has {len} elements, sample 0 has {expected}; every sample needs the same structure"),
+        )))
     }
 
-    fn error(&self, what: String) -> PyErr {
+    fn error(&self, mismatch: Mismatch, what: String) -> PyErr {
         let mut at = String::new();
         for step in &self.path {
             match step {
@@ -330,9 +333,32 @@ impl<'a, 'py> Walker<'a, 'py> {
             format!(" at {at}")
         };
         collate_error(
-            "CollateStructureError",
+            mismatch.class(),
             format!("sample {}{at} {what}", self.sample),
         )
+    }
+}
+
+/// How a sample's structure differs from sample 0's. Each has its own `CollateStructureError` subclass, which is
+/// also the built-in `default_collate` raises in that case, so `except KeyError` / `except RuntimeError` /
+/// `except TypeError` written around `default_collate` keep working.
+#[derive(Clone, Copy)]
+enum Mismatch {
+    /// A key of sample 0 missing (KeyError).
+    Key,
+    /// A list or tuple of another length (RuntimeError).
+    Length,
+    /// Another kind of container, or none (TypeError).
+    Container,
+}
+
+impl Mismatch {
+    fn class(self) -> &'static str {
+        match self {
+            Mismatch::Key => "CollateKeyError",
+            Mismatch::Length => "CollateLengthError",
+            Mismatch::Container => "CollateContainerError",
+        }
     }
 }
 
