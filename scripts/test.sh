@@ -12,6 +12,7 @@ echo "== rust (fastcollate kernels)"
 (cd packages/fastcollate-rs && cargo fmt --check && cargo clippy --quiet --all-targets --features abi3 -- -D warnings \
     && cargo test --quiet)
 uv run --locked python -m mypy.stubtest fastcollate._native
+uv run --locked mypy --strict packages/fastcollate-rs/python
 
 echo "== each package alone"
 for dir in packages/*/; do

@@ -144,7 +144,7 @@ def _shared_segment(nbytes: int) -> torch.Tensor:
     takes a page fault per 4 KiB, and goes a third slower.
     """
     template = torch.empty((0,), dtype=torch.uint8)
-    storage = template._typed_storage()._new_shared(nbytes, device=template.device)
+    storage = template._typed_storage()._new_shared(nbytes, device=template.device)  # type: ignore[no-untyped-call]
     segment = template.new(storage)
     if nbytes >= PREFAULT_MIN_BYTES:
         _native.prefault((segment.data_ptr(), nbytes))
@@ -250,7 +250,7 @@ def _packable(t: Any) -> bool:
         and t.is_contiguous()
         and not t.is_neg()
         and not t.is_conj()
-        and not t.is_shared()
+        and not t.is_shared()  # type: ignore[no-untyped-call]
     )
 
 

@@ -199,7 +199,7 @@ TensorFn = collections.abc.Callable[[list[Any], str, "bool | None"], Any]
 
 def collate_with(batch: collections.abc.Sequence[Any], tensor_fn: TensorFn, pin_memory: bool | None) -> Any:
     """``collate`` with ``tensor_fn(column, path, pin)`` batching each tensor or numpy-array leaf."""
-    if not isinstance(batch, (list, tuple)):
+    if not isinstance(batch, list):
         batch = list(batch)
     if not batch:
         return default_collate(batch)
@@ -283,10 +283,10 @@ def stack_tensors(column: list[torch.Tensor], path: str, pin: bool | None) -> to
         )
         if found is not None:
             pointers = found[0]
-            out = _buffers.empty((len(column), *elem.shape), elem.dtype, pin=pin)
-            _native.stack_into((out.data_ptr(), out.nbytes), pointers, item_bytes, copy_threads())
-            return out
-    out = None
+            raw = _buffers.empty((len(column), *elem.shape), elem.dtype, pin=pin)
+            _native.stack_into((raw.data_ptr(), raw.nbytes), pointers, item_bytes, copy_threads())
+            return raw
+    out: torch.Tensor | None = None
     if in_worker() and item_bytes * len(column) > _buffers.get_worker_packing() and _same_shapes(column):
         # a large output goes straight into shared memory (small ones are packed together afterwards)
         out = _buffers.empty((len(column), *elem.shape), elem.dtype, pin=False)

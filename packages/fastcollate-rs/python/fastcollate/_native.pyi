@@ -1,6 +1,8 @@
 """Rust copy kernels (private: use the ``fastcollate`` facade). Addresses are ``tensor.data_ptr()`` of live CPU
 tensors; every length is checked against the layout before a byte moves."""
 
+from typing import Any
+
 __all__ = [
     "__version__",
     "bind_openmp",
@@ -44,7 +46,7 @@ def prefault(span: tuple[int, int]) -> bool:
     """Faults in every page of ``(address, nbytes)`` at once (MADV_POPULATE_WRITE); False where unsupported."""
 
 def tensor_addresses(
-    column: list[object], plain: type, dtype: object, shape: list[int], vary_first: bool, allow_grad: bool
+    column: list[Any], plain: type, dtype: object, shape: list[int], vary_first: bool, allow_grad: bool
 ) -> tuple[list[int], bytearray, int] | None:
     """Addresses, dim-0 lengths (int64 bytes) and the longest length of plain contiguous CPU tensors; else None."""
 

@@ -89,6 +89,7 @@ def _pad_column(
     if dtype not in _RAW_DTYPES:
         raise CollateTypeError(f"sample 0{path} has dtype {dtype}, which pad_collate does not support")
     keep: list[torch.Tensor] = []  # contiguous copies of unusual samples, alive until the copy is done
+    length_bytes: bytes | bytearray
     found = _native.tensor_addresses(column, torch.Tensor, dtype, list(elem.shape), True, True)
     if found is not None:
         addresses, length_bytes, max_len = found
