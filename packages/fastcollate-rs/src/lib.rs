@@ -22,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bindings::copy::gather_into, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::transpose::columns, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::tensors::tensor_addresses, m)?)?;
+    m.add_function(wrap_pyfunction!(bindings::ndarray::array_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::copy::max_threads, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::copy::prefault, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::openmp::bind_openmp, m)?)?;

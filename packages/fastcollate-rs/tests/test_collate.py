@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,9 @@ NUMPY_DTYPES = [np.float32, np.float64, np.int64, np.int32, np.uint8, np.int16, 
 @st.composite
 def leaf_column(draw: st.DrawFn, n: int) -> list[object]:
     """n values of one leaf kind, as a dataset would return them (same kind, dtype and shape per leaf)."""
-    kind = draw(st.sampled_from(["tensor", "big_tensor", "ndarray", "npscalar", "int", "float", "bool", "str"]))
+    kind = draw(
+        st.sampled_from(["tensor", "big_tensor", "ndarray", "big_ndarray", "npscalar", "int", "float", "bool", "str"])
+    )
     seed = draw(st.integers(0, 2**31 - 1))
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -57,6 +60,18 @@ def leaf_column(draw: st.DrawFn, n: int) -> list[object]:
         dtype = draw(st.sampled_from(NUMPY_DTYPES))
         shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
         return [(rng.standard_normal(shape) * 50).astype(dtype) for _ in range(n)]
+    if kind == "big_ndarray":  # the Rust path straight from numpy's memory, or a fallback when a sample differs
+        dtype = draw(st.sampled_from(NUMPY_DTYPES))
+        shape = (draw(st.integers(16, 24)), 1024)
+        arrays = [(rng.standard_normal(shape) * 50).astype(dtype) for _ in range(n)]
+        odd = draw(st.sampled_from(["none", "none", "fortran", "strided", "wider_first"]))
+        if odd == "fortran":
+            arrays[-1] = np.asfortranarray(arrays[-1])
+        elif odd == "strided":
+            arrays[-1] = np.repeat(arrays[-1], 2, axis=1)[:, ::2]
+        elif odd == "wider_first":
+            arrays[0] = arrays[0].astype(np.float64)
+        return arrays
     if kind == "npscalar":
         dtype = draw(st.sampled_from(NUMPY_DTYPES))
         return [dtype(v) for v in rng.integers(-100, 100, n)]
@@ -119,6 +134,98 @@ def test_large_batches_use_the_rust_copy_and_reuse_free_buffers_only() -> None:
     fourth = fastcollate.collate([b * 2 for b in batch])
     assert torch.equal(view, kept[3:5]), "a view of an old batch keeps its memory from being reused"
     assert torch.equal(fourth, kept * 2)
+
+
+class _AddressSpy:
+    """Records what each ``_native.array_addresses`` call returned (None: the general path followed)."""
+
+    def __init__(self) -> None:
+        self.real = fastcollate._native.array_addresses
+        self.results: list[list[int] | None] = []
+
+    def __call__(self, *args: Any) -> list[int] | None:
+        result = self.real(*args)
+        self.results.append(result)
+        return result
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_large_numpy_arrays_are_copied_straight_from_their_memory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, nested: bool
+) -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8) for _ in range(128)]  # 27 KiB each, 3.4 MiB
+    mapped = np.memmap(tmp_path / "image.bin", dtype=np.uint8, mode="w+", shape=(96, 96, 3))  # an ndarray subclass
+    mapped[:] = 7
+    images[5] = mapped
+    images[6].setflags(write=False)  # read-only memory is fine: it is only read
+    batch: list[Any] = [(image, i) for i, image in enumerate(images)] if nested else images
+    assert fastcollate._config.arrays_readable()  # its probe arrays are read once per process, before the spy
+    spy = _AddressSpy()
+    monkeypatch.setattr(fastcollate._native, "array_addresses", spy)
+    calls: list[object] = []
+    from_numpy = torch.from_numpy
+    monkeypatch.setattr(torch, "from_numpy", lambda a: calls.append(a) or from_numpy(a))
+    out = fastcollate.collate(batch)
+    monkeypatch.undo()
+    assert spy.results == [[image.ctypes.data for image in images]]
+    assert len(calls) == 1, "only sample 0 goes through torch.from_numpy (for torch's dtype)"
+    with warnings.catch_warnings():  # default_collate's as_tensor warns about the read-only array; we only read it
+        warnings.simplefilter("ignore", UserWarning)
+        expected = default_collate(batch)
+    assert_same(out, expected)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    ["fortran", "strided", "negative_stride", "other_dtype_later", "wider_first", "tensor", "shape", "byte_order"],
+)
+def test_numpy_batches_with_a_differing_sample_take_the_general_path(monkeypatch: pytest.MonkeyPatch, odd: str) -> None:
+    rng = np.random.default_rng(1)
+    batch: list[Any] = [rng.standard_normal((64, 1024)).astype(np.float32) for _ in range(32)]  # 256 KiB each
+    last = batch[-1]
+    batch[-1] = {
+        "fortran": lambda: np.asfortranarray(last),
+        "strided": lambda: np.repeat(last, 2, axis=1)[:, ::2],
+        "negative_stride": lambda: last[::-1],
+        "other_dtype_later": lambda: last.astype(np.float16),
+        "wider_first": lambda: last,
+        "tensor": lambda: torch.from_numpy(last.copy()),
+        "shape": lambda: last[:, :1000].copy(),
+        "byte_order": lambda: last.astype(">f4"),
+    }[odd]()
+    if odd == "wider_first":
+        batch[0] = batch[0].astype(np.float64)
+    assert fastcollate._config.arrays_readable()
+    spy = _AddressSpy()
+    monkeypatch.setattr(fastcollate._native, "array_addresses", spy)
+    try:
+        expected: Any = default_collate(batch)
+    except (RuntimeError, ValueError) as err:
+        expected = err
+    if isinstance(expected, BaseException):
+        with pytest.raises(type(expected)):
+            fastcollate.collate(batch)
+    else:
+        assert_same(fastcollate.collate(batch), expected)
+    assert spy.results == [None], "the sample that differs was noticed"
+
+
+def test_numpy_array_reads_agree_with_numpy() -> None:
+    read = fastcollate._native.array_addresses
+    assert fastcollate._config.arrays_readable(), "the probe arrays were read as numpy reads them"
+    a = np.zeros((4, 5), np.int32)
+    b = np.ones((4, 5), np.int32)
+    assert read([a, b], np.ndarray, [4, 5]) == [a.ctypes.data, b.ctypes.data]
+    assert read([a, np.ones((4, 10), np.int32)[:, ::2]], np.ndarray, [4, 5]) is None
+    assert read([a, b[::-1]], np.ndarray, [4, 5]) is None
+    assert read([a, b[1:3]], np.ndarray, [4, 5]) is None
+    assert read([a, b.T.copy().T], np.ndarray, [4, 5]) is None  # Fortran order
+    assert read([a, b.astype(np.uint32)], np.ndarray, [4, 5]) is None
+    assert read([a, b.view(b.dtype.newbyteorder())], np.ndarray, [4, 5]) is None
+    assert read([a, [0] * 20], np.ndarray, [4, 5]) is None
+    assert read([a, torch.zeros(4, 5, dtype=torch.int32)], np.ndarray, [4, 5]) is None
+    assert read([], np.ndarray, [4, 5]) == []
 
 
 def test_buffer_ring_reuses_memory_once_released() -> None:

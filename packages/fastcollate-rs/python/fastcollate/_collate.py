@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import default_collate
 
 from fastcollate import _buffers, _native
-from fastcollate._config import copy_threads, in_worker, openmp_bound
+from fastcollate._config import arrays_readable, copy_threads, in_worker, openmp_bound
 from fastcollate.errors import CollateDtypeError, CollateShapeError, CollateTypeError
 
 __all__ = ["collate"]
@@ -207,6 +207,13 @@ def collate_with(batch: collections.abc.Sequence[Any], tensor_fn: TensorFn, pin_
     if isinstance(elem, torch.Tensor):
         out = tensor_fn(batch, "", pin_memory)
         return _buffers.pack_shared([out])[0] if in_worker() else out
+    if _is_numpy(elem):  # a batch of arrays or numpy scalars: the batch is the one column, nothing to transpose
+        leaf: list[tuple[str, str]] = []
+        try:
+            _plan(elem, "", leaf)
+        except _Unsupported:
+            return default_collate(batch)
+        return _finish(leaf[0][0], "", batch, tensor_fn, pin_memory)
     flat = _flat_plan(elem)
     if flat is not None:  # a dict, tuple or list of plain leaves: no tree to walk or rebuild
         keys, spec, leaves = flat
@@ -253,11 +260,46 @@ def _finish(kind: str, path: str, column: Any, tensor_fn: TensorFn, pin: bool | 
             f"sample 0{path} is a numpy array of dtype {dtype}: strings and objects cannot be batched; "
             "convert them to numbers in the dataset, or pass a collate_fn that keeps them as a list"
         )
+    if tensor_fn is stack_tensors:
+        stacked = _stack_arrays(column, pin)
+        if stacked is not None:
+            return stacked
     try:  # from_numpy: the same zero-copy view as as_tensor, at a third of the cost
         tensors = [torch.from_numpy(a) for a in column]
     except TypeError:
         tensors = [torch.as_tensor(a) for a in column]
     return tensor_fn(tensors, path, pin)
+
+
+def _stack_arrays(column: list[Any], pin: bool | None) -> torch.Tensor | None:
+    """Large numpy arrays of one shape and dtype, copied by Rust straight from their memory; None when the batch
+    is small, or any array differs from the first in type, shape or dtype or is not C-contiguous (the general path
+    then converts each one and names any offending sample).
+
+    Reading each array's address in Rust (``_native.array_addresses``) saves a ``torch.from_numpy`` per array and
+    the check of the tensor it makes: ~2 us per array, 0.5 ms of the 4-5 ms that a batch of 256 HWC uint8 images
+    takes on 2 cores.
+    """
+    import numpy as np
+
+    elem = column[0]
+    if not isinstance(elem, np.ndarray):
+        return None
+    item_bytes = elem.nbytes
+    if item_bytes < RAW_MIN_ITEM_BYTES or item_bytes * len(column) < RAW_MIN_BATCH_BYTES or not arrays_readable():
+        return None
+    try:
+        dtype = torch.from_numpy(elem).dtype  # torch's own dtype mapping, and its refusals (byte order, ...)
+    except (TypeError, ValueError):
+        return None
+    if dtype not in _RAW_DTYPES:
+        return None
+    pointers = _native.array_addresses(column, np.ndarray, list(elem.shape))
+    if pointers is None:
+        return None
+    raw = _buffers.empty((len(column), *elem.shape), dtype, pin=pin)
+    _native.stack_into((raw.data_ptr(), raw.nbytes), pointers, item_bytes, copy_threads())
+    return raw
 
 
 def stack_tensors(column: list[torch.Tensor], path: str, pin: bool | None) -> torch.Tensor:

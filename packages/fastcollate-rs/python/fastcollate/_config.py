@@ -13,6 +13,7 @@ _DEFAULT_MAX_THREADS = 8  # copies are memory-bound: more threads than this only
 _num_threads: int | None = None
 _max_threads: int | None = None
 _openmp: bool | None = None
+_arrays: bool | None = None
 
 
 def set_num_threads(num_threads: int | None) -> None:
@@ -82,3 +83,30 @@ def _bind_openmp() -> bool:
     finally:
         _native.set_openmp_threads(threads)
     return follows and torch.get_num_threads() == threads
+
+
+def arrays_readable() -> bool:
+    """Whether ``_native.array_addresses`` reads numpy's array objects as numpy itself does; checked once per
+    process, on small probe arrays, against numpy's own attributes (data address, shape, contiguity, dtype)."""
+    global _arrays
+    if _arrays is None:
+        _arrays = _check_array_reads()
+    return _arrays
+
+
+def _check_array_reads() -> bool:
+    import numpy as np
+
+    a = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
+    b = np.zeros((2, 3, 4), dtype=np.int32)
+    read = _native.array_addresses
+    try:
+        return (
+            read([a, b], np.ndarray, [2, 3, 4]) == [a.ctypes.data, b.ctypes.data]
+            and read([a, np.zeros((2, 3, 8), dtype=np.int32)[:, :, ::2]], np.ndarray, [2, 3, 4]) is None  # flags
+            and read([a], np.ndarray, [2, 3, 5]) is None  # dimensions
+            and read([a[0]], np.ndarray, [2, 3, 4]) is None  # number of dimensions
+            and read([a, b.astype(np.int64)], np.ndarray, [2, 3, 4]) is None  # dtype
+        )
+    except Exception:  # an unknown numpy: the general path works without this
+        return False

@@ -5,6 +5,7 @@ from typing import Any
 
 __all__ = [
     "__version__",
+    "array_addresses",
     "bind_openmp",
     "columns",
     "gather_into",
@@ -49,6 +50,9 @@ def tensor_addresses(
     column: list[Any], plain: type, dtype: object, shape: list[int], vary_first: bool, allow_grad: bool
 ) -> tuple[list[int], bytearray, int] | None:
     """Addresses, dim-0 lengths (int64 bytes) and the longest length of plain contiguous CPU tensors; else None."""
+
+def array_addresses(column: list[Any], ndarray: type, shape: list[int]) -> list[int] | None:
+    """Data addresses of C-contiguous ``ndarray`` instances of ``shape`` sharing the first one's dtype; else None."""
 
 def bind_openmp(library: str) -> bool:
     """Finds ``omp_set_num_threads`` in the loaded ``library`` or its dependencies (torch's OpenMP runtime)."""
