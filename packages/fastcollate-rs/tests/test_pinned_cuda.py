@@ -86,3 +86,13 @@ def test_a_pin_memory_loader_gives_pinned_batches_equal_to_default_collate(num_w
         assert_same(got, want)
         n += 1
     assert n == 5  # 33 samples: four full batches and one of a single sample
+
+
+def test_numpy_image_batches_are_copied_into_pinned_memory() -> None:
+    rng = np.random.default_rng(0)
+    batch = [(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), i) for i in range(64)]  # 27 KiB each: Rust path
+    got = fastcollate.collate(batch)
+    assert_same(got, default_collate(batch))
+    images = got[0]
+    assert images.is_pinned()
+    assert images.pin_memory().data_ptr() == images.data_ptr()
