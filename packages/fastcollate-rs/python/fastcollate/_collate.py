@@ -282,11 +282,8 @@ def _stack_arrays(column: list[Any], pin: bool | None) -> torch.Tensor | None:
     """
     import numpy as np
 
-    elem = column[0]
-    if not isinstance(elem, np.ndarray):
-        return None
-    item_bytes = elem.nbytes
-    if item_bytes < RAW_MIN_ITEM_BYTES or item_bytes * len(column) < RAW_MIN_BATCH_BYTES or not arrays_readable():
+    elem = column[0]  # an ndarray (the caller's plan says so)
+    if not _raw_sized(elem.nbytes, len(column)) or not arrays_readable():
         return None
     try:
         dtype = torch.from_numpy(elem).dtype  # torch's own dtype mapping, and its refusals (byte order, ...)
@@ -297,9 +294,22 @@ def _stack_arrays(column: list[Any], pin: bool | None) -> torch.Tensor | None:
     pointers = _native.array_addresses(column, np.ndarray, list(elem.shape))
     if pointers is None:
         return None
-    raw = _buffers.empty((len(column), *elem.shape), dtype, pin=pin)
-    _native.stack_into((raw.data_ptr(), raw.nbytes), pointers, item_bytes, copy_threads())
-    return raw
+    return _stack_raw(pointers, tuple(elem.shape), dtype, elem.nbytes, pin)
+
+
+def _raw_sized(item_bytes: int, n: int) -> bool:
+    """Whether ``n`` items of ``item_bytes`` are large enough for the Rust copy to beat ``torch.stack``."""
+    return item_bytes >= RAW_MIN_ITEM_BYTES and item_bytes * n >= RAW_MIN_BATCH_BYTES
+
+
+def _stack_raw(
+    pointers: list[int], shape: tuple[int, ...], dtype: torch.dtype, item_bytes: int, pin: bool | None
+) -> torch.Tensor:
+    """The items at ``pointers`` (checked, live, ``item_bytes`` each) copied by Rust into a batch output (reused,
+    pinned or shared memory: ``_buffers.empty``)."""
+    out = _buffers.empty((len(pointers), *shape), dtype, pin=pin)
+    _native.stack_into((out.data_ptr(), out.nbytes), pointers, item_bytes, copy_threads())
+    return out
 
 
 def stack_tensors(column: list[torch.Tensor], path: str, pin: bool | None) -> torch.Tensor:
@@ -314,20 +324,12 @@ def stack_tensors(column: list[torch.Tensor], path: str, pin: bool | None) -> to
             f"sample 0{path} is a sparse tensor ({elem.layout}); convert it with .to_dense() in the dataset"
         )
     item_bytes = elem.nbytes
-    if (
-        item_bytes >= RAW_MIN_ITEM_BYTES
-        and item_bytes * len(column) >= RAW_MIN_BATCH_BYTES
-        and type(elem) is torch.Tensor
-        and elem.dtype in _RAW_DTYPES
-    ):
+    if _raw_sized(item_bytes, len(column)) and type(elem) is torch.Tensor and elem.dtype in _RAW_DTYPES:
         found = _native.tensor_addresses(
             column if type(column) is list else list(column), torch.Tensor, elem.dtype, list(elem.shape), False, False
         )
         if found is not None:
-            pointers = found[0]
-            raw = _buffers.empty((len(column), *elem.shape), elem.dtype, pin=pin)
-            _native.stack_into((raw.data_ptr(), raw.nbytes), pointers, item_bytes, copy_threads())
-            return raw
+            return _stack_raw(found[0], tuple(elem.shape), elem.dtype, item_bytes, pin)
     out: torch.Tensor | None = None
     if in_worker() and item_bytes * len(column) > _buffers.get_worker_packing() and _same_shapes(column):
         # a large output goes straight into shared memory (small ones are packed together afterwards)

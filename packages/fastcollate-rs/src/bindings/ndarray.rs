@@ -54,7 +54,7 @@ pub fn array_addresses(
     let mut addresses = Vec::with_capacity(column.len());
     let mut descr: *mut ffi::PyObject = std::ptr::null_mut();
     for a in column.iter() {
-        if !a.get_type().is(ndarray) && !a.is_instance(ndarray)? {
+        if !a.is_instance(ndarray)? {
             return Ok(None);
         }
         // SAFETY: `a` is an ndarray (checked above) and `column` holds it for this borrow.
