@@ -23,9 +23,11 @@ CHILD = Path(__file__).with_name("_resume_child.py")
 pytestmark = pytest.mark.slow
 
 
-def _run(root: Path, out: Path, mode: str, kill_at: str = "-", workers: int = 0) -> subprocess.CompletedProcess[str]:
+def _run(
+    root: Path, out: Path, mode: str, kill_at: str = "-", workers: int = 0, config: str = "global"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(CHILD), str(root), str(out), mode, kill_at, str(workers)],
+        [sys.executable, str(CHILD), str(root), str(out), mode, kill_at, str(workers), config],
         capture_output=True,
         text=True,
         timeout=300,
@@ -36,32 +38,25 @@ def _load(path: Path) -> dict[str, Any]:
     return torch.load(path, weights_only=False)
 
 
+_straight_runs: dict[tuple[str, int], dict[str, Any]] = {}
+
+
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("straight")
-    proc = _run(root, root / "out.pt", "straight")
-    assert proc.returncode == 0, proc.stderr
-    return _load(root / "out.pt")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The uninterrupted run of a (config, workers) pair, computed once per module."""
+
+    def get(config: str, workers: int) -> dict[str, Any]:
+        if (config, workers) not in _straight_runs:
+            root = tmp_path_factory.mktemp(f"straight-{config}-{workers}")
+            proc = _run(root, root / "out.pt", "straight", "-", workers, config)
+            assert proc.returncode == 0, proc.stderr
+            _straight_runs[config, workers] = _load(root / "out.pt")
+        return _straight_runs[config, workers]
+
+    return get
 
 
-# 15 batches per epoch; iteration checkpoints every 5 iterations
-@pytest.mark.parametrize(
-    ("kill_at", "workers", "resumes_at"),
-    [
-        ("epoch:2", 0, 30),  # after epoch 2's checkpoint: resumes at the start of epoch 2 (0-based)
-        ("iter:38", 0, 35),  # mid-epoch 2: the iteration-35 checkpoint, 5 batches into the epoch
-        ("iter:38", 2, 35),  # the same with DataLoader worker processes
-    ],
-)
-def test_killed_run_resumes_exactly(
-    tmp_path: Path, straight: dict[str, Any], kill_at: str, workers: int, resumes_at: int
-) -> None:
-    crashed = _run(tmp_path, tmp_path / "unused.pt", "crash", kill_at, workers)
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    resumed_proc = _run(tmp_path, tmp_path / "out.pt", "resume", "-", workers)
-    assert resumed_proc.returncode == 0, resumed_proc.stderr
-    resumed = _load(tmp_path / "out.pt")
-
+def _assert_same_run(resumed: dict[str, Any], straight: dict[str, Any], resumes_at: int) -> None:
     for k, v in straight["params"].items():
         assert torch.equal(resumed["params"][k], v), k
     for (ka, a), (kb, b) in zip(
@@ -74,6 +69,37 @@ def test_killed_run_resumes_exactly(
     # the resumed process saw exactly the batches the straight run saw from the resume point on
     assert resumed["seen"][0][0] == resumes_at + 1
     assert resumed["seen"] == straight["seen"][resumes_at:]
+
+
+# 15 batches per epoch; iteration checkpoints every 5 iterations. "epoch:2" dies as epoch 2 (0-based) begins, after
+# epoch 1's checkpoint; "iter:38" dies in epoch 2, after the checkpoint of iteration 35 (36 with grad_accumulation=3,
+# the first optimizer-step boundary after 35).
+_MATRIX = [
+    ("global", 0), ("global", 2), ("loader-gen", 0), ("loader-gen", 2), ("sampler-gen", 0), ("weighted", 0),
+    ("augment", 0), ("augment", 2), ("accum3", 0), ("bf16", 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kill_at", ["epoch:2", "iter:38"])
+@pytest.mark.parametrize(("config", "workers"), _MATRIX, ids=[f"{c}-w{w}" for c, w in _MATRIX])
+def test_killed_run_resumes_exactly(tmp_path: Path, straight: Any, config: str, workers: int, kill_at: str) -> None:
+    crashed = _run(tmp_path, tmp_path / "unused.pt", "crash", kill_at, workers, config)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    resumed_proc = _run(tmp_path, tmp_path / "out.pt", "resume", "-", workers, config)
+    assert resumed_proc.returncode == 0, resumed_proc.stderr
+    resumed = _load(tmp_path / "out.pt")
+    mid_epoch = kill_at.startswith("iter")
+    resumes_at = 30 if not mid_epoch else 36 if config == "accum3" else 35
+
+    warned = "random draws inside the dataset (augmentation) in the workers are not replayed" in resumed_proc.stderr
+    assert warned == (mid_epoch and workers > 0)  # the loop cannot know whether the dataset draws: it says so
+    assert ("may differ from the interrupted one" in resumed_proc.stderr) == warned
+    if mid_epoch and workers and config == "augment":
+        # the workers' streams are not replayed for the rest of the interrupted epoch (as the warning said); the
+        # resume still starts at the checkpoint
+        assert resumed["seen"][0][0] == resumes_at + 1
+        return
+    _assert_same_run(resumed, straight(config, workers), resumes_at)
     # it continued in the same experiment folder
     exp = Path(resumed["experiment_dir"])
     assert len(list((tmp_path / "proj").iterdir())) == 1 and exp.parent == tmp_path / "proj"
@@ -215,5 +241,5 @@ def test_bad_names_and_root(tmp_path: Path) -> None:
 
 
 def test_ranking_metric_missing_from_history_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(LoopConfigError, match="ranked by 'val_accuracy', which is not in the training history"):
+    with pytest.raises(LoopConfigError, match="ranked by 'val_accuracy', which nothing in this run puts in the training history"):
         _tl(tmp_path, rm_subopt_local_models="val_accuracy").fit(num_epochs=1)

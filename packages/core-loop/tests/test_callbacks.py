@@ -166,8 +166,13 @@ def test_early_stopping_restores_best_weights() -> None:
 def test_early_stopping_errors() -> None:
     with pytest.raises(LoopConfigError, match="has no validation_loader"):
         _loop(val=False).fit(num_epochs=1, callbacks=[EarlyStopping()])
+    tl = _loop()
+    with pytest.raises(LoopConfigError, match=r"'val_f1', which nothing in this run puts in the training history"):
+        tl.fit(num_epochs=1, callbacks=[EarlyStopping(monitor="val_f1")])
+    assert tl.iteration == 0  # refused before the first batch
+    # a callback that cannot say what it records: the metric is checked at the first epoch end instead
     with pytest.raises(LoopConfigError, match=r"'val_f1', which is not in the training history \(it has \['loss', "):
-        _loop().fit(num_epochs=1, callbacks=[EarlyStopping(monitor="val_f1")])
+        _loop().fit(num_epochs=1, callbacks=[Callback(), EarlyStopping(monitor="val_f1")])
     with pytest.raises(LoopConfigError, match="mode must be 'min', 'max' or 'auto'"):
         EarlyStopping(mode="lower")
     with pytest.raises(LoopConfigError, match="patience must be an int >= 0"):

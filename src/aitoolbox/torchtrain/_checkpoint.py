@@ -17,6 +17,7 @@ from aitoolbox.checkpointing import (
 )
 from aitoolbox.loop import LoopConfigError
 from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop.callbacks.base import check_metric_will_exist
 
 if TYPE_CHECKING:
     from aitoolbox.loop import TrainLoop
@@ -133,6 +134,10 @@ class EpochCheckpoint(Callback):
         self.manager = manager  # None on distributed ranks other than 0: they only send their RNG state
         self.meta = dict(meta)
         self.monitor: str | None = retention.get("monitor")
+        self.mode: str = retention.get("mode", "min")
+
+    def provided_metrics(self) -> tuple[str, ...]:
+        return ()  # adds nothing to the training history
 
     def on_train_loop_registration(self) -> None:
         tl = self.train_loop_obj
@@ -140,6 +145,19 @@ class EpochCheckpoint(Callback):
         if self.monitor == "val_loss" and tl.validation_loader is None:
             raise LoopConfigError(
                 "checkpoints are ranked by 'val_loss' but there is no validation_loader; pass one or rank by 'loss'"
+            )
+
+    def on_train_begin(self) -> None:
+        tl = self.train_loop_obj
+        assert tl is not None
+        if self.monitor is None:
+            return
+        check_metric_will_exist(tl, self.monitor, "checkpoints are ranked by")
+        if tl.is_main_process:
+            logger.info(
+                "checkpoints are ranked by %s, %s (set rm_subopt_mode='min' or 'max' to choose)",
+                self.monitor,
+                "lower is better" if self.mode == "min" else "higher is better",
             )
 
     def save(self, *, epoch_end: bool = True) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 from aitoolbox.checkpointing import CheckpointManager, CheckpointNotFoundError, LoadedCheckpoint
 from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.experiment.result_package import AbstractResultPackage
-from aitoolbox.loop import LoopConfigError, TrainLoop, TTModel
+from aitoolbox.loop import LoopConfigError, TrainLoop, TTModel, resolve_mode
 from aitoolbox.loop.callbacks import Callback
 from aitoolbox.torchtrain._checkpoint import (
     REQUIRED_PARTS,
@@ -44,7 +44,7 @@ def _check_cloud_mode(cloud_save_mode: object) -> None:
         raise LoopConfigError(f"cloud_save_mode must be None, 'local', 's3' or 'gcs', got {cloud_save_mode!r}")
 
 
-def _retention(rm_subopt_local_models: object, num_best_checkpoints_kept: object) -> dict[str, Any]:
+def _retention(rm_subopt_local_models: object, num_best_checkpoints_kept: object, mode: object) -> dict[str, Any]:
     """The original AIToolbox retention options as CheckpointManager settings."""
     if num_best_checkpoints_kept is not None:
         if (
@@ -70,8 +70,10 @@ def _retention(rm_subopt_local_models: object, num_best_checkpoints_kept: object
         raise LoopConfigError(
             f"rm_subopt_local_models must be False, True or a history metric name, got {rm_subopt_local_models!r}"
         )
-    mode = "min" if "loss" in monitor else "max"  # the original's rule
-    return {"keep_last": 1, "keep_best": num_best_checkpoints_kept or 2, "monitor": monitor, "mode": mode}
+    if mode not in ("auto", "min", "max"):
+        raise LoopConfigError(f"rm_subopt_mode must be 'auto', 'min' or 'max', got {mode!r}")
+    direction = resolve_mode(monitor, mode)  # the rule EarlyStopping(mode='auto') follows too
+    return {"keep_last": 1, "keep_best": num_best_checkpoints_kept or 2, "monitor": monitor, "mode": direction}
 
 
 class _TrackedTrainLoop(TrainLoop):
@@ -208,8 +210,11 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         cloud_options: ``endpoint_url``, ``region``, ``profile`` (else boto3's chain: ``AWS_ENDPOINT_URL``...),
             ``create_bucket`` (False), ``max_attempts``, ``backoff_s``, ``flush_timeout_s`` (600), ``part_size``.
         rm_subopt_local_models: ``False`` keeps every checkpoint; ``True`` keeps the ``num_best_checkpoints_kept``
-            best by ``'loss'`` plus the newest; a metric name ranks by that metric (minimised when its name contains
-            'loss', else maximised).
+            best by ``'loss'`` plus the newest; a metric name ranks by that metric. A metric that nothing in the run
+            produces is refused before epoch 1.
+        rm_subopt_mode: which direction of the ranking metric is better: ``'auto'`` (default: minimise names with
+            loss/error/mse/mae/rmse/perplexity..., maximise the rest; the same rule as ``EarlyStopping``),
+            ``'min'`` or ``'max'``. The direction is logged when training starts.
         num_best_checkpoints_kept: how many best checkpoints to keep (default 2 when ranking).
         iteration_save_freq: also checkpoint every N iterations (0: only at epoch ends).
         **kwargs: the keyword options of :class:`TrainLoop` (``device``, ``use_amp``, ...).
@@ -244,13 +249,14 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         rm_subopt_local_models: bool | str = False,
         num_best_checkpoints_kept: int | None = None,
         iteration_save_freq: int = 0,
+        rm_subopt_mode: str = "auto",
         **kwargs: Any,
     ) -> None:
         if isinstance(iteration_save_freq, bool) or not isinstance(iteration_save_freq, int) or iteration_save_freq < 0:
             raise LoopConfigError(
                 f"iteration_save_freq must be an int >= 0 (0: epoch ends only), got {iteration_save_freq!r}"
             )
-        self._retention = _retention(rm_subopt_local_models, num_best_checkpoints_kept)
+        self._retention = _retention(rm_subopt_local_models, num_best_checkpoints_kept, rm_subopt_mode)
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion,
             project_name=project_name, experiment_name=experiment_name,

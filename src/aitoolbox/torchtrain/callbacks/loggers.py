@@ -43,6 +43,9 @@ class TensorBoardLogger(Callback):
         self.log_every_n_steps = log_every_n_steps
         self.writer: Any = None
 
+    def provided_metrics(self) -> tuple[str, ...]:
+        return ()  # adds nothing to the training history
+
     def on_train_loop_registration(self) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
@@ -98,6 +101,9 @@ class CSVHistoryWriter(Callback):
     def __init__(self, directory: str | Path | None = None) -> None:
         super().__init__(execution_order=900)
         self.directory = None if directory is None else Path(directory)
+
+    def provided_metrics(self) -> tuple[str, ...]:
+        return ()  # adds nothing to the training history
 
     def on_train_loop_registration(self) -> None:
         if self.directory is None and _experiment_dir(self) is None:

@@ -54,6 +54,10 @@ class ModelPerformanceEvaluation(Callback):
                 "ModelPerformanceEvaluation(on_val_data=True) needs a validation_loader; pass one to the TrainLoop"
             )
 
+    def provided_metrics(self) -> tuple[str, ...]:
+        prefixes = [p for p, on in (("train", self.on_train_data), ("val", self.on_val_data)) if on]
+        return tuple(f"{prefix}_{name}" for prefix in prefixes for name in self.result_package.metrics)
+
     def on_epoch_end(self) -> None:
         tl = self.train_loop_obj
         assert tl is not None

@@ -3,7 +3,14 @@
 from aitoolbox.loop._device import move_to_device, resolve_device
 from aitoolbox.loop._version import __version__
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
-from aitoolbox.loop.errors import LoopConfigError, LoopError, ModelNotSupportedError, NonFiniteLossError
+from aitoolbox.loop.direction import resolve_mode
+from aitoolbox.loop.errors import (
+    LoopConfigError,
+    LoopError,
+    ModelNotSupportedError,
+    NonFiniteLossError,
+    ResumeMismatchError,
+)
 from aitoolbox.loop.history import TrainingHistory
 from aitoolbox.loop.model import ModelWrap, TTModel, as_ttmodel
 from aitoolbox.loop.train_loop import TrainLoop
@@ -15,6 +22,7 @@ __all__ = [
     "ModelNotSupportedError",
     "ModelWrap",
     "NonFiniteLossError",
+    "ResumeMismatchError",
     "TTModel",
     "TrainLoop",
     "TrainingHistory",
@@ -23,4 +31,5 @@ __all__ = [
     "move_to_device",
     "resolve_amp",
     "resolve_device",
+    "resolve_mode",
 ]

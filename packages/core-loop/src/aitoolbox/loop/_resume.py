@@ -16,39 +16,166 @@ from typing import Any
 
 import torch
 
-__all__ = ["capture_epoch_rng", "restore_epoch_rng", "skip_batches"]
+from aitoolbox.loop.errors import ResumeMismatchError
+
+__all__ = [
+    "capture_data_rng",
+    "capture_epoch_rng",
+    "data_layout",
+    "layout_changes",
+    "not_replayed",
+    "restore_data_rng",
+    "restore_epoch_rng",
+    "skip_batches",
+]
+
+
+# samplers whose only randomness is drawn from a torch.Generator (their own, or torch's global one) when an epoch's
+# iteration starts: restoring that generator replays them
+_REPLAYABLE_SAMPLERS = frozenset(
+    {"SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler", "BatchSampler",
+     "DistributedSampler", "_SkippingSampler", "_InfiniteConstantSampler"}
+)  # fmt: skip
+
+
+def _samplers(loader: object) -> list[Any]:
+    """The loader's sampler, batch sampler and the batch sampler's inner sampler (each once)."""
+    found: list[Any] = []
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for obj in (getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)):
+        if obj is not None and all(obj is not s for s in found):
+            found.append(obj)
+    return found
 
 
 def _generators(loader: object) -> list[torch.Generator]:
     found: list[torch.Generator] = []
-    candidates = [
-        getattr(loader, "generator", None),
-        getattr(getattr(loader, "sampler", None), "generator", None),
-        getattr(getattr(getattr(loader, "batch_sampler", None), "sampler", None), "generator", None),
-    ]
+    candidates = [getattr(loader, "generator", None), *(getattr(s, "generator", None) for s in _samplers(loader))]
     for gen in candidates:
         if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
             found.append(gen)
     return found
 
 
+def _stateful_samplers(loader: object) -> list[Any]:
+    return [
+        s
+        for s in _samplers(loader)
+        if callable(getattr(s, "state_dict", None)) and callable(getattr(s, "load_state_dict", None))
+    ]
+
+
+def capture_data_rng(loader: object) -> dict[str, Any]:
+    """What decides the loader's next epoch besides torch's global RNG: its own generators (``DataLoader(generator=)``,
+    ``RandomSampler(generator=)``...) and the ``state_dict()`` of samplers that have one."""
+    return {
+        "generators": [g.get_state() for g in _generators(loader)],
+        "samplers": [s.state_dict() for s in _stateful_samplers(loader)],
+    }
+
+
+def restore_data_rng(loader: object, state: dict[str, Any]) -> None:
+    """Put back what :func:`capture_data_rng` returned, refusing a loader built differently."""
+    gens = _generators(loader)
+    if len(gens) != len(state["generators"]):
+        saved = len(state["generators"])
+        raise ResumeMismatchError(
+            f"the training loader has {len(gens)} random generator(s) but the checkpoint saved {saved}; "
+            "resume with the same DataLoader configuration (shuffle, generator=, sampler) as the interrupted run"
+        )
+    for gen, gen_state in zip(gens, state["generators"], strict=True):
+        gen.set_state(gen_state)
+    samplers = _stateful_samplers(loader)
+    saved_samplers = state.get("samplers", [])
+    if len(samplers) != len(saved_samplers):
+        raise ResumeMismatchError(
+            f"the training loader has {len(samplers)} sampler(s) with state_dict() but the checkpoint saved "
+            f"{len(saved_samplers)}; resume with the same sampler as the interrupted run"
+        )
+    for sampler, sampler_state in zip(samplers, saved_samplers, strict=True):
+        sampler.load_state_dict(sampler_state)
+
+
+def data_layout(loader: object) -> dict[str, Any]:
+    """What decides which batches an epoch's first N are: batch size, dataset length, batches, sampler kind."""
+    dataset = getattr(loader, "dataset", None)
+    try:
+        length: int | None = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        length = None
+    try:
+        batches: int | None = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        batches = None
+    return {
+        "batch_size": getattr(loader, "batch_size", None),
+        "dataset_len": length,
+        "batches": batches,
+        "sampler": type(getattr(loader, "sampler", None)).__name__,
+    }
+
+
+def layout_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The differences between two :func:`data_layout` results, in words."""
+    labels = {"batch_size": "batch size", "dataset_len": "dataset length", "batches": "batches per epoch",
+              "sampler": "sampler (shuffle)"}  # fmt: skip
+    return [
+        f"{label} {saved[key]!r} -> {current[key]!r}"
+        for key, label in labels.items()
+        if key in saved and saved[key] != current.get(key)
+    ]
+
+
 def capture_epoch_rng(loader: object) -> dict[str, Any]:
-    """The RNG states that decide an epoch's sampling: torch's global CPU RNG and the loader's generators."""
-    return {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in _generators(loader)]}
+    """The RNG states that decide an epoch's sampling: torch's global CPU RNG and the loader's own streams."""
+    return {"torch": torch.get_rng_state(), **capture_data_rng(loader)}
 
 
 def restore_epoch_rng(loader: object, state: dict[str, Any]) -> None:
     """Put back what :func:`capture_epoch_rng` returned."""
     torch.set_rng_state(state["torch"])
-    gens = _generators(loader)
-    if len(gens) != len(state["generators"]):
-        saved = len(state["generators"])
-        raise ValueError(
-            f"the training loader has {len(gens)} random generators but the checkpoint saved {saved}; "
-            "resume with the same DataLoader configuration (shuffle, generator) as the interrupted run"
+    restore_data_rng(loader, state)
+
+
+def not_replayed(loader: object, *, mid_epoch: bool) -> list[str]:
+    """What a resume cannot reproduce for ``loader``, in words (empty when the resume is exact).
+
+    Exact: map-style DataLoaders whose samplers are torch's (or have ``state_dict``/``load_state_dict``), with
+    randomness from torch's global RNG or their own ``torch.Generator``. Not reproduced: a custom sampler without
+    ``state_dict``; an ``IterableDataset`` without ``state_dict``; and, for the rest of an epoch resumed in its middle,
+    random draws made inside the dataset by DataLoader worker processes (each worker's stream depends on the batches it
+    already produced; the epochs after it are exact).
+    """
+    from torch.utils.data import DataLoader, IterableDataset
+
+    if not isinstance(loader, DataLoader):
+        return [f"the training loader is a {type(loader).__name__}, not a DataLoader: its order cannot be checked"]
+    problems = []
+    dataset = loader.dataset
+    if isinstance(dataset, IterableDataset):
+        if not callable(getattr(dataset, "state_dict", None)):
+            problems.append(
+                f"the training set is an IterableDataset ({type(dataset).__name__}) without state_dict(): it is "
+                "iterated again from its start"
+                + (", the consumed batches are fetched and dropped" if mid_epoch else "")
+                + "; any state it keeps of its own is not restored"
+            )
+    else:
+        stateful = {id(s) for s in _stateful_samplers(loader)}
+        for sampler in _samplers(loader):
+            name = type(sampler).__name__
+            if id(sampler) not in stateful and name not in _REPLAYABLE_SAMPLERS:
+                problems.append(
+                    f"the sampler {name} is not one of torch's and has no state_dict()/load_state_dict(): its order "
+                    "after the resume may differ from the interrupted run's (give it those two methods)"
+                )
+    if mid_epoch and loader.num_workers > 0:
+        problems.append(
+            f"the interrupted epoch is resumed in its middle with num_workers={loader.num_workers}: random draws "
+            "inside the dataset (augmentation) in the workers are not replayed for the rest of that epoch (the "
+            "epochs after it are exact)"
         )
-    for gen, gen_state in zip(gens, state["generators"], strict=True):
-        gen.set_state(gen_state)
+    return problems
 
 
 class _SkippingSampler:

@@ -11,6 +11,7 @@ __all__ = [
     "LoopError",
     "ModelNotSupportedError",
     "NonFiniteLossError",
+    "ResumeMismatchError",
 ]
 
 
@@ -22,8 +23,20 @@ class LoopConfigError(LoopError, ValueError):
     """An argument of ``TrainLoop``, ``fit`` or a callback is invalid; the message says what to change."""
 
 
-class ModelNotSupportedError(LoopError, TypeError):
-    """The model is neither a :class:`~aitoolbox.loop.TTModel` nor an ``nn.Module`` that can be adapted."""
+class ModelNotSupportedError(LoopConfigError, TypeError):
+    """The model is neither a :class:`~aitoolbox.loop.TTModel` nor an ``nn.Module`` that can be adapted.
+
+    .. versionchanged:: 0.2
+        Also a :class:`LoopConfigError`, as the README says of every bad constructor argument.
+    """
+
+
+class ResumeMismatchError(LoopConfigError):
+    """The run being resumed differs from the one that saved the state (optimizer, loader, batch size...); the
+    message names what changed.
+
+    .. versionadded:: 0.2
+    """
 
 
 class NonFiniteLossError(LoopError, FloatingPointError):

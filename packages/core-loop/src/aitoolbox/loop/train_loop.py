@@ -18,12 +18,21 @@ from aitoolbox.loop._device import CudaPrefetcher, move_to_device, resolve_devic
 from aitoolbox.loop._distributed import DistributedContext
 from aitoolbox.loop._evaluation import evaluate_loss_sum, predict
 from aitoolbox.loop._loaders import resolve_fast_collate, with_fast_collate
-from aitoolbox.loop._resume import capture_epoch_rng, restore_epoch_rng, skip_batches
+from aitoolbox.loop._resume import (
+    capture_data_rng,
+    capture_epoch_rng,
+    data_layout,
+    layout_changes,
+    not_replayed,
+    restore_data_rng,
+    restore_epoch_rng,
+    skip_batches,
+)
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
 from aitoolbox.loop.callbacks._dispatch import CallbackHandler, validate_callbacks
 from aitoolbox.loop.callbacks.base import Callback
 from aitoolbox.loop.callbacks.progress_bar import ProgressBar
-from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.errors import LoopConfigError, ResumeMismatchError
 from aitoolbox.loop.history import TrainingHistory
 from aitoolbox.loop.model import ModelWrap, TTModel, as_ttmodel
 
@@ -211,6 +220,8 @@ class TrainLoop:
         self._epoch_loss_dev: torch.Tensor | None = None
         self._epoch_start_rng: dict[str, Any] | None = None
         self._resume_plan: dict[str, Any] | None = None
+        self._data_rng_pending: dict[str, Any] | None = None
+        self._resume_strict = True
         self._epoch_batches = 0
 
     # ------------------------------------------------------------------ validation
@@ -363,6 +374,8 @@ class TrainLoop:
         self.grad_accumulation = grad_accumulation
         self.early_stop = False
         self.stop_reason = None
+        if self._resume_plan is not None:
+            self._check_resume_plan()
         self.callbacks = callbacks_checked
         for cb in self.callbacks:
             cb.register_train_loop_object(self)
@@ -376,6 +389,28 @@ class TrainLoop:
                 _distributed.record_failure(err)  # torchrun's summary then names this rank's error
             raise
         return self.model
+
+    def _check_resume_plan(self) -> None:
+        """A mid-epoch resume skips the consumed batches by count: refuse when the count no longer means them."""
+        plan = self._resume_plan
+        assert plan is not None
+        changes = layout_changes(plan.get("data_layout") or {}, data_layout(self.train_loader))
+        if plan["grad_accumulation"] != self.grad_accumulation:
+            changes.append(f"grad_accumulation {plan['grad_accumulation']} -> {self.grad_accumulation}")
+        if not changes:
+            return
+        what = (
+            f"the run is resumed at batch {plan['batch_in_epoch']} of epoch {plan['epoch']}, but since it was "
+            f"saved: {', '.join(changes)}"
+        )
+        if self._resume_strict:
+            self._resume_plan = None
+            raise ResumeMismatchError(
+                f"{what}; the skipped batches would not be the ones already trained on. Resume with the original "
+                "settings, from an epoch-end checkpoint, or accept the difference (allow_resume_changes=True in "
+                "fit, strict=False in load_state_dict)"
+            )
+        logger.warning("%s: continuing anyway, as asked", what)
 
     def _on_fit_start(self) -> None:
         """Extension point for subclasses: runs in ``fit`` after the callbacks are registered, before training."""
@@ -550,6 +585,9 @@ class TrainLoop:
             loader = skip_batches(loader, skip, lambda: torch.set_rng_state(resume_rng))
             self.batch_in_epoch = skip
         else:
+            pending, self._data_rng_pending = self._data_rng_pending, None
+            if pending is not None:  # an epoch-end checkpoint: the loader's own generators continue from it
+                restore_data_rng(loader, pending)
             self._epoch_start_rng = capture_epoch_rng(loader)
         self._epoch_loss_host = loss_sum
         if self.device.type == "cpu":
@@ -590,10 +628,27 @@ class TrainLoop:
             "history": self.train_history.state_dict(),
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "sampler_seed": self._sampler_seed,
+            "data_rng": None if batch else capture_data_rng(self._run_loader("train_loader", self.train_loader)),
+            "data_layout": data_layout(self.train_loader),
+            "optimizers": [type(opt).__qualname__ for opt in self.optimizers],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned; the next :meth:`fit` continues from that position."""
+    def load_state_dict(self, state: dict[str, Any], *, strict: bool = True) -> None:
+        """Restore what :meth:`state_dict` returned; the next :meth:`fit` continues from that position.
+
+        Args:
+            state: what :meth:`state_dict` returned.
+            strict: refuse (with :class:`~aitoolbox.loop.errors.ResumeMismatchError`, when ``fit`` starts) to
+                continue an epoch in its middle when the training loader's batch size, dataset length, sampler or
+                ``grad_accumulation`` differ from the saved run's: the skipped batches would not be the consumed
+                ones. ``False`` accepts it with a warning.
+
+        What a resume cannot reproduce (a custom sampler without ``state_dict``, random draws in DataLoader workers
+        for the rest of an interrupted epoch...) is logged as a warning here, before training.
+
+        .. versionchanged:: 0.2
+            Restores the training loader's own generators; ``strict``.
+        """
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
         self.train_history.load_state_dict(state["history"])
@@ -602,6 +657,11 @@ class TrainLoop:
                 raise LoopConfigError("the checkpoint holds GradScaler state but use_amp does not use fp16 here")
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         self._resume_plan = dict(state) if state["batch_in_epoch"] else None
+        self._data_rng_pending = state.get("data_rng")
+        self._resume_strict = strict
+        problems = not_replayed(self.train_loader, mid_epoch=bool(state["batch_in_epoch"]))
+        if problems and self.is_main_process:
+            logger.warning("the resumed run may differ from the interrupted one: %s", "; ".join(problems))
         if "sampler_seed" in state and state["sampler_seed"] != self._sampler_seed:
             self._sampler_seed = int(state["sampler_seed"])  # the interrupted run's shuffling
             self._run_loaders.clear()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from aitoolbox.loop.errors import LoopConfigError
 
 if TYPE_CHECKING:
     from aitoolbox.loop.train_loop import TrainLoop
 
-__all__ = ["AbstractCallback", "Callback"]
+__all__ = ["AbstractCallback", "Callback", "check_metric_will_exist"]
 
 
 class Callback:
@@ -92,6 +95,16 @@ class Callback:
     def on_after_optimizer_step(self) -> None:
         """Called after every optimizer step."""
 
+    def provided_metrics(self) -> Sequence[str] | None:
+        """The training-history metrics this callback adds, or ``None`` when it cannot say (the default).
+
+        When every callback of a run says, a metric that nothing produces (``EarlyStopping(monitor=...)``,
+        checkpoint ranking) is refused before epoch 1 instead of failing at the first epoch end.
+
+        .. versionadded:: 0.2
+        """
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """Return the callback's resumable state (plain data and tensors only); stateless callbacks return ``{}``."""
         return {}
@@ -102,3 +115,26 @@ class Callback:
 
 AbstractCallback = Callback
 """The original AIToolbox name of :class:`Callback`."""
+
+
+def check_metric_will_exist(tl: TrainLoop, monitor: str, what: str) -> None:
+    """Refuse, before training, a ``monitor`` that no part of the run will put in the history.
+
+    Known: ``loss``, ``val_loss`` (with a validation loader and ``end_auto_eval``), what the history already holds
+    (a resumed run) and what every callback's :meth:`Callback.provided_metrics` lists. When a callback cannot say,
+    nothing is refused here (the epoch-end check still is).
+    """
+    known = {"loss", *tl.train_history}
+    if tl.validation_loader is not None and tl.end_auto_eval:
+        known.add("val_loss")
+    for cb in tl.callbacks:
+        provided = cb.provided_metrics()
+        if provided is None:
+            return
+        known.update(provided)
+    if monitor not in known:
+        raise LoopConfigError(
+            f"{what} {monitor!r}, which nothing in this run puts in the training history (it will have "
+            f"{sorted(known)}); monitor one of those, or add the callback that records it "
+            "(e.g. ModelPerformanceEvaluation for val_<metric>)"
+        )

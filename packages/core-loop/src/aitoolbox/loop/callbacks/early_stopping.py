@@ -7,7 +7,8 @@ import logging
 import math
 from typing import Any
 
-from aitoolbox.loop.callbacks.base import Callback
+from aitoolbox.loop.callbacks.base import Callback, check_metric_will_exist
+from aitoolbox.loop.direction import resolve_mode
 from aitoolbox.loop.errors import LoopConfigError
 
 __all__ = ["EarlyStopping"]
@@ -22,17 +23,20 @@ class EarlyStopping(Callback):
         monitor: a training-history metric, e.g. ``'val_loss'`` or ``'val_accuracy'``.
         min_delta: the smallest change that counts as an improvement.
         patience: how many epochs without improvement to accept before stopping.
-        mode: ``'min'``, ``'max'``, or ``'auto'`` (``'max'`` for names containing acc/f1/auc/precision/recall/r2,
-            else ``'min'``).
+        mode: ``'min'``, ``'max'``, or ``'auto'``: :func:`~aitoolbox.loop.direction.resolve_mode`'s rule, the one
+            checkpoint ranking uses too (minimise names with loss/error/mse/mae/rmse/perplexity..., maximise the
+            rest). The direction is logged when training starts.
         restore_best_weights: at the end of training, load the model weights of the best epoch.
 
     Example:
         .. code-block:: python
 
             tl.fit(num_epochs=100, callbacks=[EarlyStopping(monitor="val_loss", patience=3)])
-    """
 
-    _MAX_HINTS = ("acc", "f1", "auc", "precision", "recall", "r2")
+    .. versionchanged:: 0.2
+        ``mode='auto'`` follows :func:`~aitoolbox.loop.direction.resolve_mode` (``val_bleu``, ``val_iou`` are
+        maximised); a metric no callback produces is refused before epoch 1.
+    """
 
     def __init__(
         self,
@@ -43,8 +47,6 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
     ) -> None:
         super().__init__()
-        if mode not in ("min", "max", "auto"):
-            raise LoopConfigError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise LoopConfigError(f"patience must be an int >= 0, got {patience!r}")
         if not isinstance(min_delta, (int, float)) or min_delta < 0:
@@ -52,9 +54,10 @@ class EarlyStopping(Callback):
         self.monitor = monitor
         self.min_delta = float(min_delta)
         self.patience = patience
-        if mode == "auto":
-            mode = "max" if any(h in monitor.lower() for h in self._MAX_HINTS) else "min"
-        self.mode = mode
+        if not isinstance(monitor, str) or not monitor:
+            raise LoopConfigError(f"monitor must be a training-history metric name such as 'val_loss', got {monitor!r}")
+        self.mode = resolve_mode(monitor, mode)
+        self._mode_given = mode
         self.restore_best_weights = restore_best_weights
         self.best: float | None = None
         self.best_epoch: int | None = None
@@ -69,6 +72,19 @@ class EarlyStopping(Callback):
             raise LoopConfigError(
                 "EarlyStopping monitors 'val_loss' but the TrainLoop has no validation_loader; pass one, or "
                 "monitor another metric such as 'loss'"
+            )
+
+    def on_train_begin(self) -> None:
+        tl = self.train_loop_obj
+        assert tl is not None
+        check_metric_will_exist(tl, self.monitor, "EarlyStopping monitors")
+        if tl.is_main_process:
+            logger.info(
+                "EarlyStopping: %s is %s (mode=%r%s)",
+                self.monitor,
+                "minimised" if self.mode == "min" else "maximised",
+                self._mode_given,
+                "; pass mode='min' or 'max' to choose" if self._mode_given == "auto" else "",
             )
 
     def _improved(self, value: float) -> bool:
@@ -110,6 +126,9 @@ class EarlyStopping(Callback):
             logger.info(
                 "EarlyStopping: restored the weights of epoch %s (%s=%s)", self.best_epoch, self.monitor, self.best
             )
+
+    def provided_metrics(self) -> tuple[str, ...]:
+        return ()  # adds nothing to the training history
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,9 @@ class _GradClip(Callback):
         super().__init__()
         self._params: list[list[torch.Tensor]] = []
 
+    def provided_metrics(self) -> tuple[str, ...]:
+        return ()  # adds nothing to the training history
+
     def on_train_loop_registration(self) -> None:
         tl = self.train_loop_obj
         assert tl is not None

@@ -102,6 +102,9 @@ class LRSchedulerCallback(Callback):
         else:
             self.scheduler.step()
 
+    def provided_metrics(self) -> tuple[str, ...]:
+        return ()  # adds nothing to the training history
+
     def state_dict(self) -> dict[str, Any]:
         return {"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}
 

@@ -43,6 +43,9 @@ class ProgressBar(Callback):
         self._stride = 1
         self._last = 0.0
 
+    def provided_metrics(self) -> tuple[str, ...]:
+        return ()  # adds nothing to the training history
+
     def on_epoch_begin(self) -> None:
         from tqdm.auto import tqdm  # lazy: keeps `import aitoolbox` cheap
 

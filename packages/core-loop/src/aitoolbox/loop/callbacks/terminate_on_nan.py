@@ -44,6 +44,9 @@ class TerminateOnNaN(Callback):
         self._filled = 0
         self._first_iteration = 0
 
+    def provided_metrics(self) -> tuple[str, ...]:
+        return ()  # adds nothing to the training history
+
     def on_train_begin(self) -> None:
         tl = self.train_loop_obj
         assert tl is not None
