@@ -241,5 +241,5 @@ def test_bad_names_and_root(tmp_path: Path) -> None:
 
 
 def test_ranking_metric_missing_from_history_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(LoopConfigError, match="ranked by 'val_accuracy', which nothing in this run puts in the training history"):
+    with pytest.raises(LoopConfigError, match="ranked by 'val_accuracy', which nothing in this run puts"):
         _tl(tmp_path, rm_subopt_local_models="val_accuracy").fit(num_epochs=1)

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 import fastcollate
+from aitoolbox.loop._loaders import lenient_fast_collate
 from aitoolbox.loop.testing import TinyClassifier, make_classification_data
 from aitoolbox.torchtrain.train_loop import TrainLoop
 
@@ -53,7 +54,7 @@ def test_training_with_fast_collate_equals_default_collate(num_workers: int) -> 
     fast, fast_loader = _train(True, num_workers)
     slow, _ = _train(False, num_workers)
     assert fast_loader.collate_fn is default_collate, "the user's loader is never modified"
-    assert fast._loader("train_loader").collate_fn is fastcollate.collate
+    assert fast._loader("train_loader").collate_fn is lenient_fast_collate
     for a, b in zip(fast.model.parameters(), slow.model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert fast.train_history["val_loss"] == slow.train_history["val_loss"]
@@ -73,3 +74,50 @@ def test_a_custom_collate_fn_is_left_alone() -> None:
         model, loader, None, None, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), fast_collate=True
     )
     assert tl._loader("train_loader").collate_fn is mine
+
+
+class _SometimesFloat64(Dataset[tuple[torch.Tensor, int]]):
+    """Rows that are float32, except every 7th, which is float64: default_collate promotes the batch to float64."""
+
+    def __init__(self) -> None:
+        self.x, self.y = make_classification_data(64).tensors
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.x[i].double() if i % 7 == 3 else self.x[i]
+        return x, int(self.y[i])
+
+
+class _AnyDtype(TinyClassifier):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float())
+
+
+def test_what_default_collate_accepts_trains_with_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = fastcollate.collate
+
+    def spy(batch: list[object]) -> object:
+        calls.append(len(batch))
+        return real(batch)
+
+    with pytest.raises(fastcollate.CollateDtypeError):  # called directly, fastcollate stays strict
+        real([_SometimesFloat64()[i] for i in range(8)])
+    monkeypatch.setattr(fastcollate, "collate", spy)
+    runs = []
+    for fast in (None, False):  # None: the default, fastcollate when installed
+        torch.manual_seed(0)
+        model = _AnyDtype()
+        loader = DataLoader(_SometimesFloat64(), batch_size=8, shuffle=True)
+        tl = TrainLoop(
+            model, loader, None, None, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+            device="cpu", fast_collate=fast,
+        )  # fmt: skip
+        tl.fit(num_epochs=2)
+        runs.append(tl)
+    assert len(calls) == 16  # fastcollate saw every batch of the default run, and declined the mixed ones
+    assert runs[0].train_history["loss"] == runs[1].train_history["loss"]
+    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters(), strict=True):
+        assert torch.equal(a, b)

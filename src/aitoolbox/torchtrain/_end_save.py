@@ -93,22 +93,34 @@ def end_save(
     val_result_package: AbstractResultPackage | None,
     test_result_package: AbstractResultPackage | None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate the packages, save the final model and write the experiment folder; returns the results."""
+    """Save the final model and history, evaluate the packages, write the experiment folder; returns the results.
+
+    Nothing trained is lost to a failing result package: the model, history, hyperparameters, script and environment
+    are written first; a package that raises is recorded in ``summary.md`` (the other split is still evaluated) and
+    its error is raised again once everything else is saved, with ``tl.results`` holding what did succeed.
+    """
     assert tl.experiment_dir is not None
     start = time.perf_counter()
     writer = ExperimentWriter(tl.experiment_dir)
-    results: dict[str, dict[str, Any]] = {}
-    for split, pkg, predict in _prediction_steps(tl, val_result_package, test_result_package):
-        y_pred, y_true, metadata = predict()
-        results[split] = pkg.evaluate(y_true, y_pred)
-        writer.write_results(split, results[split])
-        writer.write_predictions(split, y_true, y_pred, metadata)
     save_final_model(tl, tl.experiment_dir / "model")
     history = tl.train_history.to_dict()
     writer.write_history(history)
     writer.write_hyperparams(tl.hyperparams)
     writer.copy_script()
     writer.write_environment({"device": str(tl.device), "amp": str(tl.amp.dtype), "variant": type(tl).__name__})
+    results: dict[str, dict[str, Any]] = {}
+    tl.results = results
+    failures: list[tuple[str, BaseException]] = []
+    for split, pkg, predict in _prediction_steps(tl, val_result_package, test_result_package):
+        try:
+            y_pred, y_true, metadata = predict()
+            results[split] = pkg.evaluate(y_true, y_pred)
+        except Exception as err:  # recorded, saved around, raised again at the end
+            logger.error("the %s result package %s failed: %s", split, pkg.pkg_name, err)
+            failures.append((split, err))
+            continue
+        writer.write_results(split, results[split])
+        writer.write_predictions(split, y_true, y_pred, metadata)
     writer.write_plots(history, results)
     notes = [
         f"{type(tl).__name__}: {tl.epoch} epochs, {tl.iteration} iterations on {tl.device}",
@@ -116,6 +128,10 @@ def end_save(
     ]
     if tl.stop_reason:
         notes.append(f"stopped early: {tl.stop_reason}")
+    notes.extend(
+        f"**{split} result package failed** ({type(err).__name__}: {err}); the model and history above are saved"
+        for split, err in failures
+    )
     writer.write_summary(
         title=f"{tl.project_name} / {tl.experiment_dir.name}",
         results=results,
@@ -127,4 +143,6 @@ def end_save(
         shown = {k: round(v, 4) for k, v in res.items() if isinstance(v, float)}
         logger.info("%s results: %s", split, shown)
     logger.info("experiment saved to %s (%.1f s)", tl.experiment_dir, time.perf_counter() - start)
+    if failures:
+        raise failures[0][1]
     return results

@@ -389,13 +389,15 @@ class _EndSave:
     cloud_uploads: ExperimentUploads | None
 
     def _after_fit(self) -> None:
-        if self.is_main_process:  # type: ignore[attr-defined]
-            self.results = end_save(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
-        else:  # the predictions are gathered: take part in the same evaluations, in the same order, write nothing
-            end_save_predictions(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
-        if self.cloud_uploads is not None:
-            self.cloud_uploads.upload_experiment_files()
-        super()._after_fit()  # type: ignore[misc]
+        try:
+            if self.is_main_process:  # type: ignore[attr-defined]
+                self.results = end_save(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
+            else:  # the predictions are gathered: take part in the same evaluations, in the same order, write nothing
+                end_save_predictions(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
+        finally:  # what was saved goes up even when a result package failed
+            if self.cloud_uploads is not None:
+                self.cloud_uploads.upload_experiment_files()
+            super()._after_fit()  # type: ignore[misc]
 
     def _export_run(self) -> dict[str, Any]:
         return {**super()._export_run(), "results": self.results}  # type: ignore[misc]

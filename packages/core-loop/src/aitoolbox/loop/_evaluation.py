@@ -11,9 +11,46 @@ import torch
 
 from aitoolbox.loop._device import move_to_device
 from aitoolbox.loop.amp import AmpConfig
+from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.model import TTModel
 
-__all__ = ["evaluate_loss", "evaluate_loss_sum", "infer_batch_size", "predict", "preserve_rng"]
+__all__ = ["check_loss", "evaluate_loss", "evaluate_loss_sum", "infer_batch_size", "predict", "preserve_rng"]
+
+
+def check_loss(model: object, method: str, loss: object, *, needs_grad: bool) -> None:
+    """Refuse, naming ``method`` and the fix, a loss that is not a one-element tensor (requiring grad in training)."""
+    owner = f"{type(model).__name__}.{method}"
+    if not isinstance(loss, torch.Tensor):
+        hint = " (was .item() called on it?)" if isinstance(loss, (int, float)) else ""
+        raise LoopConfigError(
+            f"{owner} must return the batch's loss as a scalar torch.Tensor, got {type(loss).__name__}{hint}; "
+            "return e.g. criterion(self(x), y)"
+        )
+    if loss.numel() != 1:
+        raise LoopConfigError(
+            f"{owner} returned a loss tensor of shape {tuple(loss.shape)}, not a scalar; reduce it (loss.mean(), or a "
+            "criterion with reduction='mean')"
+        )
+    if needs_grad and not loss.requires_grad:
+        raise LoopConfigError(
+            f"{owner} returned a loss that does not require grad, so nothing would be trained; do not .detach() it or "
+            "compute it under torch.no_grad(), and check that the model's parameters require grad"
+        )
+
+
+def _check_predictions(model: object, out: object) -> tuple[Any, Any, Any]:
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise LoopConfigError(
+            f"{type(model).__name__}.get_predictions must return (y_pred, y_true, metadata), got {got}; return "
+            "metadata=None when there is none"
+        )
+    if out[2] is not None and not isinstance(out[2], Mapping):
+        raise LoopConfigError(
+            f"{type(model).__name__}.get_predictions returned metadata of type {type(out[2]).__name__}; return a "
+            "dict of per-sample values, or None"
+        )
+    return out[0], out[1], out[2]
 
 
 @contextlib.contextmanager
@@ -117,6 +154,8 @@ def evaluate_loss_sum(
                 batch = move_to_device(batch, device)
                 n = infer_batch_size(batch)
                 loss = model.get_loss_eval(batch, criterion, device)
+                if not count:
+                    check_loss(model, "get_loss_eval", loss, needs_grad=False)
                 total += loss.detach().to(torch.float64) * n
                 count += n
     finally:
@@ -167,7 +206,8 @@ def predict(
         with preserve_rng(device), torch.no_grad(), _autocast(amp, device):
             for batch in loader:
                 batch = move_to_device(batch, device)
-                y_pred, y_true, metadata = model.get_predictions(batch, device)
+                out = model.get_predictions(batch, device)
+                y_pred, y_true, metadata = out if preds else _check_predictions(model, out)
                 preds.append(_to_host(y_pred))
                 trues.append(_to_host(y_true))
                 if metadata is not None:

@@ -15,7 +15,13 @@ from typing import Any
 
 from aitoolbox.loop.errors import LoopConfigError
 
-__all__ = ["derive_loader", "fast_collate_available", "resolve_fast_collate", "with_fast_collate"]
+__all__ = [
+    "derive_loader",
+    "fast_collate_available",
+    "lenient_fast_collate",
+    "resolve_fast_collate",
+    "with_fast_collate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +54,28 @@ def resolve_fast_collate(fast_collate: object) -> bool:
     return fast_collate
 
 
+def lenient_fast_collate(batch: Any) -> Any:
+    """``fastcollate.collate(batch)``; a batch it declines (a later sample of another dtype, which
+    ``default_collate`` promotes...) is collated by ``default_collate``, so the loop accepts whatever plain PyTorch
+    does and raises what plain PyTorch raises. A module-level function: picklable for spawned workers."""
+    import fastcollate
+
+    try:
+        return fastcollate.collate(batch)
+    except fastcollate.CollateError as err:
+        from torch.utils.data import default_collate
+
+        logger.debug("fastcollate declined a batch (%s); default_collate collates it", err)
+        return default_collate(batch)
+
+
 def with_fast_collate(loader: Iterable[Any]) -> Iterable[Any]:
-    """``loader`` collating with ``fastcollate.collate`` when it uses torch's ``default_collate``; else itself."""
+    """``loader`` collating with :func:`lenient_fast_collate` when it uses torch's ``default_collate``; else
+    itself."""
     from torch.utils.data import DataLoader, default_collate
 
     if not isinstance(loader, DataLoader) or loader.collate_fn is not default_collate:
         if isinstance(loader, DataLoader):
             logger.debug("keeping the custom collate_fn %r of a DataLoader", loader.collate_fn)
         return loader
-    import fastcollate
-
-    return derive_loader(loader, collate_fn=fastcollate.collate)
+    return derive_loader(loader, collate_fn=lenient_fast_collate)

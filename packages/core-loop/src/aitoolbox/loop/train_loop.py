@@ -16,7 +16,7 @@ from torch import nn
 from aitoolbox.loop import _distributed
 from aitoolbox.loop._device import CudaPrefetcher, move_to_device, resolve_device
 from aitoolbox.loop._distributed import DistributedContext
-from aitoolbox.loop._evaluation import evaluate_loss_sum, predict
+from aitoolbox.loop._evaluation import check_loss, evaluate_loss_sum, predict
 from aitoolbox.loop._loaders import resolve_fast_collate, with_fast_collate
 from aitoolbox.loop._resume import (
     capture_data_rng,
@@ -94,7 +94,9 @@ class TrainLoop:
         ddp_options: keyword arguments for ``DistributedDataParallel`` (e.g. ``{"find_unused_parameters": True}``).
         use_amp: mixed precision: ``False``, ``True``, ``'bf16'`` or ``'fp16'``
             (see :func:`~aitoolbox.loop.resolve_amp`).
-        end_auto_eval: compute ``val_loss`` on the validation loader at every epoch end (when there is one).
+        end_auto_eval: compute ``val_loss`` on the validation loader at every epoch end (when there is one);
+            an int ``N`` computes it every N-th epoch (0-based epochs 0, N, 2N..., as the original), ``False``
+            never.
         progress_bar: ``None`` shows a one-line-per-epoch tqdm bar when stderr is a terminal;
             ``True``/``False`` force it.
         prefetch: on CUDA, copy the next batch on a side stream while the current step runs (from pinned memory,
@@ -133,7 +135,7 @@ class TrainLoop:
         cuda_device_idx: int | None = None,
         gpu_mode: str = "single",
         use_amp: Any = False,
-        end_auto_eval: bool = True,
+        end_auto_eval: bool | int = True,
         progress_bar: bool | None = None,
         prefetch: bool = False,
         fast_collate: bool | None = None,
@@ -149,12 +151,22 @@ class TrainLoop:
         for name, loader in (("validation_loader", validation_loader), ("test_loader", test_loader)):
             if loader is not None and not _is_loader(loader):
                 raise LoopConfigError(f"{name} must be a DataLoader or None, got {type(loader).__name__}")
+            if loader is not None and _len_or_none(loader) == 0:
+                raise LoopConfigError(
+                    f"{name} is empty (0 batches); check the dataset size and batch_size <= len(dataset) with "
+                    "drop_last=True, or pass None"
+                )
         self.train_loader = train_loader
         self.validation_loader = validation_loader
         self.test_loader = test_loader
         self.optimizers = _as_optimizers(optimizer)
         self.optimizer = optimizer
         self._check_optimizer_params()
+        if isinstance(criterion, type):
+            raise LoopConfigError(
+                f"criterion is the class {criterion.__name__}, not a loss function; pass an instance: "
+                f"{criterion.__name__}()"
+            )
         if criterion is not None and not callable(criterion):
             raise LoopConfigError(
                 f"criterion must be callable (e.g. nn.CrossEntropyLoss()), got {type(criterion).__name__}"
@@ -199,7 +211,12 @@ class TrainLoop:
         self.fast_collate = resolve_fast_collate(fast_collate)
         self._run_loaders: dict[str, tuple[Any, Any]] = {}
         self._sharded_eval: set[str] = set()
-        self.end_auto_eval = bool(end_auto_eval)
+        if isinstance(end_auto_eval, bool) or (isinstance(end_auto_eval, int) and end_auto_eval >= 1):
+            self.end_auto_eval: bool | int = end_auto_eval
+        else:
+            raise LoopConfigError(
+                f"end_auto_eval must be True, False or an int N >= 1 (every N epochs), got {end_auto_eval!r}"
+            )
         if not (self._will_launch() and self.device.type == "cuda"):  # launched workers place the model themselves
             self._tt.to(self.device)
 
@@ -469,7 +486,7 @@ class TrainLoop:
                     self.epoch,
                     mean_loss,
                 )
-            if self.end_auto_eval and self.validation_loader is not None:
+            if self._auto_eval_due() and self.validation_loader is not None:
                 self.train_history.insert_single_result_into_history("val_loss", self.evaluate_loss_on_validation_set())
             log(
                 "epoch %d: loss %.4f%s (%.2f s)",
@@ -492,6 +509,13 @@ class TrainLoop:
             time.perf_counter() - start,
             f" (stopped: {self.stop_reason})" if self.stop_reason else "",
         )
+
+    def _auto_eval_due(self) -> bool:
+        """``val_loss`` this epoch: every epoch for ``end_auto_eval=True``, epochs 0, N, 2N... for an int N."""
+        auto = self.end_auto_eval
+        if isinstance(auto, bool):
+            return auto
+        return self.epoch % auto == 0
 
     def _train_epoch(self) -> float:
         """One pass over the training loader; returns the mean batch loss (one host read at the end)."""
@@ -521,6 +545,7 @@ class TrainLoop:
             move = True
         autocast = torch.autocast(device_type=device.type, dtype=self.amp.dtype) if self.amp.enabled else None
         stop_at = self.num_iterations
+        unchecked = True  # the first loss of the epoch is checked (one branch per step, no sync)
         for batch in loader:
             for cb in cb_batch_begin:
                 cb.on_batch_begin()
@@ -534,6 +559,9 @@ class TrainLoop:
                 else:
                     with autocast:
                         loss = get_loss(batch, criterion, device)
+                if unchecked:
+                    check_loss(tt, "get_loss", loss, needs_grad=torch.is_grad_enabled())
+                    unchecked = False
                 self.last_loss = loss
                 scaled = loss if accum == 1 else loss / accum
                 if scaler is None:
@@ -732,7 +760,12 @@ class TrainLoop:
         total, count = evaluate_loss_sum(self._tt, loader, self.criterion, self.device, self.amp)
         if self._eval_key(name) in self._sharded_eval and self.distributed is not None:
             total, count = self.distributed.sum([total, count])
-        return total / count if count else float("nan")
+        if not count:
+            raise LoopConfigError(
+                f"{name} yielded no batches, so its loss is undefined; give it at least one batch (check the "
+                "dataset size, and batch_size <= len(dataset) with drop_last=True), or pass None"
+            )
+        return total / count
 
     def _predict(self, name: str) -> tuple[Any, Any, dict[str, Any] | None]:
         self._ensure_distributed()

@@ -51,6 +51,11 @@ def validate_callbacks(callbacks: Iterable[object] | None) -> list[Callback]:
         raise LoopConfigError(f"callbacks must be a list of Callback objects, got {type(callbacks).__name__}")
     checked: list[Callback] = []
     for i, cb in enumerate(callbacks):
+        if any(cb is seen for seen in checked):
+            raise LoopConfigError(
+                f"callbacks[{i}] ({type(cb).__name__}) is the same instance as an earlier callback; its hooks would "
+                "run twice per event (EarlyStopping would count each epoch twice): pass each callback once"
+            )
         if not isinstance(cb, Callback):
             hint = " (pass an instance: MyCallback(), not the class MyCallback)" if isinstance(cb, type) else ""
             raise LoopConfigError(

@@ -74,6 +74,13 @@ class LRSchedulerCallback(Callback):
                 raise LoopConfigError(
                     f"the scheduler factory returned {type(self.scheduler).__name__}, not a scheduler"
                 )
+        scheduled = getattr(self.scheduler, "optimizer", None)
+        if scheduled is not None and all(scheduled is not opt for opt in tl.optimizers):
+            raise LoopConfigError(
+                f"the {type(self.scheduler).__name__} was built on another optimizer than this TrainLoop's, so it "
+                "would change that one's learning rate and leave training's alone; build it on the optimizer given "
+                "to the TrainLoop, or pass a function: LRSchedulerCallback(lambda opt: StepLR(opt, ...))"
+            )
         self._plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         if self._plateau and self.step_every != "epoch":
             raise LoopConfigError("ReduceLROnPlateau steps on an epoch metric; use step_every='epoch'")

@@ -1,0 +1,271 @@
+"""Misuse cases: what users get wrong, each refused early with an error that names the fix, or handled so that
+nothing trained is lost. One test (or parametrised case) per item of the trust issue."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn, optim
+
+from aitoolbox.checkpointing import CheckpointManager
+from aitoolbox.experiment.result_package.basic_packages import (
+    BinaryClassificationResultPackage,
+    ClassificationResultPackage,
+)
+from aitoolbox.loop import LoopConfigError, resolve_mode
+from aitoolbox.loop.callbacks import Callback, EarlyStopping
+from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint, TrainLoopCheckpointEndSave, TrainLoopEndSave
+
+
+def _args(model: nn.Module | None = None) -> tuple[Any, ...]:
+    model = model or TinyClassifier()
+    return (
+        model,
+        make_classification_loader(64, shuffle=True),
+        make_classification_loader(32, seed=2),
+        make_classification_loader(32, seed=3),
+        optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+    )
+
+
+class Scripted(Callback):
+    """Puts the next value of ``values`` into the history as ``name`` at every epoch end (before the checkpoint)."""
+
+    def __init__(self, name: str, values: list[float]) -> None:
+        super().__init__(execution_order=-50)
+        self.name, self.values = name, values
+
+    def provided_metrics(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def on_epoch_end(self) -> None:
+        tl = self.train_loop_obj
+        tl.train_history.insert_single_result_into_history(self.name, self.values[tl.epoch])
+
+
+# ------------------------------------------------------------------ one direction rule
+
+
+@pytest.mark.parametrize(
+    ("metric", "values", "kept"),
+    [
+        ("val_mse", [0.9, 0.1, 0.5, 0.7], {2, 4}),  # minimised: the best (0.1, epoch 2) and the newest
+        ("val_bleu", [0.1, 0.9, 0.5, 0.3], {2, 4}),  # maximised
+        ("val_error_rate", [0.9, 0.1, 0.5, 0.7], {2, 4}),
+    ],
+)
+def test_checkpoint_ranking_keeps_the_best(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, metric: str, values: list[float], kept: set[int]
+) -> None:
+    tl = TrainLoopCheckpoint(
+        *_args(), "p", "e", tmp_path, rm_subopt_local_models=metric, num_best_checkpoints_kept=1, device="cpu"
+    )
+    with caplog.at_level(logging.INFO):
+        tl.fit(num_epochs=4, callbacks=[Scripted(metric, values)])
+    assert {i.epoch for i in CheckpointManager(tl.checkpoint_dir).list()} == kept
+    better = "lower is better" if resolve_mode(metric) == "min" else "higher is better"
+    assert caplog.text.count(f"checkpoints are ranked by {metric}, {better}") == 1
+
+
+@pytest.mark.parametrize("metric", ["val_bleu", "val_iou", "val_dice", "val_map", "val_accuracy", "val_r2"])
+def test_early_stopping_and_ranking_agree_on_maximised_metrics(metric: str) -> None:
+    assert EarlyStopping(monitor=metric).mode == "max" == resolve_mode(metric)
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "val_mse", "val_mae", "val_rmse", "perplexity", "test_wer", "val_nll"])
+def test_early_stopping_and_ranking_agree_on_minimised_metrics(metric: str) -> None:
+    assert EarlyStopping(monitor=metric).mode == "min" == resolve_mode(metric)
+
+
+def test_explicit_mode_wins(tmp_path: Path) -> None:
+    assert EarlyStopping(monitor="val_bleu", mode="min").mode == "min"
+    tl = TrainLoopCheckpoint(
+        *_args(), "p", "e", tmp_path, rm_subopt_local_models="val_bleu", num_best_checkpoints_kept=1,
+        rm_subopt_mode="min", device="cpu",
+    )  # fmt: skip
+    tl.fit(num_epochs=4, callbacks=[Scripted("val_bleu", [0.1, 0.9, 0.5, 0.3])])
+    assert {i.epoch for i in CheckpointManager(tl.checkpoint_dir).list()} == {1, 4}
+    with pytest.raises(LoopConfigError, match="rm_subopt_mode must be 'auto', 'min' or 'max', got 'lower'"):
+        TrainLoopCheckpoint(*_args(), "p", "e", tmp_path, rm_subopt_local_models=True, rm_subopt_mode="lower")
+
+
+def test_a_ranking_metric_no_package_produces_is_refused_before_epoch_1(tmp_path: Path) -> None:
+    from aitoolbox.torchtrain.callbacks import ModelPerformanceEvaluation
+
+    tl = TrainLoopCheckpoint(*_args(), "p", "e", tmp_path, rm_subopt_local_models="val_f1_score", device="cpu")
+    evaluation = ModelPerformanceEvaluation(ClassificationResultPackage(metrics=["accuracy"]))
+    with pytest.raises(LoopConfigError, match=r"'val_f1_score', which nothing in this run puts .*'val_accuracy'"):
+        tl.fit(num_epochs=2, callbacks=[evaluation])
+    assert tl.iteration == 0
+    tl = TrainLoopCheckpoint(*_args(), "p", "e", tmp_path, rm_subopt_local_models="val_accuracy", device="cpu")
+    tl.fit(num_epochs=1, callbacks=[ModelPerformanceEvaluation(ClassificationResultPackage(metrics=["accuracy"]))])
+    assert "val_accuracy" in CheckpointManager(tl.checkpoint_dir).list()[-1].metrics
+
+
+# ------------------------------------------------------------------ nothing trained is lost at the end
+
+
+@pytest.mark.parametrize("variant", [TrainLoopEndSave, TrainLoopCheckpointEndSave])
+def test_a_failing_result_package_loses_neither_model_nor_history(tmp_path: Path, variant: type) -> None:
+    args = _args()
+    tl = variant(
+        *args, "p", "e", tmp_path, {"lr": 0.1}, val_result_package=ClassificationResultPackage(),
+        test_result_package=BinaryClassificationResultPackage(), device="cpu",
+    )  # fmt: skip  # binary package on 3 classes: it raises
+    with pytest.raises(Exception, match="binary") as err:
+        tl.fit(num_epochs=2)
+    exp = tl.experiment_dir
+    saved = torch.load(exp / "model" / "model_state_dict.pt", weights_only=True)
+    assert all(torch.equal(v, args[0].state_dict()[k]) for k, v in saved.items())
+    assert (exp / "results" / "training_history.json").is_file()
+    assert (exp / "results" / "validation_results.json").is_file()  # the other split was still evaluated
+    assert tl.results["validation"]["accuracy"] >= 0
+    summary = (exp / "summary.md").read_text()
+    assert "test result package failed" in summary and type(err.value).__name__ in summary
+
+
+# ------------------------------------------------------------------ arguments users get wrong
+
+
+def _loop(**kwargs: Any) -> Any:
+    from aitoolbox.loop import TrainLoop
+
+    return TrainLoop(*_args(), device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("value", "evaluated_epochs"), [(True, [0, 1, 2, 3, 4]), (2, [0, 2, 4]), (3, [0, 3]), (False, [])]
+)
+def test_end_auto_eval_int_means_every_n_epochs(value: Any, evaluated_epochs: list[int]) -> None:
+    seen: list[int] = []
+
+    class Watch(Callback):
+        def on_epoch_end(self) -> None:
+            tl = self.train_loop_obj
+            if len(tl.train_history["val_loss"] if "val_loss" in tl.train_history else []) > len(seen):
+                seen.append(tl.epoch)
+
+    _loop(end_auto_eval=value).fit(num_epochs=5, callbacks=[Watch()])
+    assert seen == evaluated_epochs
+
+
+@pytest.mark.parametrize("value", ["no", 0, -1, 1.5, None])
+def test_bad_end_auto_eval_is_refused(value: Any) -> None:
+    with pytest.raises(LoopConfigError, match=r"end_auto_eval must be True, False or an int N >= 1 \(every N epochs\)"):
+        _loop(end_auto_eval=value)
+
+
+def test_the_same_callback_twice_is_refused() -> None:
+    es = EarlyStopping(monitor="loss", patience=1)
+    tl = _loop()
+    with pytest.raises(LoopConfigError, match=r"callbacks\[1\] \(EarlyStopping\) is the same instance .* pass each"):
+        tl.fit(num_epochs=2, callbacks=[es, es])
+    assert tl.iteration == 0
+
+
+def test_a_scheduler_on_another_optimizer_is_refused() -> None:
+    from aitoolbox.loop.callbacks import LRSchedulerCallback
+
+    other = optim.SGD(TinyClassifier().parameters(), lr=0.1)
+    tl = _loop()
+    message = r"StepLR was built on another optimizer .* LRSchedulerCallback\(lambda opt: StepLR"
+    with pytest.raises(LoopConfigError, match=message):
+        tl.fit(num_epochs=1, callbacks=[LRSchedulerCallback(optim.lr_scheduler.StepLR(other, step_size=1))])
+    own = LRSchedulerCallback(optim.lr_scheduler.StepLR(tl.optimizer, step_size=1, gamma=0.5))
+    tl.fit(num_epochs=2, callbacks=[own])
+    assert tl.optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+
+
+def test_a_criterion_class_is_refused() -> None:
+    model = TinyClassifier()
+    args = (model, make_classification_loader(16), None, None, optim.SGD(model.parameters(), lr=0.1))
+    from aitoolbox.loop import TrainLoop
+
+    with pytest.raises(LoopConfigError, match=r"criterion is the class NLLLoss, not a loss function; .* NLLLoss\(\)"):
+        TrainLoop(*args, nn.NLLLoss)
+
+
+@pytest.mark.parametrize("which", ["validation_loader", "test_loader"])
+def test_an_empty_evaluation_loader_is_refused(which: str) -> None:
+    from aitoolbox.loop import TrainLoop
+
+    model = TinyClassifier()
+    empty = make_classification_loader(3, batch_size=4, drop_last=True)
+    loaders = {"validation_loader": None, "test_loader": None, which: empty}
+    with pytest.raises(LoopConfigError, match=f"{which} is empty \\(0 batches\\)"):
+        TrainLoop(
+            model, make_classification_loader(16), loaders["validation_loader"], loaders["test_loader"],
+            optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+        )  # fmt: skip
+
+
+def test_an_evaluation_iterable_without_batches_is_refused() -> None:
+    tl = _loop()
+    tl.validation_loader = []  # an iterable without len() checks: it yields nothing
+    with pytest.raises(LoopConfigError, match="validation_loader yielded no batches, so its loss is undefined"):
+        tl.evaluate_loss_on_validation_set()
+
+
+# ------------------------------------------------------------------ what the model's methods return
+
+
+class Returns(TinyClassifier):
+    def __init__(self, loss: Any = None, predictions: Any = None) -> None:
+        super().__init__()
+        self.loss, self.predictions = loss, predictions
+
+    def get_loss(self, batch: Any, criterion: Any, device: Any) -> Any:
+        loss = super().get_loss(batch, criterion, device)
+        return self.loss(loss) if self.loss else loss
+
+    def get_predictions(self, batch: Any, device: Any) -> Any:
+        out = super().get_predictions(batch, device)
+        return self.predictions(out) if self.predictions else out
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda loss: None, r"Returns.get_loss must return the batch's loss as a scalar torch.Tensor, got NoneType"),
+        (lambda loss: loss.item(), r"got float \(was .item\(\) called on it\?\)"),
+        (lambda loss: (loss, loss), r"as a scalar torch.Tensor, got tuple"),
+        (lambda loss: loss.repeat(4), r"Returns.get_loss returned a loss tensor of shape \(4,\), not a scalar"),
+        (lambda loss: loss.detach(), r"Returns.get_loss returned a loss that does not require grad"),
+    ],
+)
+def test_a_bad_get_loss_is_named_at_the_first_batch(make: Any, message: str) -> None:
+    model = Returns(loss=make)
+    from aitoolbox.loop import TrainLoop
+
+    tl = TrainLoop(
+        model, make_classification_loader(32), None, None, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss()
+    )
+    with pytest.raises(LoopConfigError, match=message):
+        tl.fit(num_epochs=1)
+    assert tl.iteration == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda out: out[:2], r"get_predictions must return \(y_pred, y_true, metadata\), got 2 values"),
+        (lambda out: out[0], r"get_predictions must return \(y_pred, y_true, metadata\), got Tensor"),
+        (lambda out: (out[0], out[1], [1, 2]), r"returned metadata of type list; return a dict"),
+    ],
+)
+def test_a_bad_get_predictions_is_named(make: Any, message: str) -> None:
+    model = Returns(predictions=make)
+    from aitoolbox.loop import TrainLoop
+
+    tl = TrainLoop(
+        model, make_classification_loader(32), make_classification_loader(32), None,
+        optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+    )  # fmt: skip
+    with pytest.raises(LoopConfigError, match=message):
+        tl.predict_on_validation_set()
