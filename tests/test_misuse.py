@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn, optim
 
-from aitoolbox.checkpointing import CheckpointManager
+from aitoolbox.checkpointing import CheckpointIncompatibleError, CheckpointManager
 from aitoolbox.experiment.result_package.basic_packages import (
     BinaryClassificationResultPackage,
     ClassificationResultPackage,
@@ -269,3 +269,103 @@ def test_a_bad_get_predictions_is_named(make: Any, message: str) -> None:
     )  # fmt: skip
     with pytest.raises(LoopConfigError, match=message):
         tl.predict_on_validation_set()
+
+
+# ------------------------------------------------------------------ resuming into a different run
+
+
+class AbortAt(Callback):
+    def __init__(self, iteration: int) -> None:
+        super().__init__()
+        self.iteration = iteration
+
+    def on_batch_end(self) -> None:
+        tl = self.train_loop_obj
+        if tl.iteration == self.iteration:
+            tl.checkpoint_manager.wait()
+            raise KeyboardInterrupt  # the run dies here; what was committed stays
+
+
+def _ckpt_loop(root: Path, *, opt: str = "adam", batch_size: int = 16, n: int = 64) -> TrainLoopCheckpoint:
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    optimizer = optim.Adam(model.parameters(), lr=1e-2) if opt == "adam" else optim.SGD(model.parameters(), lr=0.1)
+    return TrainLoopCheckpoint(
+        model, make_classification_loader(n, batch_size=batch_size, shuffle=True), None, None, optimizer,
+        nn.CrossEntropyLoss(), "p", "e", root, iteration_save_freq=2, device="cpu",
+    )  # fmt: skip
+
+
+def _interrupted(root: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _ckpt_loop(root).fit(num_epochs=3, callbacks=[AbortAt(7)])  # 4 batches/epoch: checkpoint at iteration 6
+
+
+def test_resuming_an_adam_checkpoint_with_sgd_names_both(tmp_path: Path) -> None:
+    _interrupted(tmp_path)
+    tl = _ckpt_loop(tmp_path, opt="sgd")
+    with pytest.raises(CheckpointIncompatibleError, match="optimizer 0 is SGD but the checkpoint's is Adam"):
+        tl.fit(num_epochs=3, resume_from="latest")
+    assert tl.iteration == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"batch_size": 8}, r"batch size 16 -> 8, dataset length 64 -> 64|batch size 16 -> 8"),
+        ({"n": 80}, r"dataset length 64 -> 80, batches per epoch 4 -> 5"),
+        ({"grad_accumulation": 2}, r"grad_accumulation 1 -> 2"),
+    ],
+)
+def test_a_mid_epoch_resume_after_a_change_is_refused_unless_allowed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, change: dict[str, int], message: str
+) -> None:
+    from aitoolbox.loop import ResumeMismatchError
+
+    _interrupted(tmp_path)
+    accum = change.pop("grad_accumulation", 1)
+    tl = _ckpt_loop(tmp_path, **change)
+    with pytest.raises(
+        ResumeMismatchError, match=f"resumed at batch 2 of epoch 1, but since it was saved: .*{message}"
+    ):
+        tl.fit(num_epochs=3, resume_from="latest", grad_accumulation=accum)
+    tl = _ckpt_loop(tmp_path, **change)
+    with caplog.at_level(logging.WARNING):
+        tl.fit(num_epochs=3, resume_from="latest", grad_accumulation=accum, allow_resume_changes=True)
+    assert "continuing anyway, as asked" in caplog.text and tl.epoch == 3
+
+
+def test_shuffle_changed_mid_epoch_is_refused(tmp_path: Path) -> None:
+    from aitoolbox.loop import ResumeMismatchError
+
+    _interrupted(tmp_path)
+    tl = _ckpt_loop(tmp_path)
+    tl.train_loader = make_classification_loader(64, batch_size=16, shuffle=False)
+    with pytest.raises(ResumeMismatchError, match=r"sampler \(shuffle\) 'RandomSampler' -> 'SequentialSampler'"):
+        tl.fit(num_epochs=3, resume_from="latest")
+
+
+def test_a_custom_sampler_without_state_is_named_at_resume(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import random
+
+    from torch.utils.data import DataLoader, Sampler
+
+    class Mine(Sampler[int]):
+        def __init__(self) -> None:
+            self.rng = random.Random(0)  # hidden state no checkpoint sees
+
+        def __len__(self) -> int:
+            return 64
+
+        def __iter__(self) -> Any:
+            return iter(self.rng.sample(range(64), 64))
+
+    def loop() -> TrainLoopCheckpoint:
+        tl = _ckpt_loop(tmp_path)
+        tl.train_loader = DataLoader(tl.train_loader.dataset, batch_size=16, sampler=Mine())
+        return tl
+
+    loop().fit(num_epochs=1)
+    with caplog.at_level(logging.WARNING):
+        loop().fit(num_epochs=2, resume_from="latest")
+    assert "the sampler Mine is not one of torch's and has no state_dict()/load_state_dict()" in caplog.text

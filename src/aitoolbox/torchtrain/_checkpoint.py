@@ -75,8 +75,29 @@ def _describe_mismatch(model: torch.nn.Module, saved: Mapping[str, Any]) -> str 
     return "; ".join(problems) or None
 
 
-def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint) -> None:
-    """Load the model and optimizer states; a different architecture is named key by key."""
+def _optimizer_mismatch(i: int, opt: torch.optim.Optimizer, state: Mapping[str, Any], saved_class: str | None) -> str:
+    """What differs between optimizer ``i`` and the state saved for it (class, param groups, their options)."""
+    own_class = type(opt).__qualname__
+    if saved_class is not None and saved_class != own_class:
+        return f"optimizer {i} is {own_class} but the checkpoint's is {saved_class}"
+    groups = state.get("param_groups", [])
+    if len(groups) != len(opt.param_groups):
+        return f"optimizer {i} has {len(opt.param_groups)} param groups, the checkpoint's {len(groups)}"
+    for g, (own, saved) in enumerate(zip(opt.param_groups, groups, strict=True)):
+        if len(own["params"]) != len(saved["params"]):
+            return (
+                f"param group {g} of optimizer {i} holds {len(own['params'])} parameters, the checkpoint's "
+                f"{len(saved['params'])}"
+            )
+        own_keys, saved_keys = set(own) - {"params"}, set(saved) - {"params"}
+        if not saved_keys <= own_keys:  # options torch added since are filled in by load_state_dict
+            missing = sorted(saved_keys - own_keys)
+            return f"optimizer {i} ({own_class}) has no options {missing} that the checkpoint's optimizer had"
+    return ""
+
+
+def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint, *, strict: bool = True) -> None:
+    """Load the model and optimizer states; a different architecture or optimizer is named before anything loads."""
     if "model" in loaded:
         mismatch = _describe_mismatch(tl.model, loaded["model"])
         if mismatch:
@@ -92,13 +113,21 @@ def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint) -> None:
                 f"checkpoint {loaded.info.path} has {len(states)} optimizer states but the TrainLoop has "
                 f"{len(tl.optimizers)} optimizers"
             )
+        saved_classes = loaded["loop"].get("optimizers") if "loop" in loaded else None
+        for i, (opt, state) in enumerate(zip(tl.optimizers, states, strict=True)):
+            mismatch = _optimizer_mismatch(i, opt, state, saved_classes[i] if saved_classes else None)
+            if mismatch:
+                raise CheckpointIncompatibleError(
+                    f"checkpoint {loaded.info.path}: {mismatch}; resume with the optimizer it was trained with (an "
+                    "optimizer's state, e.g. Adam's moments, does not carry over to another kind)"
+                )
         for i, (opt, state) in enumerate(zip(tl.optimizers, states, strict=True)):
             try:
                 opt.load_state_dict(state)
             except (ValueError, KeyError) as err:
                 raise CheckpointIncompatibleError(f"optimizer {i} does not match the checkpoint's: {err}") from err
     if "loop" in loaded:
-        tl.load_state_dict(loaded["loop"])
+        tl.load_state_dict(loaded["loop"], strict=strict)
 
 
 def apply_callbacks_and_rng(tl: TrainLoop, loaded: LoadedCheckpoint) -> None:

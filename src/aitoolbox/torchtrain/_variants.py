@@ -283,6 +283,7 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         *,
         resume_from: str | Path | None = None,
         allow_partial_resume: bool = False,
+        allow_resume_changes: bool = False,
     ) -> TTModel | nn.Module:
         """Train with a checkpoint after every epoch; see :meth:`TrainLoop.fit` for the loop itself.
 
@@ -293,19 +294,25 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
                 results root), a checkpoint folder, a ``checkpoint_model`` folder or an experiment folder. Training
                 continues in that experiment's folder.
             allow_partial_resume: load a checkpoint that lacks some parts (e.g. only the model) instead of failing.
+            allow_resume_changes: continue an epoch from a mid-epoch checkpoint although the training loader's batch
+                size, dataset length, sampler or ``grad_accumulation`` changed since (refused by default: the
+                skipped batches would not be the ones already trained on).
 
         Raises:
             CheckpointNotFoundError: ``resume_from`` does not exist or holds no valid checkpoint.
-            CheckpointIncompatibleError: the checkpoint's model or optimizers do not match this run.
+            CheckpointIncompatibleError: the checkpoint's model or optimizers (class, param groups) do not match.
+            ResumeMismatchError: a mid-epoch checkpoint, and the loader or ``grad_accumulation`` changed (when
+                training starts, before the first batch).
         """
         self._validate_fit_args(num_epochs, num_iterations, grad_accumulation)
         if self._will_launch():
             kwargs = {"num_epochs": num_epochs, "num_iterations": num_iterations, "callbacks": callbacks}
             kwargs.update(grad_accumulation=grad_accumulation, resume_from=resume_from)
-            return self._launch(self.fit, {**kwargs, "allow_partial_resume": allow_partial_resume})
+            kwargs.update(allow_partial_resume=allow_partial_resume, allow_resume_changes=allow_resume_changes)
+            return self._launch(self.fit, kwargs)
         self._ensure_distributed()
         if resume_from is not None:
-            loaded = self._load_for_resume(resume_from, allow_partial_resume)
+            loaded = self._load_for_resume(resume_from, allow_partial_resume, allow_resume_changes)
             if self.distributed is not None:
                 self.distributed.barrier()  # every rank has read the checkpoint before rank 0 writes or prunes
             remaining_epochs = max(0, num_epochs - self.epoch) if num_epochs else 0
@@ -340,7 +347,7 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         )
         return super().fit(num_epochs, num_iterations, [*(callbacks or []), checkpoint], grad_accumulation)
 
-    def _load_for_resume(self, resume_from: str | Path, allow_partial: bool) -> LoadedCheckpoint:
+    def _load_for_resume(self, resume_from: str | Path, allow_partial: bool, allow_changes: bool) -> LoadedCheckpoint:
         ctx = self.distributed
         resolved = self._resolve_resume(resume_from) if ctx is None or ctx.is_main else None
         if ctx is not None:  # rank 0 decides (downloading from the cloud if needed); every rank loads that checkpoint
@@ -349,7 +356,7 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         experiment_dir, info = resolved
         manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
         loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
-        apply_model_and_optimizers(self, loaded)
+        apply_model_and_optimizers(self, loaded, strict=not allow_changes)
         self._attach_experiment(experiment_dir, resumed=True)
         if self.is_main_process:
             logger.info(
