@@ -369,3 +369,50 @@ def test_a_custom_sampler_without_state_is_named_at_resume(tmp_path: Path, caplo
     with caplog.at_level(logging.WARNING):
         loop().fit(num_epochs=2, resume_from="latest")
     assert "the sampler Mine is not one of torch's and has no state_dict()/load_state_dict()" in caplog.text
+
+
+# ------------------------------------------------------------------ errors that say the cause
+
+
+def test_a_full_disk_is_named_at_the_failing_save(tmp_path: Path) -> None:
+    from aitoolbox.checkpointing import CheckpointWriteError
+    from aitoolbox.checkpointing.testing import SmallDiskUnavailable, small_disk
+
+    try:
+        context = small_disk(tmp_path / "disk", "1m")
+        disk = context.__enter__()
+    except SmallDiskUnavailable as err:
+        pytest.skip(str(err))
+    try:
+        model = TinyClassifier(hidden=40_000)  # ~1.8 MiB of parameters: no checkpoint fits on 1 MiB
+        tl = TrainLoopCheckpoint(
+            model, make_classification_loader(32), None, None, optim.SGD(model.parameters(), lr=0.1),
+            nn.CrossEntropyLoss(), "p", "e", disk, device="cpu",
+        )  # fmt: skip
+        with pytest.raises(CheckpointWriteError, match="no space left on device for a checkpoint") as err:
+            tl.fit(num_epochs=3)
+        assert tl.epoch == 0  # at the first epoch's save, not an epoch later
+        assert "unexpected pos" not in str(err.value)
+    finally:
+        context.__exit__(None, None, None)
+
+
+def test_resuming_when_every_checkpoint_is_damaged_names_the_damage(tmp_path: Path) -> None:
+    from aitoolbox.checkpointing import CheckpointNotFoundError
+
+    tl = _ckpt_loop(tmp_path)
+    tl.fit(num_epochs=2)
+    for info in CheckpointManager(tl.checkpoint_dir).list():
+        (info.path / "model.pt").write_bytes(b"\0" * 10)
+    with pytest.raises(CheckpointNotFoundError, match=r"every one is damaged: .*part 'model' has 10 bytes.*truncated"):
+        _ckpt_loop(tmp_path).fit(num_epochs=3, resume_from="latest")
+    with pytest.raises(CheckpointNotFoundError, match=r"every one is damaged: .*Restore the folder from a copy"):
+        _ckpt_loop(tmp_path).fit(num_epochs=3, resume_from=tl.experiment_dir)
+
+
+def test_errors_the_readme_names_are_the_ones_raised() -> None:
+    from aitoolbox.loop import ModelNotSupportedError, TrainLoop
+
+    with pytest.raises(LoopConfigError) as err:  # README: a model that is not a module raises LoopConfigError
+        TrainLoop({"not": "a module"}, make_classification_loader(8), None, None, [], None)
+    assert isinstance(err.value, ModelNotSupportedError)

@@ -66,12 +66,26 @@ def test_preflight_failures_name_the_problem(
     with pytest.raises(CloudAuthError, match=r"permission denied to write .* need s3:PutObject"):
         S3Store(bucket, endpoint_url=s3_server.endpoint_url).preflight()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
-    with pytest.raises(CloudAuthError, match="rejected|permission denied"):
+    with pytest.raises(CloudAuthError, match=r"the credentials were rejected by .* \(InvalidAccessKeyId\)"):
+        S3Store(bucket, endpoint_url=s3_server.endpoint_url).preflight()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")  # a wrong secret is not a missing permission
+    with pytest.raises(CloudAuthError, match=r"the credentials were rejected by .* \(SignatureDoesNotMatch\)"):
         S3Store(bucket, endpoint_url=s3_server.endpoint_url).preflight()
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(CloudAuthError, match="no AWS credentials found: set AWS_ACCESS_KEY_ID"):
         S3Store(bucket, endpoint_url=s3_server.endpoint_url).preflight()
+
+
+def test_an_endpoint_without_scheme_is_refused_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(
+        CloudConfigError, match=r"endpoint_url must start with http:// or https://, got '127.0.0.1:8333'"
+    ):
+        S3Store("bucket", endpoint_url="127.0.0.1:8333")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "localhost:8333")
+    with pytest.raises(CloudConfigError, match=r"AWS_ENDPOINT_URL must start with .* e.g. 'http://localhost:8333'"):
+        S3Store("bucket")
 
 
 def test_endpoint_from_the_standard_environment(

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager, CheckpointNotFoundError
+from aitoolbox.checkpointing.manager import damaged_message
 from aitoolbox.loop import LoopConfigError
 
 logger = logging.getLogger(__name__)
@@ -67,12 +68,20 @@ def resolve_resume(
     if resume_from == "latest":
         pattern = f"{experiment_name}_*"
         best: tuple[float, Path, CheckpointInfo] | None = None
+        searched: list[Path] = []
         for exp in sorted((root / project_name).glob(pattern)) if (root / project_name).is_dir() else []:
             if not re.fullmatch(re.escape(experiment_name) + r"_\d{8}_\d{6}(_\d+)?", exp.name):
                 continue
+            searched.append(exp)
             for info in CheckpointManager(exp / CHECKPOINT_DIR).list(verify=True)[-1:]:
                 if best is None or info.created > best[0]:
                     best = (info.created, exp, info)
+        damage = [] if best is not None else [
+            f"{exp.name}/{problem}" for exp in searched for problem in CheckpointManager(exp / CHECKPOINT_DIR).damage()
+        ]  # fmt: skip
+        if best is None and damage:
+            where = f"project {project_name!r}, experiment {experiment_name!r} under {root}"
+            raise CheckpointNotFoundError(f"resume_from='latest': {damaged_message(where, damage)}")
         if best is None:
             raise CheckpointNotFoundError(
                 f"resume_from='latest' found no committed checkpoint of project {project_name!r}, experiment "

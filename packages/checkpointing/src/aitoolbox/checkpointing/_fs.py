@@ -26,10 +26,16 @@ class HashingWriter:
         self._f = f
         self.sha256 = hashlib.sha256()
         self.size = 0
+        #: the OSError a write raised: torch.save reports it only as "unexpected pos", so the caller re-raises this
+        self.error: OSError | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self.sha256.update(data)
-        written = self._f.write(data)
+        try:
+            written = self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
         self.size += len(data) if written is None else written
         return len(data)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -34,6 +35,44 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 LATEST = "latest"
 FORMAT = 1
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.nbytes
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _write_parts(tmp: Path, snapshot: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each part as ``<part>.pt`` in ``tmp``, fsync'd; a failed write raises its own OSError (e.g. ENOSPC)."""
+    files: dict[str, dict[str, Any]] = {}
+    for part, value in snapshot.items():
+        path = tmp / f"{part}.pt"
+        with open(path, "wb") as f:
+            writer = HashingWriter(f)
+            try:
+                torch.save(value, writer)  # type: ignore[arg-type]
+            except RuntimeError as err:
+                if writer.error is not None:  # torch reports a failed write as "unexpected pos"
+                    raise writer.error from err
+                raise
+            f.flush()
+            os.fsync(f.fileno())
+        files[part] = {"file": path.name, "sha256": writer.sha256.hexdigest(), "bytes": writer.size}
+    return files
+
+
+def damaged_message(where: object, damage: list[str]) -> str:
+    """The error for a place whose committed checkpoints all failed verification, naming each one's damage."""
+    shown = "; ".join(damage[:5]) + (f" (+{len(damage) - 5} more)" if len(damage) > 5 else "")
+    return (
+        f"{len(damage)} committed checkpoint(s) in {where}, and every one is damaged: {shown}. Restore the folder "
+        "from a copy (e.g. the cloud mirror), resume from another path, or start without resuming"
+    )
 
 
 @dataclass(frozen=True)
@@ -186,13 +225,15 @@ class CheckpointManager:
 
         Raises:
             CheckpointConfigError: a part holds something that is not tensors and plain data.
-            CheckpointWriteError: the previous background save failed.
+            CheckpointWriteError: the disk has less free space than the checkpoint needs (``errno`` ENOSPC, raised
+                before anything is written), or the previous background save failed (its ``errno`` and cause).
         """
         self.wait()
         bad = [p for p in parts if not p or "/" in p or p.startswith(".")]
         if bad:
             raise CheckpointConfigError(f"part names must be non-empty file names, got {bad}")
         snapshot = {name: self._buffers.snapshot(value, name) for name, value in parts.items()}
+        self._check_space(snapshot)
         clean_metrics = {k: m for k, v in (metrics or {}).items() if (m := _fmt_metric(v)) is not None}
         name = f"ckpt-e{epoch:04d}-i{iteration:09d}"
         job = (snapshot, name, int(epoch), int(iteration), clean_metrics, check_plain(dict(meta or {}), "meta"))
@@ -203,6 +244,21 @@ class CheckpointManager:
             self._commit(*job)
         return name
 
+    def _check_space(self, snapshot: Mapping[str, Any]) -> None:
+        """Refuse, in the caller's thread, a checkpoint that cannot fit on the disk (before any byte is written)."""
+        needed = _tensor_bytes(snapshot)
+        where = self.directory
+        while not where.exists() and where.parent != where:
+            where = where.parent
+        free = shutil.disk_usage(where).free
+        if needed > free:
+            raise CheckpointWriteError(
+                errno.ENOSPC,
+                f"no space left on device for a checkpoint in {self.directory}: it needs about {needed / 2**20:.1f} "
+                f"MiB and {free / 2**20:.1f} MiB are free; free some space (or keep fewer checkpoints, "
+                "keep_last/keep_best) or save elsewhere. Earlier checkpoints are untouched",
+            )
+
     def wait(self) -> None:
         """Block until the background save (if any) is committed; re-raise its error."""
         thread = self._thread
@@ -212,7 +268,12 @@ class CheckpointManager:
         with self._lock:
             error, self._error = self._error, None
         if error is not None:
-            raise CheckpointWriteError(f"saving a checkpoint into {self.directory} failed: {error}") from error
+            code = getattr(error, "errno", None)
+            hint = "; free some space or save elsewhere" if code == errno.ENOSPC else ""
+            raise CheckpointWriteError(
+                code,
+                f"saving a checkpoint into {self.directory} failed: {error}{hint}. Earlier checkpoints are untouched",
+            ) from error
 
     def close(self) -> None:
         """Wait for pending work; the manager can still be used afterwards."""
@@ -240,28 +301,24 @@ class CheckpointManager:
         self._remove_stale_temporaries()
         tmp = self.directory / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
-        files: dict[str, dict[str, Any]] = {}
-        for part, value in snapshot.items():
-            path = tmp / f"{part}.pt"
-            with open(path, "wb") as f:
-                writer = HashingWriter(f)
-                torch.save(value, writer)  # type: ignore[arg-type]
-                f.flush()
-                os.fsync(f.fileno())
-            files[part] = {"file": path.name, "sha256": writer.sha256.hexdigest(), "bytes": writer.size}
-        manifest = {
-            "format": FORMAT,
-            "name": name,
-            "epoch": epoch,
-            "iteration": iteration,
-            "created": time.time(),
-            "metrics": metrics,
-            "parts": files,
-            "meta": meta,
-            "torch": torch.__version__,
-        }
-        atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
-        fsync_dir(tmp)
+        try:
+            files = _write_parts(tmp, snapshot)
+            manifest = {
+                "format": FORMAT,
+                "name": name,
+                "epoch": epoch,
+                "iteration": iteration,
+                "created": time.time(),
+                "metrics": metrics,
+                "parts": files,
+                "meta": meta,
+                "torch": torch.__version__,
+            }
+            atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+            fsync_dir(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint never stays (nor takes the space)
+            raise
         final = self.directory / name
         if final.exists():  # the same position saved again (e.g. iteration and epoch end coincide): replace it
             trash = self.directory / f".trash-{name}-{uuid.uuid4().hex[:8]}"
@@ -324,6 +381,16 @@ class CheckpointManager:
             infos.append(info)
         infos.sort(key=lambda i: (i.iteration, i.epoch, i.created))
         return infos
+
+    def damage(self) -> list[str]:
+        """For every committed checkpoint that fails :meth:`verify`, what is wrong with it (oldest first)."""
+        found = []
+        for info in self.list():
+            try:
+                self.verify(info)
+            except CheckpointCorruptError as err:
+                found.append(str(err))
+        return found
 
     def latest_name(self) -> str | None:
         """What the ``latest`` pointer names (not verified), or ``None``."""
@@ -409,12 +476,14 @@ class CheckpointManager:
         candidates = self.candidates()
         if not candidates:
             raise CheckpointNotFoundError(f"no committed checkpoint in {self.directory}")
+        damage: list[str] = []
         for i, info in enumerate(candidates):
             try:
                 self.verify(info)
             except CheckpointCorruptError as err:
                 following = candidates[i + 1].name if i + 1 < len(candidates) else None
                 logger.warning("%s; %s", err, f"falling back to {following}" if following else "no older checkpoint")
+                damage.append(str(err))
                 continue
             return info
-        raise CheckpointNotFoundError(f"every checkpoint in {self.directory} is damaged; see the warnings above")
+        raise CheckpointNotFoundError(damaged_message(self.directory, damage))

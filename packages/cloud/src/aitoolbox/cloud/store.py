@@ -97,6 +97,7 @@ class S3Store:
         if not isinstance(prefix, str):
             raise CloudConfigError(f"prefix must be a string, got {type(prefix).__name__}")
         self.prefix = prefix.strip("/")
+        _check_endpoint(endpoint_url, "endpoint_url")
         if part_size < 5 * MiB:
             raise CloudConfigError(f"part_size must be at least 5 MiB (S3's minimum part), got {part_size}")
         import boto3
@@ -113,7 +114,16 @@ class S3Store:
             s3={"addressing_style": "path"} if endpoint_url else None,
         )
         self._session = session
-        self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        if endpoint_url is None:
+            _check_endpoint(
+                os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"), "AWS_ENDPOINT_URL"
+            )
+        try:
+            self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        except ValueError as err:  # botocore's "Invalid endpoint" for one it cannot parse
+            raise CloudConfigError(
+                f"the S3 endpoint cannot be used: {err}; e.g. endpoint_url='http://host:8333'"
+            ) from err
         self.endpoint_url = self.client.meta.endpoint_url
         self.part_size = part_size
         self.max_concurrency = max_concurrency
@@ -182,7 +192,7 @@ class S3Store:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as err:
-            translated = self._translate(err, "check")
+            translated = self._translate(self._explain_head_error(err), "check")
             if not isinstance(translated, CloudNotFoundError):
                 raise translated from err
             if not create_bucket:
@@ -204,6 +214,22 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=probe)
         except Exception as err:  # uploads never delete: a missing delete permission only leaves the probe
             logger.warning("preflight probe %s could not be deleted: %s", self.url(probe), err)
+
+    def _explain_head_error(self, err: Exception) -> Exception:
+        """A HEAD answer has no body, so a bad secret and a missing permission both read "403": ask once more with a
+        request whose answer names the cause (SignatureDoesNotMatch, InvalidAccessKeyId, AccessDenied)."""
+        from botocore import exceptions as bx
+
+        if not isinstance(err, bx.ClientError) or err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 403:
+            return err
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        except bx.ClientError as detailed:
+            code = str(detailed.response.get("Error", {}).get("Code", ""))
+            return detailed if code and not code.isdigit() else err
+        except Exception:
+            return err
+        return err
 
     # ------------------------------------------------------------------ transfers
 
@@ -347,6 +373,13 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except Exception as err:
             raise self._translate(err, "delete", key) from err
+
+
+def _check_endpoint(endpoint: str | None, source: str) -> None:
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise CloudConfigError(
+            f"{source} must start with http:// or https://, got {endpoint!r}; e.g. {'http://' + endpoint!r}"
+        )
 
 
 _PERMS = {
