@@ -189,3 +189,37 @@ def test_gpu_mode_ddp_from_a_plain_process_returns_the_torchrun_result(runs: dic
     assert spawned["history"] == launched["history"]
     assert spawned["results"]["validation"]["accuracy"] == launched["results"]["validation"]["accuracy"]
     assert len(list((tmp_path / "results" / "ddp").iterdir())) == 1
+
+
+_AFTER_THREADED_OP = """
+import torch
+from torch import nn, optim
+from aitoolbox.loop import TrainLoop
+from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+
+assert torch.get_num_threads() == 2
+torch.randn(512, 512) @ torch.randn(512, 512)  # the parent's OpenMP pool is started before the workers are forked
+(torch.randn(1_000_000) * 2).sum()
+model = TinyClassifier()
+tl = TrainLoop(model, make_classification_loader(64, shuffle=True), None, None, optim.SGD(model.parameters(), lr=0.1),
+               nn.CrossEntropyLoss(), device="cpu", gpu_mode="ddp", num_processes=2)
+tl.fit(num_epochs=2)
+print("trained", tl.iteration)
+"""
+
+
+def test_gpu_mode_ddp_after_a_threaded_op_with_omp_threads_does_not_hang(tmp_path: Path) -> None:
+    env = {**_env(), "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _AFTER_THREADED_OP], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=120)  # it took 0.5 s of training here; before the fix it hung forever
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        raise AssertionError("gpu_mode='ddp' hung after a multi-threaded op with OMP_NUM_THREADS=2") from None
+    assert proc.returncode == 0, err[-4000:]
+    assert "trained 4" in out  # 2 epochs x 2 batches per rank
+    assert "OMP_NUM_THREADS=2 is ignored in the workers" in err  # the user hears why, and about torchrun
