@@ -149,7 +149,7 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous(tmp_path: Path, cap
     with caplog.at_level(logging.WARNING):
         resumed.fit(num_epochs=4, resume_from="latest")
     assert "falling back to ckpt-e0002" in caplog.text
-    assert resumed.epoch == 4 and len(resumed.train_history["loss"]) == 4
+    assert resumed.epochs_done == 4 and len(resumed.train_history["loss"]) == 4
 
 
 def test_resume_from_each_kind_of_path(tmp_path: Path) -> None:
@@ -184,7 +184,7 @@ def test_partial_checkpoint_needs_allow_partial(tmp_path: Path) -> None:
         _tl(tmp_path).fit(num_epochs=2, resume_from=ckpt)
     tl = _tl(tmp_path)
     tl.fit(num_epochs=2, resume_from=ckpt, allow_partial_resume=True)
-    assert tl.epoch == 2
+    assert tl.epochs_done == 2
 
 
 def test_different_architecture_names_the_keys(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_resume_from_the_bucket_after_the_local_folder_is_gone(
     )
     resumed.fit(num_epochs=3, resume_from="latest")
     assert resumed.experiment_dir.name == first.experiment_dir.name
-    assert resumed.train_history["loss"][:2] == first.train_history["loss"] and resumed.epoch == 3
+    assert resumed.train_history["loss"][:2] == first.train_history["loss"] and resumed.epochs_done == 3
     assert resumed.upload_report.ok
 
 

@@ -68,7 +68,7 @@ def test_experiment_folder_is_complete_and_consistent(tmp_path: Path, variant: t
     x, _ = next(iter(args[3]))
     assert torch.equal(fresh(x), model(x))
     info = json.loads((exp / "model/model_info.json").read_text())
-    assert info["epoch"] == 3 and info["class"].endswith("TinyClassifier")
+    assert info["epochs"] == 3 and info["class"].endswith("TinyClassifier")
     history = json.loads((exp / "results/training_history.json").read_text())
     assert history == tl.train_history.to_dict()
     env = json.loads((exp / "environment.json").read_text())
@@ -83,7 +83,7 @@ def test_checkpoint_end_save_resumes_and_rewrites_the_results(tmp_path: Path) ->
     first.fit(num_epochs=2)
     second = TrainLoopCheckpointEndSave(*_args(), "p", "e", tmp_path, test_result_package=pkg, device="cpu")
     second.fit(num_epochs=4, resume_from="latest")
-    assert second.experiment_dir == first.experiment_dir and second.epoch == 4
+    assert second.experiment_dir == first.experiment_dir and second.epochs_done == 4
     saved = json.loads((second.experiment_dir / "results/training_history.json").read_text())
     assert len(saved["loss"]) == 4 and saved["loss"][:2] == first.train_history["loss"]
 
@@ -96,11 +96,11 @@ def test_per_epoch_metrics_drive_early_stopping_and_checkpoint_ranking(tmp_path:
     es = EarlyStopping(monitor="val_accuracy", patience=1)
     tl.fit(num_epochs=30, callbacks=[ModelPerformanceEvaluation(ClassificationResultPackage()), es])
     acc = tl.train_history["val_accuracy"]
-    assert len(acc) == tl.epoch < 30 and es.mode == "max"  # stopped early on the metric the callback added
+    assert len(acc) == tl.epochs_done < 30 and es.mode == "max"  # stopped early on the metric the callback added
     assert {"val_f1_macro", "val_balanced_accuracy"} <= set(tl.train_history)
     assert "val_confusion_matrix" not in tl.train_history  # only scalars go to the history
     kept = {i.epoch for i in CheckpointManager(tl.checkpoint_dir).list()}
-    assert kept == {acc.index(max(acc)) + 1, tl.epoch}  # the best by val_accuracy (max) and the newest
+    assert kept == {acc.index(max(acc)) + 1, tl.epochs_done}  # the best by val_accuracy (max) and the newest
 
 
 def test_train_data_evaluation(tmp_path: Path) -> None:

@@ -332,7 +332,7 @@ def test_a_mid_epoch_resume_after_a_change_is_refused_unless_allowed(
     tl = _ckpt_loop(tmp_path, **change)
     with caplog.at_level(logging.WARNING):
         tl.fit(num_epochs=3, resume_from="latest", grad_accumulation=accum, allow_resume_changes=True)
-    assert "continuing anyway, as asked" in caplog.text and tl.epoch == 3
+    assert "continuing anyway, as asked" in caplog.text and tl.epochs_done == 3
 
 
 def test_shuffle_changed_mid_epoch_is_refused(tmp_path: Path) -> None:
@@ -416,3 +416,81 @@ def test_errors_the_readme_names_are_the_ones_raised() -> None:
     with pytest.raises(LoopConfigError) as err:  # README: a model that is not a module raises LoopConfigError
         TrainLoop({"not": "a module"}, make_classification_loader(8), None, None, [], None)
     assert isinstance(err.value, ModelNotSupportedError)
+
+
+# ------------------------------------------------------------------ counters: one meaning each (the original's)
+
+
+class Counters(Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, int, int, int]] = []
+
+    def _note(self, hook: str) -> None:
+        tl = self.train_loop_obj
+        self.seen.append((hook, tl.epoch, tl.total_iteration_idx, tl.iteration))
+
+    def on_train_begin(self) -> None:
+        self._note("train_begin")
+
+    def on_epoch_begin(self) -> None:
+        self._note("epoch_begin")
+
+    def on_batch_begin(self) -> None:
+        self._note("batch_begin")
+
+    def on_after_optimizer_step(self) -> None:
+        self._note("step")
+
+    def on_batch_end(self) -> None:
+        self._note("batch_end")
+
+    def on_epoch_end(self) -> None:
+        self._note("epoch_end")
+
+    def on_train_end(self) -> None:
+        self._note("train_end")
+
+
+def test_counters_at_every_hook_are_the_originals() -> None:
+    """``epoch``: the epoch's 0-based index, the last one's after training; ``total_iteration_idx``: the batch's
+    0-based global index (-1 before the first); ``iteration``: batches done."""
+    counters = Counters()
+    tl = _loop()
+    tl.train_loader = make_classification_loader(32, batch_size=16)  # 2 batches per epoch
+    tl.fit(num_epochs=2, callbacks=[counters])
+    assert counters.seen == [
+        ("train_begin", 0, -1, 0),
+        ("epoch_begin", 0, -1, 0),
+        ("batch_begin", 0, 0, 0), ("step", 0, 0, 0), ("batch_end", 0, 0, 1),
+        ("batch_begin", 0, 1, 1), ("step", 0, 1, 1), ("batch_end", 0, 1, 2),
+        ("epoch_end", 0, 1, 2),
+        ("epoch_begin", 1, 1, 2),
+        ("batch_begin", 1, 2, 2), ("step", 1, 2, 2), ("batch_end", 1, 2, 3),
+        ("batch_begin", 1, 3, 3), ("step", 1, 3, 3), ("batch_end", 1, 3, 4),
+        ("epoch_end", 1, 3, 4),
+        ("train_end", 1, 3, 4),
+    ]  # fmt: skip
+    assert (tl.epoch, tl.total_iteration_idx, tl.iteration, tl.epochs_done) == (1, 3, 4, 2)
+    # a second fit continues the counts
+    counters.seen.clear()
+    tl.fit(num_epochs=1, callbacks=[counters])
+    assert counters.seen[0] == ("train_begin", 1, 3, 4) and counters.seen[1] == ("epoch_begin", 2, 3, 4)
+    assert (tl.epoch, tl.total_iteration_idx, tl.iteration, tl.epochs_done) == (2, 5, 6, 3)
+
+
+def test_num_iterations_counts_like_a_hand_written_loop() -> None:
+    tl = _loop()
+    tl.train_loader = make_classification_loader(32, batch_size=16)
+    tl.fit(num_iterations=3)  # batches 0, 1, 2: a loop `for i in range(3)` ends with i == 2
+    assert (tl.iteration, tl.total_iteration_idx, tl.epoch) == (3, 2, 1)
+
+
+def test_counters_after_a_resume(tmp_path: Path) -> None:
+    first = _ckpt_loop(tmp_path)
+    first.fit(num_epochs=2)
+    counters = Counters()
+    tl = _ckpt_loop(tmp_path)
+    tl.fit(num_epochs=3, resume_from="latest", callbacks=[counters])
+    assert counters.seen[0] == ("train_begin", 2, 7, 8) and counters.seen[2] == ("batch_begin", 2, 8, 8)
+    assert (tl.epoch, tl.total_iteration_idx, tl.epochs_done) == (2, 11, 3)

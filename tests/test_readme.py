@@ -33,7 +33,7 @@ def test_readme_python_blocks_run(
             code += "\nmodel = tl.fit(num_epochs=2)\n"  # the S3 block constructs; train it too
         exec(compile(code, f"README.md block {i}", "exec"), namespace)
     tl = namespace["tl"]  # the last block's loop
-    assert len(tl.train_history["val_loss"]) == tl.epoch
+    assert len(tl.train_history["val_loss"]) == tl.epochs_done
     assert tl.train_history["val_loss"][-1] < tl.train_history["val_loss"][0]
     assert namespace["y_pred"].shape == namespace["y_true"].shape == (len(test.dataset),)
     assert (tl.experiment_dir / "checkpoint_model" / "latest").is_file()

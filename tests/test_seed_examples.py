@@ -64,7 +64,7 @@ def test_seed_example_runs_as_written(variant: str, tmp_path: Path, monkeypatch:
 
     model, tl = namespace["model"], namespace["tl"]
     assert type(tl).__name__ == variant
-    assert tl.epoch == 10 and len(tl.train_history["loss"]) == 10
+    assert tl.epochs_done == 10 and len(tl.train_history["loss"]) == 10
     y_pred, y_true, _ = tl.predict_on_validation_set()
     assert isinstance(model, CNNModel)
     assert (y_pred == y_true).float().mean().item() > 0.9

@@ -132,7 +132,7 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement() -> Non
     tl = _loop()
     es = EarlyStopping(monitor="val_score", mode="max", patience=2)
     tl.fit(num_epochs=10, callbacks=[ScriptedMetric([0.1, 0.5, 0.4, 0.5, 0.45, 0.9, 1, 1, 1, 1]), es])
-    assert tl.epoch == 5  # epochs 2, 3 and 4 did not beat 0.5
+    assert (tl.epoch, tl.epochs_done) == (4, 5)  # epochs 2, 3 and 4 did not beat 0.5
     assert (es.best, es.best_epoch, es.stopped_epoch) == (0.5, 1, 4)
     assert tl.early_stop and "val_score did not improve for 3 epochs" in tl.stop_reason
 
@@ -143,7 +143,7 @@ def test_early_stopping_min_delta_and_auto_mode() -> None:
     tl = _loop()
     es = EarlyStopping(monitor="val_score", mode="min", min_delta=0.1, patience=0)
     tl.fit(num_epochs=10, callbacks=[ScriptedMetric([1.0, 0.95, 0.5] + [0.0] * 7), es])
-    assert tl.epoch == 2 and es.best == 1.0
+    assert tl.epochs_done == 2 and es.best == 1.0
 
 
 def test_early_stopping_restores_best_weights() -> None:
@@ -157,7 +157,7 @@ def test_early_stopping_restores_best_weights() -> None:
     tl = _loop()
     es = EarlyStopping(monitor="val_score", mode="max", patience=1, restore_best_weights=True)
     tl.fit(num_epochs=10, callbacks=[ScriptedMetric([0.1, 0.9, 0.2, 0.3] + [0.0] * 6), Snap(), es])
-    assert tl.epoch == 4
+    assert tl.epochs_done == 4
     for k, v in tl.model.state_dict().items():
         assert torch.equal(v, snapshots[1][k])
     assert not torch.equal(snapshots[1]["net.0.weight"], snapshots[3]["net.0.weight"])
@@ -205,7 +205,7 @@ def test_terminate_on_nan_stops_at_the_first_bad_iteration(caplog: pytest.LogCap
         tl.fit(num_epochs=3, callbacks=[TerminateOnNaN()])
     # row 42 is in batch 5 (0-based) of epoch 0
     assert tl.stop_reason == "non-finite loss nan in epoch 0 at iteration 5"
-    assert tl.iteration == 6 and tl.epoch == 1
+    assert tl.iteration == 6 and tl.epochs_done == 1
     assert "at iteration 5; stopping training" in caplog.text
 
 

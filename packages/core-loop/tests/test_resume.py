@@ -90,7 +90,7 @@ def test_mid_epoch_resume_is_exact(loader_kwargs: dict[str, Any], at: int) -> No
     rec_resumed = BatchRecorder()
     resumed.fit(num_epochs=4 - state["loop"]["epoch"], callbacks=[rec_resumed])
 
-    assert resumed.epoch == 4 and resumed.iteration == straight.iteration == 52
+    assert resumed.epochs_done == 4 and resumed.iteration == straight.iteration == 52
     assert rec_resumed.first_values == rec_straight.first_values[at:]  # the same batches, in the same order
     assert resumed.train_history["loss"] == straight.train_history["loss"]  # bit-identical, the partial epoch too
     for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):

@@ -55,7 +55,7 @@ def test_fit_matches_a_hand_written_loop_exactly() -> None:
         assert torch.equal(p, q)
     assert tl.train_history["loss"] == pytest.approx(ref_losses, rel=1e-6)
     assert "val_loss" not in tl.train_history
-    assert (tl.epoch, tl.iteration) == (3, 18)
+    assert (tl.epoch, tl.epochs_done, tl.iteration, tl.total_iteration_idx) == (2, 3, 18, 17)
 
 
 def test_grad_accumulation_matches_hand_written_accumulation() -> None:
@@ -91,7 +91,7 @@ def test_num_iterations_stops_mid_epoch_and_closes_the_epoch() -> None:
     tl = TrainLoop(model, loader, val, None, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss())
     tl.fit(num_iterations=25)
     assert tl.iteration == 25
-    assert tl.epoch == 3  # two full epochs and the closed partial third
+    assert tl.epochs_done == 3  # two full epochs and the closed partial third
     assert len(tl.train_history["val_loss"]) == 3
 
 
@@ -101,7 +101,7 @@ def test_second_fit_continues_training() -> None:
     tl = TrainLoop(model, loader, None, None, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss())
     tl.fit(num_epochs=2)
     tl.fit(num_epochs=3)
-    assert tl.epoch == 5 and len(tl.train_history["loss"]) == 5
+    assert tl.epochs_done == 5 and len(tl.train_history["loss"]) == 5
 
 
 def test_validation_loss_is_weighted_by_batch_size() -> None:

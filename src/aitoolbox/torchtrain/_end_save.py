@@ -57,7 +57,7 @@ def save_final_model(tl: _TrackedTrainLoop, directory: Path) -> Path:
         {
             "class": f"{type(tl.model).__module__}.{type(tl.model).__qualname__}",
             "parameters": sum(p.numel() for p in tl.model.parameters()),
-            "epoch": tl.epoch,
+            "epochs": tl.epochs_done,
             "iteration": tl.iteration,
             "sha256": hashlib.sha256(data).hexdigest(),
             "load_with": "model.load_state_dict(torch.load(path, weights_only=True))",
@@ -123,7 +123,7 @@ def end_save(
         writer.write_predictions(split, y_true, y_pred, metadata)
     writer.write_plots(history, results)
     notes = [
-        f"{type(tl).__name__}: {tl.epoch} epochs, {tl.iteration} iterations on {tl.device}",
+        f"{type(tl).__name__}: {tl.epochs_done} epochs, {tl.iteration} iterations on {tl.device}",
         "final model: `model/model_state_dict.pt`",
     ]
     if tl.stop_reason:

@@ -315,7 +315,7 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
             loaded = self._load_for_resume(resume_from, allow_partial_resume, allow_resume_changes)
             if self.distributed is not None:
                 self.distributed.barrier()  # every rank has read the checkpoint before rank 0 writes or prunes
-            remaining_epochs = max(0, num_epochs - self.epoch) if num_epochs else 0
+            remaining_epochs = max(0, num_epochs - self.epochs_done) if num_epochs else 0
             remaining_iterations = max(0, num_iterations - self.iteration) if num_iterations else 0
             if not remaining_epochs and not remaining_iterations:
                 logger.info("nothing to train: the checkpoint is at epoch %d, iteration %d", self.epoch, self.iteration)

@@ -221,8 +221,13 @@ class TrainLoop:
             self._tt.to(self.device)
 
         self.train_history = TrainingHistory()
+        #: 0-based index of the epoch being trained; after training (and in ``on_train_end``), of the last one
         self.epoch = 0
+        #: training batches done so far, over every epoch and ``fit`` (what ``num_iterations`` counts)
         self.iteration = 0
+        #: 0-based global index of the batch being trained (from ``on_batch_begin`` to ``on_batch_end``), of the last
+        #: one after it; -1 before the first batch (the original AIToolbox's counter)
+        self.total_iteration_idx = -1
         self.num_epochs = 0
         self.num_iterations = 0
         self.grad_accumulation = 1
@@ -254,9 +259,12 @@ class TrainLoop:
                 )
 
     @property
-    def total_iteration_idx(self) -> int:
-        """The original AIToolbox name of :attr:`iteration` (global batch counter, 0-based)."""
-        return self.iteration
+    def epochs_done(self) -> int:
+        """How many epochs are complete: :attr:`epoch` + 1 once the current epoch has ended, else :attr:`epoch`.
+
+        .. versionadded:: 0.2
+        """
+        return self.epoch + 1 if self._epoch_complete else self.epoch
 
     # ------------------------------------------------------------------ distributed
 
@@ -324,6 +332,7 @@ class TrainLoop:
             "model": {k: v.detach().cpu() for k, v in self._tt.state_dict().items()},
             "history": self.train_history.state_dict(),
             "epoch": self.epoch,
+            "epoch_complete": self._epoch_complete,
             "iteration": self.iteration,
             "early_stop": self.early_stop,
             "stop_reason": self.stop_reason,
@@ -333,6 +342,8 @@ class TrainLoop:
         self._tt.load_state_dict(result["model"])
         self.train_history.load_state_dict(result["history"])
         self.epoch, self.iteration = result["epoch"], result["iteration"]
+        self._epoch_complete = result["epoch_complete"]
+        self.total_iteration_idx = self.iteration - 1
         self.early_stop, self.stop_reason = result["early_stop"], result["stop_reason"]
 
     # ------------------------------------------------------------------ fit
@@ -346,23 +357,29 @@ class TrainLoop:
     ) -> TTModel | nn.Module:
         """Train for ``num_epochs`` epochs or ``num_iterations`` batches, and return the model.
 
-        The loop, with the hooks it calls on every callback that overrides them::
+        The loop, with the hooks it calls on every callback that overrides them, and the counters each hook sees::
 
             register callbacks -> cb.on_train_loop_registration()
-            on_train_begin()
+            on_train_begin()                              # epoch: 0 (or the resumed one), total_iteration_idx: -1
             for epoch in range(num_epochs):               # or until num_iterations batches
-                on_epoch_begin()
+                on_epoch_begin()                          # epoch: this epoch's 0-based index
                 for batch in train_loader:                # next batch copied on a CUDA side stream
-                    on_batch_begin()
+                    total_iteration_idx = iteration       # the batch's 0-based global index
+                    on_batch_begin()                      # iteration: batches done before this one
                     with autocast: loss = model.get_loss(batch, criterion, device)
                     backward(loss / grad_accumulation)    # scaled by GradScaler for fp16
                     if grad_accumulation batches done (or the epoch ends):
                         for each optimizer i: [unscale] on_after_gradient_update(i); optimizer.step()
                         on_after_optimizer_step(); zero_grad(set_to_none=True)
-                    on_batch_end()
+                    iteration += 1
+                    on_batch_end()                        # total_iteration_idx: still this batch's index
                 history['loss'] = mean batch loss; history['val_loss'] = validation loss
-                on_epoch_end()                            # may set early_stop
-            on_train_end()
+                on_epoch_end()                            # may set early_stop; epoch: still this epoch's index
+            on_train_end()                                # epoch, total_iteration_idx: the last epoch's and batch's
+
+        After ``fit``, ``epoch`` is the last epoch's index and ``total_iteration_idx`` the last batch's (the original
+        AIToolbox's counters), ``iteration`` the number of batches trained and :attr:`epochs_done` the number of
+        complete epochs.
 
         The training loss is accumulated without a host-device sync per step and read once per epoch.
 
@@ -386,7 +403,7 @@ class TrainLoop:
         callbacks_checked = validate_callbacks(callbacks)
         if not any(isinstance(cb, ProgressBar) for cb in callbacks_checked) and self._show_progress():
             callbacks_checked.append(ProgressBar())
-        self.num_epochs = self.epoch + num_epochs if num_epochs else 0
+        self.num_epochs = self.epochs_done + num_epochs if num_epochs else 0
         self.num_iterations = self.iteration + num_iterations if num_iterations else 0
         self.grad_accumulation = grad_accumulation
         self.early_stop = False
@@ -464,7 +481,7 @@ class TrainLoop:
             return True
         if self.num_iterations:
             return self.iteration >= self.num_iterations
-        return self.epoch >= self.num_epochs
+        return self.epochs_done >= self.num_epochs
 
     def _train(self) -> None:
         handler = self._handler
@@ -473,6 +490,9 @@ class TrainLoop:
         handler.call("on_train_begin")
         start = time.perf_counter()
         while not self._done():
+            if self._epoch_complete:  # the next epoch begins: epoch stays the last one's index between epochs
+                self.epoch += 1
+                self._epoch_complete = False
             handler.call("on_epoch_begin")
             epoch_start = time.perf_counter()
             mean_loss = self._train_epoch()
@@ -499,12 +519,10 @@ class TrainLoop:
             if self.distributed is not None and self.distributed.any(self.early_stop) and not self.early_stop:
                 self.early_stop = True  # another rank's callback stopped: every rank stops after this epoch
                 self.stop_reason = self.stop_reason or "stopped on another rank"
-            self.epoch += 1
-            self._epoch_complete = False
         handler.call("on_train_end")
         log(
             "training finished: %d epochs, %d iterations in %.1f s%s",
-            self.epoch,
+            self.epochs_done,
             self.iteration,
             time.perf_counter() - start,
             f" (stopped: {self.stop_reason})" if self.stop_reason else "",
@@ -547,6 +565,7 @@ class TrainLoop:
         stop_at = self.num_iterations
         unchecked = True  # the first loss of the epoch is checked (one branch per step, no sync)
         for batch in loader:
+            self.total_iteration_idx = self.iteration
             for cb in cb_batch_begin:
                 cb.on_batch_begin()
             if move:
@@ -695,6 +714,7 @@ class TrainLoop:
             self._run_loaders.clear()
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self._epoch_complete = False
+        self.total_iteration_idx = self.iteration - 1
 
     def _optimizer_step(self) -> None:
         scaler = self.grad_scaler

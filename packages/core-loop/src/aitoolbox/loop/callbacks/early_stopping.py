@@ -121,7 +121,7 @@ class EarlyStopping(Callback):
     def on_train_end(self) -> None:
         tl = self.train_loop_obj
         assert tl is not None
-        if self.restore_best_weights and self._best_state is not None and self.best_epoch != tl.epoch - 1:
+        if self.restore_best_weights and self._best_state is not None and self.best_epoch != tl.epoch:
             tl.model.load_state_dict(self._best_state)
             logger.info(
                 "EarlyStopping: restored the weights of epoch %s (%s=%s)", self.best_epoch, self.monitor, self.best
