@@ -3,7 +3,8 @@
 
 Trains a small classifier with one of the four variants on CPU/gloo and writes, per rank, what the tests compare:
 ``rank<R>.pt`` (parameters, history, gathered validation predictions, experiment folder). Fault injection:
-``--crash-after-epoch E`` SIGKILLs the whole job (torchrun included) once epoch E's checkpoint is committed;
+``--crash-after-epoch E`` SIGKILLs the whole job (torchrun included) once epoch E's checkpoint is committed,
+``--crash-at-iteration N`` after iteration N (with ``--save-every K``, the iteration checkpoints before it stay);
 ``--raise-on-rank R`` raises in rank R at the start of epoch 1.
 """
 
@@ -33,20 +34,28 @@ N_TRAIN, N_VAL, PER_RANK_BATCH = 256, 101, 16
 
 
 class _Crash(Callback):
-    """SIGKILLs the whole process group (the launcher and every rank) after epoch ``epoch``'s checkpoint commits."""
+    """SIGKILLs the whole process group (the launcher and every rank) after epoch ``epoch``'s checkpoint commits,
+    or after iteration ``iteration``."""
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, epoch: int | None, iteration: int | None = None) -> None:
         super().__init__("crash", execution_order=20_000)  # after the checkpoint callback
-        self.epoch = epoch
+        self.epoch, self.iteration = epoch, iteration
 
     def on_epoch_end(self) -> None:
+        if self.train_loop_obj.epoch == self.epoch:
+            self._die()
+
+    def on_batch_end(self) -> None:
+        if self.train_loop_obj.iteration == self.iteration:
+            self._die()
+
+    def _die(self) -> None:
         tl = self.train_loop_obj
-        if tl.epoch == self.epoch:
-            if tl.is_main_process:
-                tl.checkpoint_manager.wait()
-                os.killpg(os.getpgid(0), signal.SIGKILL)
-            else:
-                signal.pause()  # rank 0 kills us
+        if tl.is_main_process:
+            tl.checkpoint_manager.wait()
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        else:
+            signal.pause()  # rank 0 kills us
 
 
 class _Raise(Callback):
@@ -102,6 +111,8 @@ def build(args: argparse.Namespace) -> TrainLoop:
     }
     if args.variant == "plain":
         return TrainLoop(*common, **options)
+    if args.save_every:
+        options["iteration_save_freq"] = args.save_every
     if args.variant == "checkpoint":
         return TrainLoopCheckpoint(*common, **tracked, **options)
     package = ClassificationResultPackage()
@@ -132,6 +143,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--crash-after-epoch", type=int, default=None)
+    parser.add_argument("--crash-at-iteration", type=int, default=None)
+    parser.add_argument("--save-every", type=int, default=0, help="iteration_save_freq of the checkpoint variants")
     parser.add_argument("--raise-on-rank", type=int, default=None)
     parser.add_argument("--stop-on-rank", type=int, default=None)
     parser.add_argument("--stop-at-iteration", type=int, default=5)
@@ -146,8 +159,8 @@ def main() -> None:
         atexit.register(_report_group_destroyed, args.out)
     tl = build(args)
     callbacks: list[Callback] = []
-    if args.crash_after_epoch is not None:
-        callbacks.append(_Crash(args.crash_after_epoch))
+    if args.crash_after_epoch is not None or args.crash_at_iteration is not None:
+        callbacks.append(_Crash(args.crash_after_epoch, args.crash_at_iteration))
     if args.raise_on_rank is not None:
         callbacks.append(_Raise(args.raise_on_rank))
     if args.stop_on_rank is not None:

@@ -150,10 +150,13 @@ def test_gradient_accumulation_steps_like_one_process_with_the_same_global_batch
     assert rank0["iteration"] == reference["iteration"] == 3 * 8
 
 
-def test_a_job_killed_after_epoch_1_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
-    args = ["--variant", "checkpoint_endsave", "--dropout", "0.3"]  # dropout: each rank's RNG must be restored
+@pytest.mark.parametrize("crash", [["--crash-after-epoch", "1"], ["--crash-at-iteration", "12"]], ids=["epoch", "mid"])
+def test_a_killed_job_resumes_to_the_uninterrupted_result(tmp_path: Path, crash: list[str]) -> None:
+    # dropout: each rank's RNG must be restored; 8 batches per rank and epoch, an iteration checkpoint every 5: the
+    # mid-epoch crash resumes at iteration 10, batch 2 of epoch 1
+    args = ["--variant", "checkpoint_endsave", "--dropout", "0.3", "--save-every", "5"]
     _torchrun(tmp_path / "whole", *args)
-    crashed = _torchrun(tmp_path / "crash", *args, "--crash-after-epoch", "1", check=False)
+    crashed = _torchrun(tmp_path / "crash", *args, *crash, check=False)
     assert crashed.returncode != 0 and not (tmp_path / "crash" / "rank0.pt").exists()
     _torchrun(tmp_path / "crash", *args, "--resume")
     whole, resumed = _load(tmp_path / "whole"), _load(tmp_path / "crash")
