@@ -494,3 +494,14 @@ def test_counters_after_a_resume(tmp_path: Path) -> None:
     tl.fit(num_epochs=3, resume_from="latest", callbacks=[counters])
     assert counters.seen[0] == ("train_begin", 2, 7, 8) and counters.seen[2] == ("batch_begin", 2, 8, 8)
     assert (tl.epoch, tl.total_iteration_idx, tl.epochs_done) == (2, 11, 3)
+
+
+def test_an_optimizer_class_and_a_dataset_for_a_loader_are_named() -> None:
+    from aitoolbox.loop import TrainLoop
+
+    model = TinyClassifier()
+    loader = make_classification_loader(16)
+    with pytest.raises(LoopConfigError, match=r"optimizer is the class Adam, .* Adam\(model.parameters\(\), lr=...\)"):
+        TrainLoop(model, loader, None, None, optim.Adam, nn.CrossEntropyLoss())
+    with pytest.raises(LoopConfigError, match=r"got TensorDataset; wrap the dataset: DataLoader\(dataset, batch_size"):
+        TrainLoop(model, loader.dataset, None, None, optim.Adam(model.parameters()), nn.CrossEntropyLoss())

@@ -49,6 +49,12 @@ def _is_loader(obj: object) -> bool:
 
 def _as_optimizers(optimizer: object) -> list[torch.optim.Optimizer]:
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    classes = [o for o in opts if isinstance(o, type)]
+    if classes:
+        raise LoopConfigError(
+            f"optimizer is the class {classes[0].__name__}, not an optimizer; pass an instance built on the model's "
+            f"parameters: {classes[0].__name__}(model.parameters(), lr=...)"
+        )
     if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts):
         raise LoopConfigError(
             f"optimizer must be a torch.optim.Optimizer (or a list of them), got {type(optimizer).__name__}; "
@@ -145,8 +151,14 @@ class TrainLoop:
         self._tt: TTModel = as_ttmodel(model)
         self.model = model
         if not _is_loader(train_loader):
+            hint = (
+                "; wrap the dataset: DataLoader(dataset, batch_size=..., shuffle=True)"
+                if hasattr(train_loader, "__getitem__") and hasattr(train_loader, "__len__")
+                else ""
+            )
             raise LoopConfigError(
-                f"train_loader must be a DataLoader (or another iterable of batches), got {type(train_loader).__name__}"
+                "train_loader must be a DataLoader (or another iterable of batches), got "
+                f"{type(train_loader).__name__}{hint}"
             )
         for name, loader in (("validation_loader", validation_loader), ("test_loader", test_loader)):
             if loader is not None and not _is_loader(loader):
