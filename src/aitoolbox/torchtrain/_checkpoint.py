@@ -199,15 +199,16 @@ class EpochCheckpoint(Callback):
                 f"(it has {sorted(tl.train_history)}); set rm_subopt_local_models to one of those"
             )
         ctx = tl.distributed
-        if ctx is not None:  # every rank's RNG goes into the checkpoint, so each resumes its own stream
-            rng_ranks = ctx.gather(capture_rng_state())
+        if ctx is not None:  # every rank's RNG and partial epoch loss go into the checkpoint: each resumes its own
+            per_rank = ctx.gather((capture_rng_state(), tl.state_dict()["epoch_loss_sum"]))
             if self.manager is None:
                 return
         if self.manager is None:
             return
         parts = collect_parts(tl)
         if ctx is not None:
-            parts["rng_ranks"] = rng_ranks
+            parts["rng_ranks"] = [rng for rng, _ in per_rank]
+            parts["loop"]["epoch_loss_sum_ranks"] = [loss_sum for _, loss_sum in per_rank]
         loop = parts["loop"]
         self.manager.save(
             parts,

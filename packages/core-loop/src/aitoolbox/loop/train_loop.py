@@ -716,6 +716,10 @@ class TrainLoop:
                 raise LoopConfigError("the checkpoint holds GradScaler state but use_amp does not use fp16 here")
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         self._resume_plan = dict(state) if state["batch_in_epoch"] else None
+        ranks = state.get("epoch_loss_sum_ranks")  # a distributed checkpoint: each rank's own partial epoch loss
+        ctx = self.distributed
+        if self._resume_plan is not None and ranks and ctx is not None and len(ranks) == ctx.world_size:
+            self._resume_plan["epoch_loss_sum"] = float(ranks[ctx.rank])
         self._data_rng_pending = state.get("data_rng")
         self._resume_strict = strict
         problems = not_replayed(self.train_loader, mid_epoch=bool(state["batch_in_epoch"]))
