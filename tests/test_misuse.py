@@ -1,5 +1,15 @@
 """Misuse cases: what users get wrong, each refused early with an error that names the fix, or handled so that
-nothing trained is lost. One test (or parametrised case) per item of the trust issue."""
+nothing trained is lost. One test (or parametrised case) per item of the trust issue; the items that need their own
+machinery are tested beside it:
+
+- a loader's or sampler's own generator, workers, augmentation, accumulation, bf16, across SIGKILL:
+  ``tests/test_checkpoint_resume.py`` (and in-process, ``packages/core-loop/tests/test_resume.py``); torchrun with
+  2 ranks, killed at an epoch end and mid-epoch: ``tests/test_distributed.py``
+- rows of mixed dtypes under the default fast collation: ``tests/test_fast_collate_loop.py``
+- ``gpu_mode='ddp'`` after a threaded op with ``OMP_NUM_THREADS=2``: ``tests/test_distributed.py``
+- a disk that fills during a background write: ``packages/checkpointing/tests/test_disk_full.py``
+- a wrong S3 secret, an unknown key, an endpoint without scheme: ``packages/cloud/tests/test_store.py``
+"""
 
 from __future__ import annotations
 

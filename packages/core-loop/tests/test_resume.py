@@ -156,3 +156,47 @@ def test_skipped_batches_are_never_fetched() -> None:
     torch.set_rng_state(snap_epoch_rng["torch"])
     full_order = [i for batch in DataLoader(range(100), batch_size=10, shuffle=True) for i in batch.tolist()]
     assert data.fetched == full_order[70:]
+
+
+def _generator_loader(kind: str, seed: int) -> DataLoader:
+    from torch.utils.data import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+
+    data = make_classification_data(100)
+    gen = torch.Generator().manual_seed(seed)
+    samplers = {
+        "loader": None,
+        "random": RandomSampler(data, generator=gen),
+        "subset": SubsetRandomSampler(range(0, 100, 2), generator=gen),
+        "weighted": WeightedRandomSampler(torch.linspace(0.1, 1.0, 100), 100, generator=gen),
+    }
+    if kind == "loader":
+        return DataLoader(data, batch_size=8, shuffle=True, generator=gen)
+    return DataLoader(data, batch_size=8, sampler=samplers[kind])
+
+
+@pytest.mark.parametrize("kind", ["loader", "random", "subset", "weighted"])
+def test_epoch_end_state_restores_the_loaders_own_generator(kind: str) -> None:
+    def run(loader: DataLoader, state: dict[str, Any] | None = None, epochs: int = 4) -> tuple[TrainLoop, Any]:
+        torch.manual_seed(0)
+        model = TinyClassifier()
+        tl = TrainLoop(model, loader, None, None, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss())
+        keep: list[dict[str, Any]] = []
+
+        class Keep(Callback):
+            def on_epoch_end(self) -> None:
+                keep.append(
+                    copy.deepcopy(self.train_loop_obj.state_dict()) | {"model": copy.deepcopy(model.state_dict())}
+                )
+
+        if state is not None:
+            model.load_state_dict(state["model"])
+            tl.load_state_dict(state)
+        tl.fit(num_epochs=epochs, callbacks=[Keep()])
+        return tl, keep
+
+    straight, states = run(_generator_loader(kind, 7))
+    # a new process builds its loader with the same seed: without the saved state its generator would restart
+    resumed, _ = run(_generator_loader(kind, 7), states[1], epochs=2)
+    assert resumed.train_history["loss"] == straight.train_history["loss"]
+    for p, q in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(p, q)
