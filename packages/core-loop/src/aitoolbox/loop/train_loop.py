@@ -113,8 +113,10 @@ class TrainLoop:
         fast_collate: collate with ``fastcollate.collate`` (the Rust drop-in for ``default_collate``: equal
             batches, reused and pinned output memory) in every given DataLoader that uses ``default_collate``;
             loaders with their own ``collate_fn`` are left alone, and the user's loaders are never modified (the
-            loop iterates shallow copies). ``None`` (default): when the ``fastcollate`` package is installed;
-            ``True``: require it; ``False``: never.
+            loop iterates shallow copies). A batch fastcollate declines (e.g. a float64 row among float32 ones,
+            which ``default_collate`` promotes) is collated by ``default_collate``: what trains with plain PyTorch
+            trains here. ``None`` (default): when the ``fastcollate`` package is installed; ``True``: require it;
+            ``False``: never.
 
     Example:
         .. code-block:: python
@@ -126,6 +128,9 @@ class TrainLoop:
     .. versionadded:: 0.1
     .. versionchanged:: 0.1.1
         ``fast_collate``.
+    .. versionchanged:: 0.2
+        ``end_auto_eval`` takes an int N (every N epochs); ``epoch`` and ``total_iteration_idx`` have the original
+        AIToolbox's meaning; ``epochs_done``; declined batches fall back to ``default_collate``.
     """
 
     def __init__(
