@@ -170,7 +170,7 @@ def test_resume_when_already_done_trains_nothing(tmp_path: Path) -> None:
     _tl(tmp_path).fit(num_epochs=2)
     tl = _tl(tmp_path)
     tl.fit(num_epochs=2, resume_from="latest")
-    assert tl.epoch == 2 and tl.iteration == 8
+    assert (tl.epoch, tl.epochs_done, tl.iteration, tl.total_iteration_idx) == (1, 2, 8, 7)
 
 
 def test_partial_checkpoint_needs_allow_partial(tmp_path: Path) -> None:

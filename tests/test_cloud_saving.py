@@ -107,7 +107,7 @@ def test_server_killed_mid_training_then_back(
     killer = KillServerAt(outage_server, epoch=1, restart_after_s=2.0)
     tl.fit(num_epochs=4, callbacks=[killer])  # training does not wait for the server
     killer.restarter.join()
-    assert tl.epoch == 4 and tl.upload_report.ok, str(tl.upload_report)
+    assert tl.epochs_done == 4 and tl.upload_report.ok, str(tl.upload_report)
     store = S3Store(bucket, endpoint_url=outage_server.endpoint_url)
     assert mirror_of(store, tl.experiment_dir, "p") == local_files(tl.experiment_dir)
 

@@ -502,7 +502,11 @@ def test_counters_after_a_resume(tmp_path: Path) -> None:
     counters = Counters()
     tl = _ckpt_loop(tmp_path)
     tl.fit(num_epochs=3, resume_from="latest", callbacks=[counters])
-    assert counters.seen[0] == ("train_begin", 2, 7, 8) and counters.seen[2] == ("batch_begin", 2, 8, 8)
+    # as after a fit: epoch is the last complete epoch's index until the next one begins
+    assert counters.seen[0] == ("train_begin", 1, 7, 8) and counters.seen[1:3] == [
+        ("epoch_begin", 2, 7, 8),
+        ("batch_begin", 2, 8, 8),
+    ]
     assert (tl.epoch, tl.total_iteration_idx, tl.epochs_done) == (2, 11, 3)
 
 

@@ -318,7 +318,11 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
             remaining_epochs = max(0, num_epochs - self.epochs_done) if num_epochs else 0
             remaining_iterations = max(0, num_iterations - self.iteration) if num_iterations else 0
             if not remaining_epochs and not remaining_iterations:
-                logger.info("nothing to train: the checkpoint is at epoch %d, iteration %d", self.epoch, self.iteration)
+                logger.info(
+                    "nothing to train: the checkpoint is after %d epochs, %d iterations",
+                    self.epochs_done,
+                    self.iteration,
+                )
                 self._pending_restore = None
                 self._after_fit()  # end-of-training work still runs: pending uploads, EndSave evaluation
                 return self.model

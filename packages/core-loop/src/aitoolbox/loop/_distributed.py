@@ -208,8 +208,32 @@ def record_failure(err: Exception) -> None:
 
     try:
         ErrorHandler().record_exception(err)
+        if _lost_peer(err):
+            _record_later(os.environ["TORCHELASTIC_ERROR_FILE"])
     except Exception:  # the report is best effort; the original error is what matters
         logger.debug("could not write torchrun's error file", exc_info=True)
+
+
+# what gloo raises on the ranks that lose a peer that failed on its own
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+
+
+def _lost_peer(err: BaseException) -> bool:
+    return any(text in str(err) for text in _PEER_LOST)
+
+
+def _record_later(path: str) -> None:
+    """torchrun names the failure with the smallest timestamp (whole seconds; ties go to the lowest rank) as the
+    root cause. A rank that failed only because a peer died records one second later, so that the summary names the
+    rank whose own error started it, not rank 0's lost connection."""
+    import json
+
+    with open(path) as fp:
+        data = json.load(fp)
+    info = data["message"]["extraInfo"]
+    info["timestamp"] = str(int(info["timestamp"]) + 1)
+    with open(path, "w") as fp:
+        json.dump(data, fp)
 
 
 # -------------------------------------------------------------------- sharding

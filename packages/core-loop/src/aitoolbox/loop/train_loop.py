@@ -734,7 +734,10 @@ class TrainLoop:
             self._sampler_seed = int(state["sampler_seed"])  # the interrupted run's shuffling
             self._run_loaders.clear()
         self.batch_in_epoch = int(state["batch_in_epoch"])
-        self._epoch_complete = False
+        # at an epoch boundary the loop stands where fit leaves it: epoch is the last complete epoch's index
+        self._epoch_complete = self.batch_in_epoch == 0 and self.epoch > 0
+        if self._epoch_complete:
+            self.epoch -= 1
         self.total_iteration_idx = self.iteration - 1
 
     def _optimizer_step(self) -> None:
