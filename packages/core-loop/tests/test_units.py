@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict, namedtuple
+from typing import Any
 
 import pytest
 import torch
@@ -128,3 +129,36 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "['aitoolbox']"  # nothing beyond torch (tqdm, numpy... are imported lazily or by torch itself)
+
+
+def test_a_dataclass_batch_weighs_its_rows_in_the_evaluation_loss() -> None:
+    import dataclasses
+
+    from torch import optim
+    from torch.utils.data import DataLoader
+
+    from aitoolbox.loop import TrainLoop
+    from aitoolbox.loop.testing import TinyClassifier, make_classification_data
+
+    @dataclasses.dataclass
+    class Batch:
+        name: str
+        x: torch.Tensor
+        y: torch.Tensor
+
+    def collate(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+        return Batch("rows", torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]))
+
+    class OnBatches(TinyClassifier):
+        def get_loss(self, batch: Any, criterion: Any, device: Any) -> torch.Tensor:
+            return super().get_loss((batch.x, batch.y), criterion, device)
+
+    data = make_classification_data(40)
+    model = OnBatches()
+    criterion = nn.CrossEntropyLoss()
+    val = DataLoader(data, batch_size=32, collate_fn=collate)  # batches of 32 and 8 rows
+    tl = TrainLoop(model, val, val, None, optim.SGD(model.parameters(), lr=0.1), criterion, device="cpu")
+    x, y = data.tensors
+    with torch.no_grad():
+        expected = (criterion(model(x[:32]), y[:32]) * 32 + criterion(model(x[32:]), y[32:]) * 8).item() / 40
+    assert tl.evaluate_loss_on_validation_set() == pytest.approx(expected, rel=1e-6)

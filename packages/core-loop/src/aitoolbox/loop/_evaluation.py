@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -113,6 +114,11 @@ def _find_size(obj: Any) -> int | None:
     if isinstance(obj, Mapping):
         for o in obj.values():
             n = _find_size(o)
+            if n is not None:
+                return n
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # a dataclass batch: its fields, in order
+        for f in dataclasses.fields(obj):
+            n = _find_size(getattr(obj, f.name))
             if n is not None:
                 return n
     return None
