@@ -61,7 +61,7 @@ def test_upload_throughput(
     benchmark.group = "upload"
     benchmark.extra_info.update(workload="S3", candidate="S3Store.upload_file (verified)", baseline="boto3 upload_file")
     benchmark.pedantic(candidate, setup=interleaved_baseline(benchmark, baseline), rounds=2, warmup_rounds=0)
-    report(f"upload of 1 GB: {SIZE / benchmark.stats.min / 1e6:.0f} MB/s (S3Store, best round)")
+    report(f"upload of 1 GB: {SIZE / benchmark.stats.stats.min / 1e6:.0f} MB/s (S3Store, best round)")  # Metadata.stats
     assert store.list(store.key("ours/")).__next__().size == SIZE
 
 
