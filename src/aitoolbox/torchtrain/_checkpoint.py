@@ -39,12 +39,13 @@ def callback_keys(callbacks: list[Callback]) -> dict[str, Callback]:
     return keys
 
 
-def collect_parts(tl: TrainLoop) -> dict[str, Any]:
-    """Everything needed to continue ``tl`` exactly, as tensors and plain data."""
+def collect_parts(tl: TrainLoop, loop_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to continue ``tl`` exactly, as tensors and plain data (``loop_state``: ``tl.state_dict()``
+    when the caller already took it)."""
     return {
         "model": tl.model.state_dict(),
         "optimizer": [opt.state_dict() for opt in tl.optimizers],
-        "loop": tl.state_dict(),
+        "loop": tl.state_dict() if loop_state is None else loop_state,
         "rng": capture_rng_state(),
         "callbacks": {key: state for key, cb in callback_keys(tl.callbacks).items() if (state := cb.state_dict())},
     }
@@ -199,13 +200,15 @@ class EpochCheckpoint(Callback):
                 f"(it has {sorted(tl.train_history)}); set rm_subopt_local_models to one of those"
             )
         ctx = tl.distributed
+        loop_state = None
         if ctx is not None:  # every rank's RNG and partial epoch loss go into the checkpoint: each resumes its own
-            per_rank = ctx.gather((capture_rng_state(), tl.state_dict()["epoch_loss_sum"]))
+            loop_state = tl.state_dict()
+            per_rank = ctx.gather((capture_rng_state(), loop_state["epoch_loss_sum"]))
             if self.manager is None:
                 return
         if self.manager is None:
             return
-        parts = collect_parts(tl)
+        parts = collect_parts(tl, loop_state)
         if ctx is not None:
             parts["rng_ranks"] = [rng for rng, _ in per_rank]
             parts["loop"]["epoch_loss_sum_ranks"] = [loss_sum for _, loss_sum in per_rank]

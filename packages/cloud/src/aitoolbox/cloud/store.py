@@ -226,9 +226,10 @@ class S3Store:
             self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
         except bx.ClientError as detailed:
             code = str(detailed.response.get("Error", {}).get("Code", ""))
-            return detailed if code and not code.isdigit() else err
-        except Exception:
-            return err
+            if code and not code.isdigit():
+                return detailed
+        except Exception:  # the diagnosis is best effort: the HEAD error stands
+            pass
         return err
 
     # ------------------------------------------------------------------ transfers

@@ -70,6 +70,15 @@ def _len_or_none(loader: object) -> int | None:
         return None
 
 
+def _refuse_empty(name: str, loader: object, fix: str = "") -> None:
+    """A loader whose ``len`` is 0 is refused before training (iterable-style loaders are checked when they run)."""
+    if _len_or_none(loader) == 0:
+        raise LoopConfigError(
+            f"{name} is empty (0 batches); check the dataset size and that batch_size <= len(dataset) when "
+            f"drop_last=True{fix}"
+        )
+
+
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise LoopConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -168,11 +177,8 @@ class TrainLoop:
         for name, loader in (("validation_loader", validation_loader), ("test_loader", test_loader)):
             if loader is not None and not _is_loader(loader):
                 raise LoopConfigError(f"{name} must be a DataLoader or None, got {type(loader).__name__}")
-            if loader is not None and _len_or_none(loader) == 0:
-                raise LoopConfigError(
-                    f"{name} is empty (0 batches); check the dataset size and batch_size <= len(dataset) with "
-                    "drop_last=True, or pass None"
-                )
+            if loader is not None:
+                _refuse_empty(name, loader, ", or pass None")
         self.train_loader = train_loader
         self.validation_loader = validation_loader
         self.test_loader = test_loader
@@ -483,15 +489,7 @@ class TrainLoop:
             )
         if isinstance(grad_accumulation, bool) or not isinstance(grad_accumulation, int) or grad_accumulation < 1:
             raise LoopConfigError(f"grad_accumulation must be a positive int, got {grad_accumulation!r}")
-        try:
-            n_batches = len(self.train_loader)  # type: ignore[arg-type]
-        except TypeError:
-            n_batches = None  # iterable-style loader: checked after the first epoch
-        if n_batches == 0:
-            raise LoopConfigError(
-                "train_loader is empty (0 batches); check the dataset size and that batch_size <= len(dataset) "
-                "when drop_last=True"
-            )
+        _refuse_empty("train_loader", self.train_loader)
 
     def _done(self) -> bool:
         if self.early_stop:
