@@ -28,7 +28,7 @@ from aitoolbox.checkpointing.errors import (
 )
 from aitoolbox.checkpointing.snapshot import SnapshotBuffers, check_plain
 
-__all__ = ["CheckpointInfo", "CheckpointManager", "LoadedCheckpoint"]
+__all__ = ["CheckpointInfo", "CheckpointManager", "LoadedCheckpoint", "damaged_message"]
 
 logger = logging.getLogger(__name__)
 
