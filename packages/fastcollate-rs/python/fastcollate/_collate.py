@@ -17,11 +17,11 @@ from torch.utils.data import default_collate
 
 from fastcollate import _buffers, _native
 from fastcollate._config import arrays_readable, copy_threads, in_worker, openmp_bound
+from fastcollate._plan import Unsupported, flat_plan, is_numpy, plan
 from fastcollate.errors import CollateDtypeError, CollateShapeError, CollateTypeError
 
 __all__ = ["collate"]
 
-_OBJ, _INT, _FLOAT, _BOOL, _SEQ, _MAP = range(6)
 
 # Below these sizes torch.stack wins: it validates and copies in C++ with no per-item Python call.
 RAW_MIN_ITEM_BYTES = 16 * 1024
@@ -48,98 +48,6 @@ _RAW_DTYPES = frozenset(
         torch.bool,
     }
 )
-
-
-class _Unsupported(Exception):
-    """The first sample holds something this module leaves to default_collate."""
-
-
-def _is_numpy(obj: object) -> bool:
-    return type(obj).__module__ == "numpy"
-
-
-def _plan(elem: Any, path: str, leaves: list[tuple[str, str]], zipped: bool = False) -> tuple[Any, Any]:
-    """Returns (spec for Rust, tree for rebuilding) and appends (kind, path) per leaf, depth first.
-
-    ``zipped``: the leaf's column is built by ``zip`` in default_collate (inside a sequence), so a column it
-    returns as-is (strings) is a tuple there, and a list elsewhere.
-    """
-    kind = type(elem)
-    if isinstance(elem, torch.Tensor):
-        leaves.append(("tensor", path))
-        return _OBJ, ("leaf",)
-    if kind is int:
-        leaves.append(("int", path))
-        return _INT, ("leaf",)
-    if kind is float:
-        leaves.append(("float", path))
-        return _FLOAT, ("leaf",)
-    if kind is bool:
-        leaves.append(("bool", path))
-        return _BOOL, ("leaf",)
-    if kind is str or kind is bytes:
-        leaves.append(("str_tuple" if zipped else "str", path))
-        return _OBJ, ("leaf",)
-    if _is_numpy(elem):
-        import numpy as np
-
-        if isinstance(elem, np.ndarray) and elem.shape != ():
-            leaves.append(("ndarray", path))
-            return _OBJ, ("leaf",)
-        if isinstance(elem, np.generic):
-            leaves.append(("npscalar", path))
-            return _OBJ, ("leaf",)
-        raise _Unsupported
-    if isinstance(elem, dict):
-        keys = tuple(elem)
-        children = [_plan(elem[k], f"{path}[{k!r}]", leaves) for k in keys]
-        return (_MAP, keys, tuple(c[0] for c in children)), ("map", elem, keys, [c[1] for c in children])
-    if isinstance(elem, tuple) and hasattr(elem, "_fields"):
-        children = [_plan(v, f"{path}.{f}", leaves, True) for f, v in zip(elem._fields, elem, strict=True)]
-        return (_SEQ, tuple(c[0] for c in children)), ("namedtuple", kind, [c[1] for c in children])
-    if isinstance(elem, (tuple, list)):
-        children = [_plan(v, f"{path}[{i}]", leaves, True) for i, v in enumerate(elem)]
-        shape = "tuple" if isinstance(elem, tuple) else "list"
-        return (_SEQ, tuple(c[0] for c in children)), (shape, elem, [c[1] for c in children])
-    raise _Unsupported
-
-
-# Leaf types of a "flat" sample (a dict, tuple or list holding only these, exactly): its plan is cached.
-_FLAT_LEAF_TYPES = frozenset({torch.Tensor, int, float, bool, str, bytes})
-_MAX_FLAT_PLANS = 64
-_flat_plans: dict[tuple[Any, ...], tuple[Any, tuple[tuple[str, str], ...]] | None] = {}
-
-
-def _flat_plan(elem: Any) -> tuple[tuple[Any, ...] | None, Any, tuple[tuple[str, str], ...]] | None:
-    """(the dict's keys or None, spec, leaves) when ``elem`` is a plain dict, tuple or list of plain leaves.
-
-    The plan depends only on the keys and the exact leaf types, so it is looked up by them instead of being
-    rebuilt per batch (planning costs several microseconds, the lookup a fraction of one). None for anything
-    else (nesting, namedtuples, numpy, subclasses), which then takes the general path.
-    """
-    kind = type(elem)
-    if kind is dict:
-        keys: tuple[Any, ...] | None = tuple(elem)
-        signature: tuple[Any, ...] = (keys, *map(type, elem.values()))
-    elif kind is tuple or kind is list:
-        keys = None
-        signature = (kind, *map(type, elem))
-    else:
-        return None
-    try:
-        plan = _flat_plans[signature]
-    except KeyError:
-        plan = None
-        if _FLAT_LEAF_TYPES.issuperset(signature[1:]):
-            leaves: list[tuple[str, str]] = []
-            spec, _ = _plan(elem, "", leaves)
-            plan = (spec, tuple(leaves))
-        if len(_flat_plans) >= _MAX_FLAT_PLANS:
-            _flat_plans.clear()
-        _flat_plans[signature] = plan
-    if plan is None:
-        return None
-    return keys, plan[0], plan[1]
 
 
 def _rebuild(tree: Any, values: collections.abc.Iterator[Any]) -> Any:
@@ -207,22 +115,22 @@ def collate_with(batch: collections.abc.Sequence[Any], tensor_fn: TensorFn, pin_
     if isinstance(elem, torch.Tensor):
         out = tensor_fn(batch, "", pin_memory)
         return _buffers.pack_shared([out])[0] if in_worker() else out
-    if _is_numpy(elem):  # a batch of arrays or numpy scalars: the batch is the one column, nothing to transpose
+    if is_numpy(elem):  # a batch of arrays or numpy scalars: the batch is the one column, nothing to transpose
         leaf: list[tuple[str, str]] = []
         try:
-            _plan(elem, "", leaf)
-        except _Unsupported:
+            plan(elem, "", leaf)
+        except Unsupported:
             return default_collate(batch)
         return _finish(leaf[0][0], "", batch, tensor_fn, pin_memory)
-    flat = _flat_plan(elem)
+    flat = flat_plan(elem)
     if flat is not None:  # a dict, tuple or list of plain leaves: no tree to walk or rebuild
         keys, spec, leaves = flat
         tree = None
     else:
         plan_leaves: list[tuple[str, str]] = []
         try:
-            spec, tree = _plan(elem, "", plan_leaves)
-        except _Unsupported:
+            spec, tree = plan(elem, "", plan_leaves)
+        except Unsupported:
             return default_collate(batch)
         leaves = tuple(plan_leaves)
     columns = _native.columns(batch, spec)
@@ -325,8 +233,9 @@ def stack_tensors(column: list[torch.Tensor], path: str, pin: bool | None) -> to
         )
     item_bytes = elem.nbytes
     if _raw_sized(item_bytes, len(column)) and type(elem) is torch.Tensor and elem.dtype in _RAW_DTYPES:
+        column = column if type(column) is list else list(column)
         found = _native.tensor_addresses(
-            column if type(column) is list else list(column), torch.Tensor, elem.dtype, list(elem.shape), False, False
+            column, torch.Tensor, elem.dtype, list(elem.shape), vary_first=False, allow_grad=False
         )
         if found is not None:
             return _stack_raw(found[0], tuple(elem.shape), elem.dtype, item_bytes, pin)

@@ -4,6 +4,8 @@ tensors; every length is checked against the layout before a byte moves."""
 from typing import Any
 
 __all__ = [
+    "ERROR_CLASSES",
+    "PLAN_CODES",
     "__version__",
     "array_addresses",
     "bind_openmp",
@@ -18,6 +20,10 @@ __all__ = [
 ]
 
 __version__: str
+#: the codes of a collation plan, by name (``OBJ``, ``INT``, ``FLOAT``, ``BOOL``, ``SEQ``, ``MAP``)
+PLAN_CODES: dict[str, int]
+#: the ``fastcollate.errors`` classes Rust raises
+ERROR_CLASSES: tuple[str, ...]
 
 def stack_into(out: tuple[int, int], srcs: list[int], item_bytes: int, threads: int) -> None:
     """Copies ``len(srcs)`` items of ``item_bytes`` bytes each, in order, into ``out`` ``(address, nbytes)``."""
@@ -47,7 +53,7 @@ def prefault(span: tuple[int, int]) -> bool:
     """Faults in every page of ``(address, nbytes)`` at once (MADV_POPULATE_WRITE); False where unsupported."""
 
 def tensor_addresses(
-    column: list[Any], plain: type, dtype: object, shape: list[int], vary_first: bool, allow_grad: bool
+    column: list[Any], plain: type, dtype: object, shape: list[int], *, vary_first: bool, allow_grad: bool
 ) -> tuple[list[int], bytearray, int] | None:
     """Addresses, dim-0 lengths (int64 bytes) and the longest length of plain contiguous CPU tensors; else None."""
 

@@ -90,7 +90,7 @@ def _pad_column(
         raise CollateTypeError(f"sample 0{path} has dtype {dtype}, which pad_collate does not support")
     keep: list[torch.Tensor] = []  # contiguous copies of unusual samples, alive until the copy is done
     length_bytes: bytes | bytearray
-    found = _native.tensor_addresses(column, torch.Tensor, dtype, list(elem.shape), True, True)
+    found = _native.tensor_addresses(column, torch.Tensor, dtype, list(elem.shape), vary_first=True, allow_grad=True)
     if found is not None:
         addresses, length_bytes, max_len = found
         lengths = torch.frombuffer(length_bytes, dtype=torch.int64)

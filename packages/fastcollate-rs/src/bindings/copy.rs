@@ -4,7 +4,7 @@
 
 use pyo3::prelude::*;
 
-use crate::errors::collate_error;
+use crate::errors::{collate_error, ErrorKind};
 use crate::kernels::{self, PadLayout};
 
 /// A `(address, nbytes)` pair as passed from Python (`tensor.data_ptr()`, `tensor.nbytes`).
@@ -31,13 +31,13 @@ fn check_span(span: Span, what: Label<'_>) -> PyResult<()> {
     let (addr, len) = span;
     if len > 0 && addr == 0 {
         return Err(collate_error(
-            "CollateShapeError",
+            ErrorKind::Shape,
             format!("{what}: null address with {len} bytes"),
         ));
     }
     if addr.checked_add(len).is_none() || len > isize::MAX as usize {
         return Err(collate_error(
-            "CollateShapeError",
+            ErrorKind::Shape,
             format!("{what}: {len} bytes at {addr:#x} overflow"),
         ));
     }
@@ -49,7 +49,7 @@ fn check_disjoint(out: Span, src: Span, what: Label<'_>) -> PyResult<()> {
     let (b, blen) = src;
     if alen > 0 && blen > 0 && a < b + blen && b < a + alen {
         return Err(collate_error(
-            "CollateShapeError",
+            ErrorKind::Shape,
             format!("{what} overlaps the output buffer"),
         ));
     }
@@ -124,7 +124,7 @@ pub fn pad_into(
     check_disjoint(out, mask, Label::Named("mask"))?;
     if lengths.len() != srcs.len() * 8 {
         return Err(collate_error(
-            "CollateShapeError",
+            ErrorKind::Shape,
             format!(
                 "{} sequence addresses but {} bytes of int64 lengths",
                 srcs.len(),
@@ -140,7 +140,7 @@ pub fn pad_into(
             .and_then(|len| len.checked_mul(step_bytes))
         else {
             return Err(collate_error(
-                "CollateShapeError",
+                ErrorKind::Shape,
                 format!("sequence {i}: {len} steps overflow"),
             ));
         };

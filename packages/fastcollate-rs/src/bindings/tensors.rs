@@ -14,7 +14,7 @@ type Addresses<'py> = (Vec<usize>, Bound<'py, PyByteArray>, i64);
 /// `vary_first`), or requires grad and `allow_grad` is off. The caller then takes the slow path, which names the
 /// offending sample.
 #[pyfunction]
-#[pyo3(signature = (column, plain, dtype, shape, vary_first, allow_grad))]
+#[pyo3(signature = (column, plain, dtype, shape, *, vary_first, allow_grad))]
 pub fn tensor_addresses<'py>(
     column: &Bound<'py, PyList>,
     plain: &Bound<'py, PyAny>,
