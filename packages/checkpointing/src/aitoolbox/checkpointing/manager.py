@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import json
 import logging
@@ -12,13 +13,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aitoolbox.checkpointing._fs import HashingWriter, atomic_write_bytes, fsync_dir, sha256_file
+from aitoolbox.checkpointing._fs import atomic_write_bytes, fsync_dir
+from aitoolbox.checkpointing._retention import check_retention, retained
 from aitoolbox.checkpointing.errors import (
     CheckpointConfigError,
     CheckpointCorruptError,
@@ -26,99 +27,23 @@ from aitoolbox.checkpointing.errors import (
     CheckpointNotFoundError,
     CheckpointWriteError,
 )
+from aitoolbox.checkpointing.layout import (
+    FORMAT,
+    LATEST,
+    MANIFEST,
+    CheckpointInfo,
+    LoadedCheckpoint,
+    damaged_message,
+    pointer_bytes,
+    read_pointer,
+    tensor_bytes,
+    write_parts,
+)
 from aitoolbox.checkpointing.snapshot import SnapshotBuffers, check_plain
 
-__all__ = ["CheckpointInfo", "CheckpointManager", "LoadedCheckpoint", "damaged_message"]
+__all__ = ["CheckpointInfo", "CheckpointManager", "LoadedCheckpoint", "damaged_message"]  # the first three: layout
 
 logger = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-LATEST = "latest"
-FORMAT = 1
-
-
-def _tensor_bytes(obj: Any) -> int:
-    if isinstance(obj, torch.Tensor):
-        return obj.nbytes
-    if isinstance(obj, Mapping):
-        return sum(_tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in obj)
-    return 0
-
-
-def _write_parts(tmp: Path, snapshot: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each part as ``<part>.pt`` in ``tmp``, fsync'd; a failed write raises its own OSError (e.g. ENOSPC)."""
-    files: dict[str, dict[str, Any]] = {}
-    for part, value in snapshot.items():
-        path = tmp / f"{part}.pt"
-        with open(path, "wb") as f:
-            writer = HashingWriter(f)
-            try:
-                torch.save(value, writer)  # type: ignore[arg-type]
-            except RuntimeError as err:
-                if writer.error is not None:  # torch reports a failed write as "unexpected pos"
-                    raise writer.error from err
-                raise
-            f.flush()
-            os.fsync(f.fileno())
-        files[part] = {"file": path.name, "sha256": writer.sha256.hexdigest(), "bytes": writer.size}
-    return files
-
-
-def damaged_message(where: object, damage: list[str]) -> str:
-    """The error for a place whose committed checkpoints all failed verification, naming each one's damage."""
-    shown = "; ".join(damage[:5]) + (f" (+{len(damage) - 5} more)" if len(damage) > 5 else "")
-    return (
-        f"{len(damage)} committed checkpoint(s) in {where}, and every one is damaged: {shown}. Restore the folder "
-        "from a copy (e.g. the cloud mirror), resume from another path, or start without resuming"
-    )
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """A committed checkpoint, as its manifest describes it."""
-
-    path: Path
-    name: str
-    epoch: int
-    iteration: int
-    created: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    parts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, path: Path) -> CheckpointInfo:
-        """Read ``path/manifest.json``; raises :class:`CheckpointCorruptError` if it is missing or unreadable."""
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-            return cls(
-                path=path,
-                name=manifest["name"],
-                epoch=int(manifest["epoch"]),
-                iteration=int(manifest["iteration"]),
-                created=float(manifest["created"]),
-                metrics=dict(manifest.get("metrics", {})),
-                parts=dict(manifest["parts"]),
-                meta=dict(manifest.get("meta", {})),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CheckpointCorruptError(f"{path} has no readable {MANIFEST}: {err}") from err
-
-
-@dataclass
-class LoadedCheckpoint:
-    """The parts of a verified checkpoint, loaded with ``torch.load(weights_only=True)``."""
-
-    info: CheckpointInfo
-    parts: dict[str, Any]
-
-    def __getitem__(self, part: str) -> Any:
-        return self.parts[part]
-
-    def __contains__(self, part: object) -> bool:
-        return part in self.parts
 
 
 def _fmt_metric(value: Any) -> float | None:
@@ -173,16 +98,7 @@ class CheckpointManager:
         on_commit: Callable[[CheckpointInfo], None] | None = None,
         may_delete: Callable[[CheckpointInfo], bool] | None = None,
     ) -> None:
-        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
-            raise CheckpointConfigError(f"keep_last must be a positive int or None (keep all), got {keep_last!r}")
-        if isinstance(keep_best, bool) or not isinstance(keep_best, int) or keep_best < 0:
-            raise CheckpointConfigError(f"keep_best must be an int >= 0, got {keep_best!r}")
-        if keep_best and not monitor:
-            raise CheckpointConfigError(
-                f"keep_best={keep_best} needs a metric to rank checkpoints by: pass monitor='val_loss' (or another)"
-            )
-        if mode not in ("min", "max"):
-            raise CheckpointConfigError(f"mode must be 'min' or 'max', got {mode!r}")
+        check_retention(keep_last, keep_best, monitor, mode)
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointConfigError(f"{self.directory} exists and is not a directory; choose another path")
@@ -246,7 +162,7 @@ class CheckpointManager:
 
     def _check_space(self, snapshot: Mapping[str, Any]) -> None:
         """Refuse, in the caller's thread, a checkpoint that cannot fit on the disk (before any byte is written)."""
-        needed = _tensor_bytes(snapshot)
+        needed = tensor_bytes(snapshot)
         where = self.directory
         while not where.exists() and where.parent != where:
             where = where.parent
@@ -302,7 +218,7 @@ class CheckpointManager:
         tmp = self.directory / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            files = _write_parts(tmp, snapshot)
+            files = write_parts(tmp, snapshot)
             manifest = {
                 "format": FORMAT,
                 "name": name,
@@ -328,7 +244,7 @@ class CheckpointManager:
         else:
             os.rename(tmp, final)
         fsync_dir(self.directory)
-        atomic_write_bytes(self.directory / LATEST, (name + "\n").encode())
+        atomic_write_bytes(self.directory / LATEST, pointer_bytes(name))
         logger.debug("committed checkpoint %s in %.3f s", final, time.perf_counter() - start)
         if self.on_commit is not None:
             self.on_commit(CheckpointInfo.read(final))
@@ -343,13 +259,7 @@ class CheckpointManager:
         if self.keep_last is None and not self.keep_best:
             return
         infos = self.list(verify=False)
-        keep = {newest}
-        if self.keep_last is not None:
-            keep.update(i.name for i in infos[-self.keep_last :])
-        if self.keep_best:
-            ranked = [i for i in infos if self.monitor in i.metrics]
-            ranked.sort(key=lambda i: i.metrics[self.monitor], reverse=self.mode == "max")  # type: ignore[index]
-            keep.update(i.name for i in ranked[: self.keep_best])
+        keep = retained(infos, newest, self.keep_last, self.keep_best, self.monitor, self.mode)
         for info in infos:
             if info.name not in keep:
                 if self.may_delete is not None and not self.may_delete(info):
@@ -382,7 +292,7 @@ class CheckpointManager:
         infos.sort(key=lambda i: (i.iteration, i.epoch, i.created))
         return infos
 
-    def damage(self) -> list[str]:
+    def damage(self) -> builtins.list[str]:
         """For every committed checkpoint that fails :meth:`verify`, what is wrong with it (oldest first)."""
         found = []
         for info in self.list():
@@ -395,31 +305,29 @@ class CheckpointManager:
     def latest_name(self) -> str | None:
         """What the ``latest`` pointer names (not verified), or ``None``."""
         try:
-            return (self.directory / LATEST).read_text().strip() or None
+            return read_pointer((self.directory / LATEST).read_bytes())
         except OSError:
             return None
 
     @staticmethod
     def verify(info: CheckpointInfo) -> None:
-        """Check that every part's file exists with the manifest's size and SHA-256.
+        """:meth:`CheckpointInfo.verify`: every part's file has the manifest's size and SHA-256."""
+        info.verify()
+
+    def adopt(self, name: str) -> CheckpointInfo:
+        """Make checkpoint ``name`` (a folder copied into this directory, e.g. downloaded from a bucket) the
+        ``latest``: its files are verified first, so a partial copy never becomes the resume point.
 
         Raises:
-            CheckpointCorruptError: naming the first file that does not match.
+            CheckpointCorruptError: the copy is incomplete or damaged (``latest`` is left as it was).
         """
-        for part, entry in info.parts.items():
-            path = info.path / entry["file"]
-            try:
-                digest, size = sha256_file(path)
-            except OSError as err:
-                raise CheckpointCorruptError(f"{info.name}: part {part!r} ({path}) cannot be read: {err}") from err
-            if size != entry["bytes"]:
-                raise CheckpointCorruptError(
-                    f"{info.name}: part {part!r} has {size} bytes, the manifest says {entry['bytes']} (truncated?)"
-                )
-            if digest != entry["sha256"]:
-                raise CheckpointCorruptError(f"{info.name}: part {part!r} fails its SHA-256 check (damaged file)")
+        info = CheckpointInfo.read(self.directory / name)
+        info.verify()
+        atomic_write_bytes(self.directory / LATEST, pointer_bytes(info.name))
+        fsync_dir(self.directory)
+        return info
 
-    def candidates(self) -> list[CheckpointInfo]:
+    def candidates(self) -> builtins.list[CheckpointInfo]:
         """Committed checkpoints to try when resuming, best first: the ``latest`` pointer's, then newest to oldest."""
         infos = self.list()
         pointer = self.latest_name()
@@ -476,7 +384,7 @@ class CheckpointManager:
         candidates = self.candidates()
         if not candidates:
             raise CheckpointNotFoundError(f"no committed checkpoint in {self.directory}")
-        damage: list[str] = []
+        damage: builtins.list[str] = []
         for i, info in enumerate(candidates):
             try:
                 self.verify(info)

@@ -24,18 +24,19 @@ def capture_rng_state() -> dict[str, Any]:
         True
     """
     version, internal, gauss = random.getstate()
+    cuda_up = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "cuda": torch.cuda.get_rng_state_all() if cuda_up else [],
         "numpy": None,
     }
     try:
         import numpy as np
     except ImportError:
         return state
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state["numpy"] = [name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached)]
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state["numpy"] = [name, torch.from_numpy(np.asarray(keys).astype("int64")), int(pos), int(has_gauss), float(cached)]
     return state
 
 

@@ -227,10 +227,10 @@ class S3Store:
         except bx.ClientError as detailed:
             code = str(detailed.response.get("Error", {}).get("Code", ""))
             if code and not code.isdigit():
-                return detailed
+                return detailed  # type: ignore[no-any-return]
         except Exception:  # the diagnosis is best effort: the HEAD error stands
             pass
-        return err
+        return err  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ transfers
 

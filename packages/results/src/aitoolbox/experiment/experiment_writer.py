@@ -81,6 +81,14 @@ class ExperimentWriter:
     def write_json(self, relative: str, data: Any) -> Path:
         return write_bytes_atomic(self.dir / relative, _dumps(data))
 
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        """Write ``data`` to ``relative`` (folders created) atomically: readers see the old file or the new one,
+        never a part, even after a crash.
+
+        .. versionadded:: 0.2
+        """
+        return write_bytes_atomic(self.dir / relative, data)
+
     def write_hyperparams(self, hyperparams: Mapping[str, Any]) -> Path:
         return self.write_json("hyperparams.json", dict(hyperparams))
 
@@ -96,7 +104,7 @@ class ExperimentWriter:
                 logger.debug("metadata %r is not an array; left out of the .npz", key)
                 continue
             arrays[f"metadata_{key}"] = arr
-        return write_atomic(self.dir / f"results/{name}_predictions.npz", lambda f: np.savez_compressed(f, **arrays))
+        return write_atomic(self.dir / f"results/{name}_predictions.npz", lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
 
     def write_history(self, history: Mapping[str, Sequence[Any]], *, folder: str = "results") -> list[Path]:
         """``<folder>/training_history.json`` and ``.csv`` (a row per epoch; non-numeric values as JSON in the cell)."""

@@ -74,7 +74,7 @@ class CombinedResultPackage(AbstractResultPackage):
         flat: list[AbstractResultPackage] = []
         for pkg in packages:
             flat.extend(pkg.packages if isinstance(pkg, CombinedResultPackage) else [pkg])
-        self.packages = flat
+        self.packages: list[AbstractResultPackage] = flat
         names = [m for pkg in flat for m in pkg.metrics]
         clashes = sorted({m for m in names if names.count(m) > 1})
         if clashes:

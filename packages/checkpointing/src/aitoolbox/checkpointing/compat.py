@@ -1,0 +1,88 @@
+"""Whether saved model and optimizer states fit the objects they are about to be loaded into, named before anything
+loads (``load_state_dict`` would fail halfway, or worse, succeed with another optimizer's moments)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from aitoolbox.checkpointing.errors import CheckpointIncompatibleError
+
+__all__ = ["load_model_state", "load_optimizer_states"]
+
+
+def _describe_mismatch(model: torch.nn.Module, saved: Mapping[str, Any]) -> str | None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(saved))
+        if isinstance(saved[k], torch.Tensor) and saved[k].shape != own[k].shape
+    ]
+    problems = []
+    for label, items in (("missing in the checkpoint", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
+            problems.append(f"{label}: {', '.join(items[:8])}{more}")
+    return "; ".join(problems) or None
+
+
+def _optimizer_mismatch(i: int, opt: torch.optim.Optimizer, state: Mapping[str, Any], saved_class: str | None) -> str:
+    """What differs between optimizer ``i`` and the state saved for it (class, param groups, their options)."""
+    own_class = type(opt).__qualname__
+    if saved_class is not None and saved_class != own_class:
+        return f"optimizer {i} is {own_class} but the checkpoint's is {saved_class}"
+    groups = state.get("param_groups", [])
+    if len(groups) != len(opt.param_groups):
+        return f"optimizer {i} has {len(opt.param_groups)} param groups, the checkpoint's {len(groups)}"
+    for g, (own, saved) in enumerate(zip(opt.param_groups, groups, strict=True)):
+        if len(own["params"]) != len(saved["params"]):
+            return (
+                f"param group {g} of optimizer {i} holds {len(own['params'])} parameters, the checkpoint's "
+                f"{len(saved['params'])}"
+            )
+        own_keys, saved_keys = set(own) - {"params"}, set(saved) - {"params"}
+        if not saved_keys <= own_keys:  # options torch added since are filled in by load_state_dict
+            missing = sorted(saved_keys - own_keys)
+            return f"optimizer {i} ({own_class}) has no options {missing} that the checkpoint's optimizer had"
+    return ""
+
+
+def load_model_state(model: torch.nn.Module, state: Mapping[str, Any], where: object) -> None:
+    """Load ``state`` into ``model``; a different architecture (missing, unexpected or reshaped tensors) is refused
+    first, naming the differences."""
+    mismatch = _describe_mismatch(model, state)
+    if mismatch:
+        raise CheckpointIncompatibleError(
+            f"checkpoint {where} holds a different model architecture ({mismatch}); resume with the model it was "
+            "trained with"
+        )
+    model.load_state_dict(state)
+
+
+def load_optimizer_states(
+    optimizers: Sequence[torch.optim.Optimizer],
+    states: Sequence[Mapping[str, Any]],
+    saved_classes: Sequence[str] | None,
+    where: object,
+) -> None:
+    """Load ``states`` into ``optimizers`` (in order); another count, class or parameter layout is refused first."""
+    if len(states) != len(optimizers):
+        raise CheckpointIncompatibleError(
+            f"checkpoint {where} has {len(states)} optimizer states but the TrainLoop has {len(optimizers)} optimizers"
+        )
+    for i, (opt, state) in enumerate(zip(optimizers, states, strict=True)):
+        mismatch = _optimizer_mismatch(i, opt, state, saved_classes[i] if saved_classes else None)
+        if mismatch:
+            raise CheckpointIncompatibleError(
+                f"checkpoint {where}: {mismatch}; resume with the optimizer it was trained with (an optimizer's "
+                "state, e.g. Adam's moments, does not carry over to another kind)"
+            )
+    for i, (opt, state) in enumerate(zip(optimizers, states, strict=True)):
+        try:
+            opt.load_state_dict(state)  # type: ignore[arg-type]
+        except (ValueError, KeyError) as err:
+            raise CheckpointIncompatibleError(f"optimizer {i} does not match the checkpoint's: {err}") from err

@@ -1,0 +1,91 @@
+"""A local folder mirrored to a bucket in the background: files go up in stages (a stage starts once the previous one
+is uploaded), through a journal, so that what a crash interrupted is uploaded again on the next run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from aitoolbox.cloud.store import S3Store
+from aitoolbox.cloud.uploader import BackgroundUploader, UploadItem, UploadReport
+
+__all__ = ["FolderMirror"]
+
+logger = logging.getLogger(__name__)
+
+#: a file to upload, or ``(path, data)``: ``data`` uploaded to the key of ``path`` (e.g. a pointer captured now)
+Upload = Path | tuple[Path, bytes]
+
+
+class FolderMirror:
+    """Mirror files of ``folder`` to ``<store prefix>/<remote_base>/<path relative to folder>``.
+
+    Args:
+        store: the bucket.
+        folder: the local folder.
+        remote_base: the key prefix under the store's prefix.
+        journal: the journal's file name inside ``folder`` (hidden files are never uploaded).
+        flush_timeout_s: how long :meth:`finish` waits at most.
+        upload_options: ``max_attempts``, ``backoff_s``, ``max_backoff_s`` of :class:`BackgroundUploader`.
+    """
+
+    def __init__(
+        self,
+        store: S3Store,
+        folder: Path,
+        remote_base: str,
+        *,
+        journal: str = ".cloud_upload_journal.jsonl",
+        flush_timeout_s: float = 600.0,
+        **upload_options: Any,
+    ) -> None:
+        self.store = store
+        self.folder = folder
+        self.remote_base = remote_base
+        self.flush_timeout_s = flush_timeout_s
+        self.uploader = BackgroundUploader(store, folder / journal, **upload_options)
+
+    def key(self, path: Path) -> str:
+        return self.store.key(f"{self.remote_base}/{path.relative_to(self.folder).as_posix()}")
+
+    def _item(self, upload: Upload) -> UploadItem:
+        if isinstance(upload, tuple):
+            return UploadItem.payload(upload[1], self.key(upload[0]))
+        return UploadItem.file(upload, self.key(upload))
+
+    def upload(self, *stages: Sequence[Upload]) -> None:
+        """Queue ``stages``: each starts once the previous one is uploaded."""
+        self.uploader.submit([[self._item(u) for u in stage] for stage in stages])
+
+    def uploaded(self, paths: Sequence[Path]) -> bool:
+        """Whether every one of ``paths`` is confirmed uploaded."""
+        return self.uploader.uploaded([self.key(p) for p in paths])
+
+    def upload_folder(self, *, skip: Collection[str] = (), last: Collection[str] = ()) -> None:
+        """Every file of the folder but hidden ones and the top-level entries in ``skip``; the top-level files named
+        in ``last`` go up after all the others (e.g. a summary that names them)."""
+        files = []
+        for dirpath, dirnames, filenames in os.walk(self.folder):
+            top = Path(dirpath) == self.folder
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (top and d in skip))
+            files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and not (top and f in skip)]
+        final = [p for p in files if p.parent == self.folder and p.name in last]
+        self.upload([p for p in files if p not in final], final)
+
+    def resume_pending(self) -> int:
+        """Queue again what the journal says a previous run did not finish uploading."""
+        return self.uploader.resume_pending()
+
+    def finish(self, timeout: float | None = None) -> UploadReport:
+        """Wait for the uploads (up to ``flush_timeout_s``, or less) and log a summary; failures stay in the journal."""
+        limit = self.flush_timeout_s if timeout is None else min(timeout, self.flush_timeout_s)
+        report = self.uploader.flush(limit)
+        destination = self.store.url(self.store.key(self.remote_base))
+        if report.ok:
+            logger.info("cloud: %s to %s", report, destination)
+        else:
+            logger.warning("cloud: NOT everything reached %s: %s", destination, report)
+        return report
