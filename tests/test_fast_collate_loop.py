@@ -54,7 +54,7 @@ def test_training_with_fast_collate_equals_default_collate(num_workers: int) -> 
     fast, fast_loader = _train(True, num_workers)
     slow, _ = _train(False, num_workers)
     assert fast_loader.collate_fn is default_collate, "the user's loader is never modified"
-    assert fast._loader("train_loader").collate_fn is lenient_fast_collate
+    assert fast.loaders.evaluation("train_loader", fast.train_loader)[0].collate_fn is lenient_fast_collate
     for a, b in zip(fast.model.parameters(), slow.model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert fast.train_history["val_loss"] == slow.train_history["val_loss"]
@@ -73,7 +73,7 @@ def test_a_custom_collate_fn_is_left_alone() -> None:
     tl = TrainLoop(
         model, loader, None, None, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), fast_collate=True
     )
-    assert tl._loader("train_loader").collate_fn is mine
+    assert tl.loaders.evaluation("train_loader", tl.train_loader)[0].collate_fn is mine
 
 
 class _SometimesFloat64(Dataset[tuple[torch.Tensor, int]]):

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, WeightedRandomSampler
 
-from aitoolbox.loop import _distributed
-from aitoolbox.loop._distributed import DistributedContext, ShardedEvalSampler, interleave
+from aitoolbox.loop import _distributed, _sharding
+from aitoolbox.loop._distributed import DistributedContext
+from aitoolbox.loop._sharding import ShardedEvalSampler, interleave
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.testing import make_classification_data
 
@@ -53,7 +54,7 @@ def test_train_loader_is_sharded_with_every_option_kept() -> None:
         data, batch_size=4, shuffle=True, num_workers=2, pin_memory=True, drop_last=True, persistent_workers=True,
         prefetch_factor=3, worker_init_fn=init, generator=gen, timeout=7, collate_fn=torch.utils.data.default_collate,
     )  # fmt: skip
-    shards = [_distributed.shard_train_loader(loader, _ctx(r), seed=5) for r in range(3)]
+    shards = [_sharding.shard_train_loader(loader, _ctx(r), seed=5) for r in range(3)]
     for name in ("num_workers", "pin_memory", "drop_last", "persistent_workers", "prefetch_factor", "worker_init_fn",
                  "generator", "timeout", "collate_fn", "batch_size", "dataset"):  # fmt: skip
         assert getattr(shards[0], name) is getattr(loader, name), name
@@ -69,25 +70,25 @@ def test_train_loader_is_sharded_with_every_option_kept() -> None:
 
 def test_sequential_loader_is_sharded_without_shuffling_and_a_distributed_sampler_is_kept() -> None:
     data = make_classification_data(10)
-    shard = _distributed.shard_train_loader(DataLoader(data, batch_size=2), _ctx(0, 2), seed=0)
+    shard = _sharding.shard_train_loader(DataLoader(data, batch_size=2), _ctx(0, 2), seed=0)
     assert not shard.sampler.shuffle and list(shard.sampler) == [0, 2, 4, 6, 8]
     mine = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, num_replicas=2, rank=1))
-    assert _distributed.shard_train_loader(mine, _ctx(1, 2), seed=0) is mine
+    assert _sharding.shard_train_loader(mine, _ctx(1, 2), seed=0) is mine
 
 
 def test_unshardable_train_loaders_are_refused_with_the_fix() -> None:
     data = make_classification_data(10)
     weighted = DataLoader(data, batch_size=2, sampler=WeightedRandomSampler([1.0] * 10, 10))
     with pytest.raises(LoopConfigError, match="shard by rank yourself"):
-        _distributed.shard_train_loader(weighted, _ctx(0), seed=0)
+        _sharding.shard_train_loader(weighted, _ctx(0), seed=0)
 
     class Stream(IterableDataset[int]):
         def __iter__(self):  # type: ignore[no-untyped-def]
             return iter(range(3))
 
     with pytest.raises(LoopConfigError, match="map-style dataset"):
-        _distributed.shard_train_loader(DataLoader(Stream(), batch_size=2), _ctx(0), seed=0)
-    assert _distributed.shard_eval_loader(DataLoader(Stream(), batch_size=2), _ctx(0)) is None
+        _sharding.shard_train_loader(DataLoader(Stream(), batch_size=2), _ctx(0), seed=0)
+    assert _sharding.shard_eval_loader(DataLoader(Stream(), batch_size=2), _ctx(0)) is None
 
 
 def test_launch_is_detected_from_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:

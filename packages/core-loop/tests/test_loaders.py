@@ -70,5 +70,5 @@ def test_derived_loader_keeps_every_option_and_leaves_the_original_alone() -> No
 
 def test_without_fastcollate_the_loop_iterates_the_users_loader() -> None:
     tl = _loop(fast_collate=False)
-    assert tl._loader("train_loader") is tl.train_loader
+    assert tl.loaders.evaluation("train_loader", tl.train_loader)[0] is tl.train_loader
     assert isinstance(tl.train_loader, DataLoader)

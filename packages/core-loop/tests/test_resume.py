@@ -145,7 +145,7 @@ def test_skipped_batches_are_never_fetched() -> None:
     with pytest.raises(Abort):
         tl.fit(num_epochs=1, callbacks=[snap])
     assert len(data.fetched) == 70
-    rng_at_start = snap_epoch_rng = tl._epoch_start_rng
+    rng_at_start = snap_epoch_rng = tl.state.epoch_start_rng
     assert rng_at_start is not None
     data.fetched.clear()
     tl.load_state_dict(snap.snapshot["loop"])

@@ -1,30 +1,60 @@
-"""Glue between the loop engine and the checkpointing package: what a TrainLoop checkpoint holds, and the callback."""
+"""What a TrainLoop checkpoint holds, the callback that commits it, and the retention options."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-import torch
+from pathlib import Path
+from typing import Any, ClassVar
 
 from aitoolbox.checkpointing import (
-    CheckpointIncompatibleError,
     CheckpointManager,
+    CheckpointNotFoundError,
     LoadedCheckpoint,
     capture_rng_state,
     restore_rng_state,
 )
-from aitoolbox.loop import LoopConfigError
+from aitoolbox.checkpointing.compat import load_model_state, load_optimizer_states
+from aitoolbox.loop import LoopConfigError, TrainLoop, resolve_mode
 from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.callbacks.base import check_metric_will_exist
-
-if TYPE_CHECKING:
-    from aitoolbox.loop import TrainLoop
+from aitoolbox.loop.extensions import FitRun, LoopExtension
+from aitoolbox.torchtrain._cloud import CloudMirror, download_latest_checkpoint
+from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, check_resume_from, resolve_resume
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_PARTS = ("model", "optimizer", "loop", "rng", "callbacks")
+
+
+class Retention:
+    """The original AIToolbox retention options, checked, as CheckpointManager settings (``manager_options``)."""
+
+    def __init__(self, rm_subopt_local_models: object, num_best_checkpoints_kept: object, mode: object) -> None:
+        kept = num_best_checkpoints_kept
+        if kept is not None and (isinstance(kept, bool) or not isinstance(kept, int) or kept < 1):
+            raise LoopConfigError(f"num_best_checkpoints_kept must be a positive int, got {kept!r}")
+        if kept is not None and rm_subopt_local_models is False:
+            raise LoopConfigError(
+                f"num_best_checkpoints_kept={kept} needs a metric to rank checkpoints by: set "
+                "rm_subopt_local_models=True (ranks by 'loss') or to a history metric such as 'val_loss'"
+            )
+        self.monitor: str | None = None
+        self.mode = "min"
+        self.manager_options: dict[str, Any] = {"keep_last": None, "keep_best": 0, "monitor": None, "mode": "min"}
+        if rm_subopt_local_models is False or rm_subopt_local_models is None:
+            return
+        if rm_subopt_local_models is not True and not (
+            isinstance(rm_subopt_local_models, str) and rm_subopt_local_models
+        ):
+            raise LoopConfigError(
+                f"rm_subopt_local_models must be False, True or a history metric name, got {rm_subopt_local_models!r}"
+            )
+        if mode not in ("auto", "min", "max"):
+            raise LoopConfigError(f"rm_subopt_mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor = "loss" if rm_subopt_local_models is True else str(rm_subopt_local_models)
+        self.mode = resolve_mode(self.monitor, str(mode))  # the rule EarlyStopping(mode='auto') follows too
+        self.manager_options = {"keep_last": 1, "keep_best": kept or 2, "monitor": self.monitor, "mode": self.mode}
 
 
 def callback_keys(callbacks: list[Callback]) -> dict[str, Callback]:
@@ -59,74 +89,13 @@ def numeric_metrics(history: Mapping[str, list[Any]]) -> dict[str, float]:
     return out
 
 
-def _describe_mismatch(model: torch.nn.Module, saved: Mapping[str, Any]) -> str | None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    shapes = [
-        f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(saved))
-        if isinstance(saved[k], torch.Tensor) and saved[k].shape != own[k].shape
-    ]
-    problems = []
-    for label, items in (("missing in the checkpoint", missing), ("unexpected", unexpected), ("shape", shapes)):
-        if items:
-            more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
-            problems.append(f"{label}: {', '.join(items[:8])}{more}")
-    return "; ".join(problems) or None
-
-
-def _optimizer_mismatch(i: int, opt: torch.optim.Optimizer, state: Mapping[str, Any], saved_class: str | None) -> str:
-    """What differs between optimizer ``i`` and the state saved for it (class, param groups, their options)."""
-    own_class = type(opt).__qualname__
-    if saved_class is not None and saved_class != own_class:
-        return f"optimizer {i} is {own_class} but the checkpoint's is {saved_class}"
-    groups = state.get("param_groups", [])
-    if len(groups) != len(opt.param_groups):
-        return f"optimizer {i} has {len(opt.param_groups)} param groups, the checkpoint's {len(groups)}"
-    for g, (own, saved) in enumerate(zip(opt.param_groups, groups, strict=True)):
-        if len(own["params"]) != len(saved["params"]):
-            return (
-                f"param group {g} of optimizer {i} holds {len(own['params'])} parameters, the checkpoint's "
-                f"{len(saved['params'])}"
-            )
-        own_keys, saved_keys = set(own) - {"params"}, set(saved) - {"params"}
-        if not saved_keys <= own_keys:  # options torch added since are filled in by load_state_dict
-            missing = sorted(saved_keys - own_keys)
-            return f"optimizer {i} ({own_class}) has no options {missing} that the checkpoint's optimizer had"
-    return ""
-
-
 def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint, *, strict: bool = True) -> None:
     """Load the model and optimizer states; a different architecture or optimizer is named before anything loads."""
     if "model" in loaded:
-        mismatch = _describe_mismatch(tl.model, loaded["model"])
-        if mismatch:
-            raise CheckpointIncompatibleError(
-                f"checkpoint {loaded.info.path} holds a different model architecture ({mismatch}); resume with "
-                "the model it was trained with"
-            )
-        tl.model.load_state_dict(loaded["model"])
+        load_model_state(tl.model, loaded["model"], loaded.info.path)
     if "optimizer" in loaded:
-        states = loaded["optimizer"]
-        if len(states) != len(tl.optimizers):
-            raise CheckpointIncompatibleError(
-                f"checkpoint {loaded.info.path} has {len(states)} optimizer states but the TrainLoop has "
-                f"{len(tl.optimizers)} optimizers"
-            )
         saved_classes = loaded["loop"].get("optimizers") if "loop" in loaded else None
-        for i, (opt, state) in enumerate(zip(tl.optimizers, states, strict=True)):
-            mismatch = _optimizer_mismatch(i, opt, state, saved_classes[i] if saved_classes else None)
-            if mismatch:
-                raise CheckpointIncompatibleError(
-                    f"checkpoint {loaded.info.path}: {mismatch}; resume with the optimizer it was trained with (an "
-                    "optimizer's state, e.g. Adam's moments, does not carry over to another kind)"
-                )
-        for i, (opt, state) in enumerate(zip(tl.optimizers, states, strict=True)):
-            try:
-                opt.load_state_dict(state)
-            except (ValueError, KeyError) as err:
-                raise CheckpointIncompatibleError(f"optimizer {i} does not match the checkpoint's: {err}") from err
+        load_optimizer_states(tl.optimizers, loaded["optimizer"], saved_classes, loaded.info.path)
     if "loop" in loaded:
         tl.load_state_dict(loaded["loop"], strict=strict)
 
@@ -139,15 +108,15 @@ def apply_callbacks_and_rng(tl: TrainLoop, loaded: LoadedCheckpoint) -> None:
             cb.load_state_dict(saved.pop(key))
     if saved:
         logger.warning("the checkpoint holds state for callbacks that this run does not have: %s", sorted(saved))
-    ctx = tl.distributed
-    if ctx is not None and "rng_ranks" in loaded and len(loaded["rng_ranks"]) == ctx.world_size:
-        restore_rng_state(loaded["rng_ranks"][ctx.rank])  # each rank continues its own random stream
+    rt = tl.runtime
+    if rt.distributed and "rng_ranks" in loaded and len(loaded["rng_ranks"]) == rt.world_size:
+        restore_rng_state(loaded["rng_ranks"][rt.rank])  # each rank continues its own random stream
     elif "rng" in loaded:
-        if ctx is not None:
+        if rt.distributed:
             logger.warning(
                 "the checkpoint holds the RNG state of %s process(es), this run has %d: every rank restores rank 0's",
                 len(loaded["rng_ranks"]) if "rng_ranks" in loaded else 1,
-                ctx.world_size,
+                rt.world_size,
             )
         restore_rng_state(loaded["rng"])
 
@@ -157,14 +126,12 @@ class EpochCheckpoint(Callback):
 
     stops_mid_epoch = False
 
-    def __init__(
-        self, manager: CheckpointManager | None, meta: Mapping[str, Any], retention: Mapping[str, Any]
-    ) -> None:
+    def __init__(self, meta: Mapping[str, Any], retention: Retention) -> None:
         super().__init__("checkpoint", execution_order=10_000)
-        self.manager = manager  # None on distributed ranks other than 0: they only send their RNG state
+        #: set when training starts; None on distributed ranks other than 0: they only send their RNG state
+        self.manager: CheckpointManager | None = None
         self.meta = dict(meta)
-        self.monitor: str | None = retention.get("monitor")
-        self.mode: str = retention.get("mode", "min")
+        self.monitor, self.mode = retention.monitor, retention.mode
 
     def provided_metrics(self) -> tuple[str, ...]:
         return ()  # adds nothing to the training history
@@ -199,17 +166,15 @@ class EpochCheckpoint(Callback):
                 f"checkpoints are ranked by {monitor!r}, which is not in the training history "
                 f"(it has {sorted(tl.train_history)}); set rm_subopt_local_models to one of those"
             )
-        ctx = tl.distributed
+        rt = tl.runtime
         loop_state = None
-        if ctx is not None:  # every rank's RNG and partial epoch loss go into the checkpoint: each resumes its own
+        if rt.distributed:  # every rank's RNG and partial epoch loss go into the checkpoint: each resumes its own
             loop_state = tl.state_dict()
-            per_rank = ctx.gather((capture_rng_state(), loop_state["epoch_loss_sum"]))
-            if self.manager is None:
-                return
+            per_rank = rt.gather((capture_rng_state(), loop_state["epoch_loss_sum"]))
         if self.manager is None:
             return
         parts = collect_parts(tl, loop_state)
-        if ctx is not None:
+        if rt.distributed:
             parts["rng_ranks"] = [rng for rng, _ in per_rank]
             parts["loop"]["epoch_loss_sum_ranks"] = [loss_sum for _, loss_sum in per_rank]
         loop = parts["loop"]
@@ -232,10 +197,8 @@ class EpochCheckpoint(Callback):
 class EpochAndIterationCheckpoint(EpochCheckpoint):
     """Also commits a checkpoint every ``every`` iterations, at the first optimizer-step boundary."""
 
-    def __init__(
-        self, manager: CheckpointManager | None, meta: Mapping[str, Any], every: int, retention: Mapping[str, Any]
-    ) -> None:
-        super().__init__(manager, meta, retention)
+    def __init__(self, meta: Mapping[str, Any], retention: Retention, every: int) -> None:
+        super().__init__(meta, retention)
         self.every = every
         self._due = False
 
@@ -247,3 +210,105 @@ class EpochAndIterationCheckpoint(EpochCheckpoint):
         if self._due and tl.batch_in_epoch % tl.grad_accumulation == 0:
             self._due = False
             self.save(epoch_end=False)
+
+
+class Checkpointing(LoopExtension):
+    """Commits a checkpoint after every epoch (and every ``iteration_save_freq`` iterations) into the experiment
+    folder's ``checkpoint_model/``, and resumes from one (``fit(resume_from=...)``) exactly."""
+
+    name = "checkpoint"
+    fit_options: ClassVar[Mapping[str, Any]] = {
+        "resume_from": None,
+        "allow_partial_resume": False,
+        "allow_resume_changes": False,
+    }
+
+    def __init__(self, folder: ExperimentFolder, retention: Retention, iteration_save_freq: object) -> None:
+        if isinstance(iteration_save_freq, bool) or not isinstance(iteration_save_freq, int) or iteration_save_freq < 0:
+            raise LoopConfigError(
+                f"iteration_save_freq must be an int >= 0 (0: epoch ends only), got {iteration_save_freq!r}"
+            )
+        self.folder, self.retention, self.every = folder, retention, iteration_save_freq
+        self.mirror: CloudMirror | None = None
+        self.manager: CheckpointManager | None = None
+        self._callback: EpochCheckpoint | None = None
+        self._pending: LoadedCheckpoint | None = None
+
+    def attach(self, loop: TrainLoop) -> None:
+        self.mirror = next((e for e in loop.extensions if isinstance(e, CloudMirror)), None)
+
+    def check_fit(self, loop: TrainLoop, run: FitRun) -> None:
+        check_resume_from(run.options["resume_from"])
+        for name in ("allow_partial_resume", "allow_resume_changes"):
+            if not isinstance(run.options[name], bool):
+                raise LoopConfigError(f"{name} must be True or False, got {run.options[name]!r}")
+
+    def before_fit(self, loop: TrainLoop, run: FitRun) -> None:
+        opts = run.options
+        if opts["resume_from"] is not None:
+            loaded = self._load(loop, opts["resume_from"], opts["allow_partial_resume"], opts["allow_resume_changes"])
+            loop.runtime.barrier()  # every rank has read the checkpoint before rank 0 writes or prunes
+            epochs = max(0, run.num_epochs - loop.epochs_done) if run.num_epochs else 0
+            iterations = max(0, run.num_iterations - loop.iteration) if run.num_iterations else 0
+            if not epochs and not iterations:
+                logger.info("nothing to train: the checkpoint is after %d epochs, %d iterations", loop.epochs_done,
+                            loop.iteration)  # fmt: skip
+                run.train = False  # end-of-training work still runs: pending uploads, EndSave evaluation
+                return
+            run.num_epochs, run.num_iterations = epochs, iterations
+            self._pending = loaded
+        meta = {"project_name": self.folder.project_name, "experiment_name": self.folder.experiment_name,
+                "variant": type(loop).__name__}  # fmt: skip
+        self._callback = (
+            EpochAndIterationCheckpoint(meta, self.retention, self.every)
+            if self.every
+            else EpochCheckpoint(meta, self.retention)
+        )
+        run.callbacks.append(self._callback)
+
+    def on_fit_start(self, loop: TrainLoop) -> None:
+        assert self.folder.path is not None and self._callback is not None
+        self.manager = None
+        if loop.is_main_process:  # the other ranks only contribute their RNG states to each checkpoint
+            mirror = self.mirror if self.mirror is not None and self.mirror.store is not None else None
+            self.manager = CheckpointManager(
+                self.folder.path / CHECKPOINT_DIR,
+                **self.retention.manager_options,
+                on_commit=mirror.upload_checkpoint if mirror is not None else None,
+                may_delete=mirror.checkpoint_uploaded if mirror is not None else None,  # kept until uploaded
+            )
+        self._callback.manager = self.manager
+        if self._pending is not None:
+            apply_callbacks_and_rng(loop, self._pending)
+            self._pending = None
+
+    def _load(self, loop: TrainLoop, resume_from: Any, allow_partial: bool, allow_changes: bool) -> LoadedCheckpoint:
+        runtime = loop.runtime
+        resolved = self._resolve(resume_from) if runtime.is_main else None
+        resolved = runtime.broadcast(resolved)  # rank 0 decides (downloading if needed); every rank loads that one
+        experiment_dir, info = resolved
+        manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
+        loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
+        apply_model_and_optimizers(loop, loaded, strict=not allow_changes)
+        self.folder.use(loop, experiment_dir, resumed=True)
+        if runtime.is_main:
+            info = loaded.info
+            logger.info("resuming from %s (epoch %d, iteration %d)", info.path, info.epoch, info.iteration)
+        return loaded
+
+    def _resolve(self, resume_from: Any) -> tuple[Path, Any]:
+        """The experiment folder and checkpoint to resume from; ``'latest'`` falls back to the cloud store."""
+        folder = self.folder
+        root, project, experiment = folder.root, folder.project_name, folder.experiment_name
+        try:
+            return resolve_resume(resume_from, root, project, experiment)
+        except CheckpointNotFoundError:
+            store = self.mirror.store if self.mirror is not None else None
+            if resume_from != "latest" or store is None:
+                raise
+            if download_latest_checkpoint(store, root, project, experiment) is None:
+                raise CheckpointNotFoundError(
+                    f"resume_from='latest' found no checkpoint of project {project!r}, experiment {experiment!r} "
+                    f"under {root} nor in {store.url(store.key(''))}"
+                ) from None
+            return resolve_resume(resume_from, root, project, experiment)

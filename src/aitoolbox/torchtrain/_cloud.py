@@ -1,4 +1,5 @@
-"""Glue between the tracked variants and aitoolbox.cloud: what is uploaded, in which order, and resume from a bucket."""
+"""The cloud mirror of an experiment folder (an extension): what is uploaded, in which order, and resuming from a
+bucket. The bucket holds ``<cloud_dir_prefix>/<project>/<experiment folder name>/...``, as the folder does."""
 
 from __future__ import annotations
 
@@ -7,129 +8,149 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aitoolbox.loop import LoopConfigError
+from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager
+from aitoolbox.checkpointing.layout import LATEST, pointer_bytes, read_pointer
+from aitoolbox.loop import LoopConfigError, TrainLoop
+from aitoolbox.loop.extensions import LoopExtension
+from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder
 
 if TYPE_CHECKING:
-    from aitoolbox.checkpointing import CheckpointInfo
-    from aitoolbox.cloud import BackgroundUploader, S3Store, UploadReport
+    from aitoolbox.cloud import S3Store, UploadReport
+    from aitoolbox.cloud.mirror import FolderMirror
 
 logger = logging.getLogger(__name__)
 
 GCS_ENDPOINT = "https://storage.googleapis.com"
-JOURNAL = ".cloud_upload_journal.jsonl"
 _STORE_OPTIONS = {"endpoint_url", "region", "profile", "part_size", "max_concurrency"}
 _UPLOAD_OPTIONS = {"max_attempts", "backoff_s", "max_backoff_s"}
 _OTHER_OPTIONS = {"create_bucket", "flush_timeout_s"}
 
 
-def make_store(
-    mode: str, bucket_name: object, cloud_dir_prefix: object, options: Mapping[str, Any] | None
-) -> tuple[S3Store, dict[str, Any]]:
-    """Build the store (bucket name checked, nothing sent), then run the preflight; returns it with its options."""
-    from aitoolbox.cloud import S3Store, validate_bucket_name
+class CloudSettings:
+    """The variants' cloud options, checked: ``cloud_save_mode`` (None/'local': off, 's3', 'gcs'), the bucket, the
+    key prefix and ``cloud_options``."""
 
-    opts = dict(options or {})
-    unknown = sorted(set(opts) - _STORE_OPTIONS - _UPLOAD_OPTIONS - _OTHER_OPTIONS)
-    if unknown:
-        allowed = sorted(_STORE_OPTIONS | _UPLOAD_OPTIONS | _OTHER_OPTIONS)
-        raise LoopConfigError(f"cloud_options has unknown keys {unknown}; allowed: {allowed}")
-    if bucket_name is None:
-        raise LoopConfigError(f"cloud_save_mode={mode!r} needs bucket_name (the bucket to save to)")
-    validate_bucket_name(bucket_name)
-    if not isinstance(cloud_dir_prefix, str):
-        raise LoopConfigError(f"cloud_dir_prefix must be a string, got {type(cloud_dir_prefix).__name__}")
-    store_kwargs = {k: opts[k] for k in _STORE_OPTIONS if k in opts}
-    if mode == "gcs":
-        store_kwargs.setdefault("endpoint_url", GCS_ENDPOINT)  # GCS's S3-compatible XML API, with HMAC keys
-        store_kwargs.setdefault("region", "auto")
-    store = S3Store(str(bucket_name), prefix=cloud_dir_prefix, **store_kwargs)
-    store.preflight(create_bucket=bool(opts.get("create_bucket", False)))
-    logger.info("cloud: %s preflight passed", store)
-    return store, opts
+    def __init__(self, mode: object, bucket_name: object, prefix: object, options: Mapping[str, Any] | None) -> None:
+        if mode not in (None, "local", "s3", "gcs"):
+            raise LoopConfigError(f"cloud_save_mode must be None, 'local', 's3' or 'gcs', got {mode!r}")
+        self.mode, self.bucket_name, self.prefix, self.options = mode, bucket_name, prefix, dict(options or {})
+        self.enabled = mode in ("s3", "gcs")
+
+    def make_store(self) -> S3Store:
+        """Build the store (bucket name checked, nothing sent), then run the preflight."""
+        from aitoolbox.cloud import S3Store, validate_bucket_name
+
+        opts, mode = self.options, self.mode
+        allowed = _STORE_OPTIONS | _UPLOAD_OPTIONS | _OTHER_OPTIONS
+        if set(opts) - allowed:
+            raise LoopConfigError(
+                f"cloud_options has unknown keys {sorted(set(opts) - allowed)}; allowed: {sorted(allowed)}"
+            )
+        if self.bucket_name is None:
+            raise LoopConfigError(f"cloud_save_mode={mode!r} needs bucket_name (the bucket to save to)")
+        validate_bucket_name(self.bucket_name)
+        if not isinstance(self.prefix, str):
+            raise LoopConfigError(f"cloud_dir_prefix must be a string, got {type(self.prefix).__name__}")
+        store_kwargs = {k: opts[k] for k in _STORE_OPTIONS if k in opts}
+        if mode == "gcs":
+            store_kwargs.setdefault("endpoint_url", GCS_ENDPOINT)  # GCS's S3-compatible XML API, with HMAC keys
+            store_kwargs.setdefault("region", "auto")
+        store = S3Store(str(self.bucket_name), prefix=self.prefix, **store_kwargs)
+        store.preflight(create_bucket=bool(opts.get("create_bucket", False)))
+        logger.info("cloud: %s preflight passed", store)
+        return store
 
 
-class ExperimentUploads:
-    """Uploads one experiment folder to ``<cloud_dir_prefix>/<project>/<experiment folder name>/``."""
+def make_store(mode: str, bucket_name: object, prefix: object, options: Mapping[str, Any] | None) -> S3Store:
+    return CloudSettings(mode, bucket_name, prefix, options).make_store()
 
-    def __init__(self, store: S3Store, experiment_dir: Path, project_name: str, options: Mapping[str, Any]) -> None:
-        from aitoolbox.cloud import BackgroundUploader
 
-        self.store = store
-        self.experiment_dir = experiment_dir
-        self.base = f"{project_name}/{experiment_dir.name}"
-        self.flush_timeout_s = float(options.get("flush_timeout_s", 600.0))
-        upload_kwargs = {k: options[k] for k in _UPLOAD_OPTIONS if k in options}
-        self.uploader: BackgroundUploader = BackgroundUploader(store, experiment_dir / JOURNAL, **upload_kwargs)
+class CloudMirror(LoopExtension):
+    """Uploads the experiment folder as it is written: checkpoints as they commit (files, manifest, then the
+    ``latest`` pointer), the rest at the end; waits for the uploads when training ends or fails."""
 
-    def key(self, path: Path) -> str:
-        return self.store.key(f"{self.base}/{path.relative_to(self.experiment_dir).as_posix()}")
+    name = "cloud"
 
-    def upload_files(self, *stages: list[Path]) -> None:
-        from aitoolbox.cloud import UploadItem
+    def __init__(self, settings: CloudSettings, folder: ExperimentFolder) -> None:
+        self.settings = settings
+        self.folder = folder
+        self.store: S3Store | None = None
+        self.mirror: FolderMirror | None = None
+        self.report: UploadReport | None = None
+        folder.listeners.append(self._follow)
 
-        self.uploader.submit([[UploadItem.file(p, self.key(p)) for p in stage] for stage in stages])
+    def attach(self, loop: TrainLoop) -> None:
+        # checked now, before any training: name, credentials, bucket, write (by the process that uploads: rank 0)
+        if self.settings.enabled and loop.is_main_process:
+            self.store = self.settings.make_store()
 
-    def checkpoint_keys(self, info: CheckpointInfo) -> list[str]:
-        return [self.key(info.path / e["file"]) for e in info.parts.values()] + [self.key(info.path / "manifest.json")]
+    def _follow(self, path: Path, resumed: bool) -> None:
+        from aitoolbox.cloud.mirror import FolderMirror
+
+        if self.store is None or (self.mirror is not None and self.mirror.folder == path):
+            return
+        opts = self.settings.options
+        upload = {k: opts[k] for k in _UPLOAD_OPTIONS if k in opts}
+        base = f"{self.folder.project_name}/{path.name}"
+        self.mirror = FolderMirror(
+            self.store, path, base, flush_timeout_s=float(opts.get("flush_timeout_s", 600.0)), **upload
+        )
+        if resumed:
+            self.mirror.resume_pending()
+        else:
+            self.mirror.upload([path / "hyperparams.json"])
 
     def upload_checkpoint(self, info: CheckpointInfo) -> None:
         """Its files, then its manifest, then the ``latest`` pointer naming it (captured now, not read later)."""
-        from aitoolbox.cloud import UploadItem
-
-        files = [UploadItem.file(info.path / e["file"], self.key(info.path / e["file"])) for e in info.parts.values()]
-        manifest = [UploadItem.file(info.path / "manifest.json", self.key(info.path / "manifest.json"))]
-        pointer = [UploadItem.payload((info.name + "\n").encode(), self.key(info.path.parent / "latest"))]
-        self.uploader.submit([files, manifest, pointer])
+        assert self.mirror is not None
+        self.mirror.upload(*info.commit_stages(), [(info.path.parent / LATEST, pointer_bytes(info.name))])
 
     def checkpoint_uploaded(self, info: CheckpointInfo) -> bool:
-        return self.uploader.uploaded(self.checkpoint_keys(info))
+        assert self.mirror is not None
+        return self.mirror.uploaded([p for stage in info.commit_stages() for p in stage])
 
-    def upload_experiment_files(self) -> None:
+    def upload_experiment(self) -> None:
         """Everything but the checkpoints (uploaded as they commit) and hidden files; ``summary.md`` last."""
-        files = [
-            p
-            for p in sorted(self.experiment_dir.rglob("*"))
-            if p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(self.experiment_dir).parts)
-            and p.relative_to(self.experiment_dir).parts[0] != "checkpoint_model"
-        ]
-        summary = [p for p in files if p.name == "summary.md" and p.parent == self.experiment_dir]
-        self.upload_files([p for p in files if p not in summary], summary)
+        if self.mirror is not None:
+            self.mirror.upload_folder(skip={CHECKPOINT_DIR}, last={"summary.md"})
 
-    def finish(self, timeout: float | None = None) -> UploadReport:
-        """Wait for the uploads (up to ``flush_timeout_s``, or less) and log a summary; failures stay in the journal."""
-        limit = self.flush_timeout_s if timeout is None else min(timeout, self.flush_timeout_s)
-        report = self.uploader.flush(limit)
-        destination = self.store.url(self.store.key(self.base))
-        if report.ok:
-            logger.info("cloud: %s to %s", report, destination)
-        else:
-            logger.warning("cloud: NOT everything reached %s: %s", destination, report)
-        return report
+    def _finish(self, timeout: float | None = None) -> None:
+        if self.mirror is not None:
+            self.report = self.mirror.finish(timeout)
+
+    def after_fit(self, loop: TrainLoop) -> None:
+        self._finish()
+
+    def on_error(self, loop: TrainLoop, error: BaseException) -> None:
+        self._finish(timeout=30.0)  # what was committed goes up if it can quickly; the rest stays in the journal
+
+    def export_run(self, loop: TrainLoop) -> UploadReport | None:
+        return self.report
+
+    def import_run(self, loop: TrainLoop, data: UploadReport | None) -> None:
+        self.report = data
 
 
 def download_latest_checkpoint(store: S3Store, root: Path, project_name: str, experiment_name: str) -> Path | None:
-    """Find the newest experiment of this name in the bucket and download its newest checkpoint under ``root``.
-
-    Returns the local experiment folder, or ``None`` when the bucket holds no checkpoint of this experiment.
-    """
+    """Find the newest experiment of this name in the bucket and download its newest checkpoint under ``root``; it
+    becomes the local ``latest`` once verified. ``None`` when the bucket holds no checkpoint of this experiment."""
     prefix = store.key(f"{project_name}/{experiment_name}_")
-    pointers = [o for o in store.list(prefix) if o.key.endswith("/checkpoint_model/latest")]
+    suffix = f"/{CHECKPOINT_DIR}/{LATEST}"
+    pointers = [o for o in store.list(prefix) if o.key.endswith(suffix)]
     if not pointers:
         return None
     newest = max(pointers, key=lambda o: o.last_modified)
-    ckpt_dir_key = newest.key[: -len("latest")]
-    name = store.read_bytes(newest.key).decode().strip()
+    ckpt_dir_key = newest.key[: -len(LATEST)]
+    name = read_pointer(store.read_bytes(newest.key))
     exp_name = ckpt_dir_key.rstrip("/").split("/")[-2]
     local_exp = root / project_name / exp_name
-    local_ckpt = local_exp / "checkpoint_model"
+    if name is None:
+        return None
     for obj in store.list(f"{ckpt_dir_key}{name}/"):
-        store.download_file(obj.key, local_ckpt / name / obj.key.rsplit("/", 1)[1])
+        store.download_file(obj.key, local_exp / CHECKPOINT_DIR / name / obj.key.rsplit("/", 1)[1])
     hyper = store.key(f"{project_name}/{exp_name}/hyperparams.json")
     if store.exists(hyper):
         store.download_file(hyper, local_exp / "hyperparams.json")
-    from aitoolbox.checkpointing._fs import atomic_write_bytes
-
-    atomic_write_bytes(local_ckpt / "latest", (name + "\n").encode())
+    CheckpointManager(local_exp / CHECKPOINT_DIR).adopt(name)
     logger.info("cloud: downloaded checkpoint %s of %s from %s", name, exp_name, store.url(ckpt_dir_key))
     return local_exp

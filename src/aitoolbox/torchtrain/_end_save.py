@@ -8,17 +8,16 @@ import io
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from aitoolbox.experiment import ExperimentWriter
-from aitoolbox.experiment._atomic import write_bytes_atomic
 from aitoolbox.experiment.result_package import AbstractResultPackage
-from aitoolbox.loop import LoopConfigError
-
-if TYPE_CHECKING:
-    from aitoolbox.torchtrain._variants import _TrackedTrainLoop
+from aitoolbox.loop import LoopConfigError, TrainLoop
+from aitoolbox.loop.extensions import LoopExtension
+from aitoolbox.torchtrain._cloud import CloudMirror
+from aitoolbox.torchtrain._experiment import ExperimentFolder
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +44,14 @@ def check_result_packages(
             raise LoopConfigError(f"{name} is given but {loader_name} is None; pass the loader it evaluates on")
 
 
-def save_final_model(tl: _TrackedTrainLoop, directory: Path) -> Path:
+def save_final_model(tl: TrainLoop, writer: ExperimentWriter) -> Path:
     """``model/model_state_dict.pt`` (loads with ``weights_only=True``) and ``model/model_info.json``."""
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in tl.model.state_dict().items()}
     torch.save(state, buf)
     data = buf.getvalue()
-    path = write_bytes_atomic(directory / "model_state_dict.pt", data)
-    ExperimentWriter(directory.parent).write_json(
+    path = writer.write_bytes("model/model_state_dict.pt", data)
+    writer.write_json(
         "model/model_info.json",
         {
             "class": f"{type(tl.model).__module__}.{type(tl.model).__qualname__}",
@@ -67,7 +66,7 @@ def save_final_model(tl: _TrackedTrainLoop, directory: Path) -> Path:
 
 
 def _prediction_steps(
-    tl: _TrackedTrainLoop,
+    tl: TrainLoop,
     val_result_package: AbstractResultPackage | None,
     test_result_package: AbstractResultPackage | None,
 ) -> list[tuple[str, AbstractResultPackage, Any]]:
@@ -79,7 +78,7 @@ def _prediction_steps(
 
 
 def end_save_predictions(
-    tl: _TrackedTrainLoop,
+    tl: TrainLoop,
     val_result_package: AbstractResultPackage | None,
     test_result_package: AbstractResultPackage | None,
 ) -> None:
@@ -88,30 +87,27 @@ def end_save_predictions(
         predict()
 
 
-def end_save(
-    tl: _TrackedTrainLoop,
-    val_result_package: AbstractResultPackage | None,
-    test_result_package: AbstractResultPackage | None,
-) -> dict[str, dict[str, Any]]:
+def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
     """Save the final model and history, evaluate the packages, write the experiment folder; returns the results.
 
     Nothing trained is lost to a failing result package: the model, history, hyperparameters, script and environment
     are written first; a package that raises is recorded in ``summary.md`` (the other split is still evaluated) and
     its error is raised again once everything else is saved, with ``tl.results`` holding what did succeed.
     """
-    assert tl.experiment_dir is not None
+    folder = ext.folder
+    assert folder is not None and folder.path is not None
     start = time.perf_counter()
-    writer = ExperimentWriter(tl.experiment_dir)
-    save_final_model(tl, tl.experiment_dir / "model")
+    writer = ExperimentWriter(folder.path)
+    save_final_model(tl, writer)
     history = tl.train_history.to_dict()
     writer.write_history(history)
-    writer.write_hyperparams(tl.hyperparams)
+    writer.write_hyperparams(folder.hyperparams)
     writer.copy_script()
     writer.write_environment({"device": str(tl.device), "amp": str(tl.amp.dtype), "variant": type(tl).__name__})
     results: dict[str, dict[str, Any]] = {}
-    tl.results = results
+    ext.results = results
     failures: list[tuple[str, BaseException]] = []
-    for split, pkg, predict in _prediction_steps(tl, val_result_package, test_result_package):
+    for split, pkg, predict in _prediction_steps(tl, ext.val_result_package, ext.test_result_package):
         try:
             y_pred, y_true, metadata = predict()
             results[split] = pkg.evaluate(y_true, y_pred)
@@ -133,16 +129,55 @@ def end_save(
         for split, err in failures
     )
     writer.write_summary(
-        title=f"{tl.project_name} / {tl.experiment_dir.name}",
+        title=f"{folder.project_name} / {folder.path.name}",
         results=results,
         history=history,
-        hyperparams=tl.hyperparams,
+        hyperparams=folder.hyperparams,
         notes=notes,
     )
     for split, res in results.items():
         shown = {k: round(v, 4) for k, v in res.items() if isinstance(v, float)}
         logger.info("%s results: %s", split, shown)
-    logger.info("experiment saved to %s (%.1f s)", tl.experiment_dir, time.perf_counter() - start)
+    logger.info("experiment saved to %s (%.1f s)", folder.path, time.perf_counter() - start)
     if failures:
         raise failures[0][1]
     return results
+
+
+class EndSave(LoopExtension):
+    """After training: evaluate the result packages and write the experiment folder (then upload it)."""
+
+    name = "end_save"
+
+    def __init__(
+        self,
+        val_result_package: AbstractResultPackage | None,
+        test_result_package: AbstractResultPackage | None,
+        validation_loader: object,
+        test_loader: object,
+    ) -> None:
+        check_result_packages(val_result_package, test_result_package, validation_loader, test_loader)
+        self.val_result_package, self.test_result_package = val_result_package, test_result_package
+        self.results: dict[str, dict[str, Any]] = {}
+        self.folder: ExperimentFolder | None = None  # the loop's, found in attach
+        self.mirror: CloudMirror | None = None
+
+    def attach(self, loop: TrainLoop) -> None:
+        self.folder = next(e for e in loop.extensions if isinstance(e, ExperimentFolder))
+        self.mirror = next((e for e in loop.extensions if isinstance(e, CloudMirror)), None)
+
+    def after_fit(self, loop: TrainLoop) -> None:
+        try:
+            if loop.is_main_process:
+                self.results = end_save(loop, self)
+            else:  # the predictions are gathered: take part in the same evaluations, in the same order, write nothing
+                end_save_predictions(loop, self.val_result_package, self.test_result_package)
+        finally:  # what was saved goes up even when a result package failed
+            if self.mirror is not None:
+                self.mirror.upload_experiment()
+
+    def export_run(self, loop: TrainLoop) -> dict[str, dict[str, Any]]:
+        return self.results
+
+    def import_run(self, loop: TrainLoop, data: dict[str, dict[str, Any]]) -> None:
+        self.results = data

@@ -1,4 +1,4 @@
-"""The experiment folder ``<root>/<project>/<experiment>_<timestamp>/`` and finding a run to resume."""
+"""The experiment folder ``<root>/<project>/<experiment>_<timestamp>/`` (an extension) and finding a run to resume."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import datetime as _dt
 import logging
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager, CheckpointNotFoundError
-from aitoolbox.checkpointing.manager import damaged_message
-from aitoolbox.loop import LoopConfigError
+from aitoolbox.checkpointing.layout import damaged_message, is_checkpoint
+from aitoolbox.experiment import ExperimentWriter
+from aitoolbox.loop import LoopConfigError, TrainLoop
+from aitoolbox.loop.extensions import FitRun, LoopExtension
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,32 @@ def new_experiment_dir(root: Path, project_name: str, experiment_name: str) -> P
             path = base.with_name(f"{base.name}_{n}")
 
 
+def _newest_in_root(root: Path, project_name: str, experiment_name: str) -> Path:
+    """The experiment folder of this name under ``root`` holding the newest valid checkpoint."""
+    best: tuple[float, Path] | None = None
+    searched: list[Path] = []
+    folder = root / project_name
+    for exp in sorted(folder.glob(f"{experiment_name}_*")) if folder.is_dir() else []:
+        if not re.fullmatch(re.escape(experiment_name) + r"_\d{8}_\d{6}(_\d+)?", exp.name):
+            continue
+        searched.append(exp)
+        for info in CheckpointManager(exp / CHECKPOINT_DIR).list(verify=True)[-1:]:
+            if best is None or info.created > best[0]:
+                best = (info.created, exp)
+    if best is not None:
+        return best[1]
+    where = f"project {project_name!r}, experiment {experiment_name!r} under {root}"
+    damage = [
+        f"{exp.name}/{problem}" for exp in searched for problem in CheckpointManager(exp / CHECKPOINT_DIR).damage()
+    ]
+    if damage:
+        raise CheckpointNotFoundError(f"resume_from='latest': {damaged_message(where, damage)}")
+    raise CheckpointNotFoundError(
+        f"resume_from='latest' found no committed checkpoint of {where}; start without resume_from, or pass a "
+        "checkpoint path"
+    )
+
+
 def resolve_resume(
     resume_from: object, root: Path, project_name: str, experiment_name: str
 ) -> tuple[Path, CheckpointInfo | None]:
@@ -66,40 +95,67 @@ def resolve_resume(
     root), a checkpoint folder, a ``checkpoint_model`` folder, or an experiment folder.
     """
     if resume_from == "latest":
-        pattern = f"{experiment_name}_*"
-        best: tuple[float, Path, CheckpointInfo] | None = None
-        searched: list[Path] = []
-        for exp in sorted((root / project_name).glob(pattern)) if (root / project_name).is_dir() else []:
-            if not re.fullmatch(re.escape(experiment_name) + r"_\d{8}_\d{6}(_\d+)?", exp.name):
-                continue
-            searched.append(exp)
-            for info in CheckpointManager(exp / CHECKPOINT_DIR).list(verify=True)[-1:]:
-                if best is None or info.created > best[0]:
-                    best = (info.created, exp, info)
-        damage = [] if best is not None else [
-            f"{exp.name}/{problem}" for exp in searched for problem in CheckpointManager(exp / CHECKPOINT_DIR).damage()
-        ]  # fmt: skip
-        if best is None and damage:
-            where = f"project {project_name!r}, experiment {experiment_name!r} under {root}"
-            raise CheckpointNotFoundError(f"resume_from='latest': {damaged_message(where, damage)}")
-        if best is None:
-            raise CheckpointNotFoundError(
-                f"resume_from='latest' found no committed checkpoint of project {project_name!r}, experiment "
-                f"{experiment_name!r} under {root}; start without resume_from, or pass a checkpoint path"
-            )
-        return best[1], None
-    if not isinstance(resume_from, str | os.PathLike):
-        raise LoopConfigError(f"resume_from must be 'latest' or a path, got {type(resume_from).__name__}")
-    path = Path(resume_from).expanduser()
+        return _newest_in_root(root, project_name, experiment_name), None
+    check_resume_from(resume_from)
+    path = Path(resume_from).expanduser()  # type: ignore[arg-type]
     if not path.exists():
         raise CheckpointNotFoundError(f"resume_from={str(path)!r} does not exist")
-    if (path / "manifest.json").is_file():
+    if is_checkpoint(path):
         return path.parent.parent, CheckpointInfo.read(path)
     if (path / CHECKPOINT_DIR).is_dir():
         return path, None
     if path.name == CHECKPOINT_DIR and path.is_dir():
         return path.parent, None
     raise CheckpointNotFoundError(
-        f"resume_from={str(path)!r} is neither a checkpoint (a folder with manifest.json), a {CHECKPOINT_DIR} folder "
+        f"resume_from={str(path)!r} is neither a checkpoint (a folder with a manifest), a {CHECKPOINT_DIR} folder "
         "nor an experiment folder"
     )
+
+
+def check_resume_from(resume_from: object) -> None:
+    if resume_from is not None and resume_from != "latest" and not isinstance(resume_from, str | os.PathLike):
+        raise LoopConfigError(f"resume_from must be 'latest' or a path, got {type(resume_from).__name__}")
+
+
+class ExperimentFolder(LoopExtension):
+    """The experiment folder ``<root>/<project>/<experiment>_<timestamp>/`` with ``hyperparams.json``: created by
+    rank 0 when training first starts (every rank learns its path), or adopted from a resumed run."""
+
+    name = "experiment"
+
+    def __init__(self, project_name: str, experiment_name: str, root: object, hyperparams: object) -> None:
+        validate_names(project_name, experiment_name)
+        if hyperparams is not None and not isinstance(hyperparams, Mapping):
+            raise LoopConfigError(f"hyperparams must be a dict or None, got {type(hyperparams).__name__}")
+        self.project_name, self.experiment_name = project_name, experiment_name
+        self.given_root = root
+        self.root = Path()
+        self.hyperparams = dict(hyperparams or {})
+        self.path: Path | None = None
+        #: called with ``(path, resumed)`` whenever the folder is set (the cloud mirror follows it)
+        self.listeners: list[Callable[[Path, bool], None]] = []
+
+    def attach(self, loop: TrainLoop) -> None:
+        self.root = prepare_root(self.given_root)  # after the loop's own checks, before any network
+
+    def use(self, loop: TrainLoop, path: Path, *, resumed: bool) -> None:
+        self.path = path
+        if loop.is_main_process:
+            logger.info("experiment folder: %s", path)
+        for listener in self.listeners:
+            listener(path, resumed)
+
+    def before_fit(self, loop: TrainLoop, run: FitRun) -> None:
+        if self.path is not None:
+            return
+        path = None
+        if loop.is_main_process:  # in distributed runs rank 0 creates the folder and tells the others
+            path = new_experiment_dir(self.root, self.project_name, self.experiment_name)
+            ExperimentWriter(path).write_hyperparams(self.hyperparams)
+        self.use(loop, loop.runtime.broadcast(path), resumed=False)
+
+    def export_run(self, loop: TrainLoop) -> Path | None:
+        return self.path
+
+    def import_run(self, loop: TrainLoop, data: Path | None) -> None:
+        self.path = data

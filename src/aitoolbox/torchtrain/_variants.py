@@ -1,191 +1,93 @@
-"""The tracked TrainLoop variants."""
+"""The tracked TrainLoop variants, each a :class:`~aitoolbox.loop.TrainLoop` composed with extensions: the experiment
+folder, its cloud mirror, checkpointing (with exact resume) and the end-of-training save."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
-from aitoolbox.checkpointing import CheckpointManager, CheckpointNotFoundError, LoadedCheckpoint
-from aitoolbox.experiment import ExperimentWriter
+from aitoolbox.checkpointing import CheckpointManager
 from aitoolbox.experiment.result_package import AbstractResultPackage
-from aitoolbox.loop import LoopConfigError, TrainLoop, TTModel, resolve_mode
+from aitoolbox.loop import TrainLoop, TTModel
 from aitoolbox.loop.callbacks import Callback
-from aitoolbox.torchtrain._checkpoint import (
-    REQUIRED_PARTS,
-    EpochAndIterationCheckpoint,
-    EpochCheckpoint,
-    apply_callbacks_and_rng,
-    apply_model_and_optimizers,
-)
-from aitoolbox.torchtrain._cloud import ExperimentUploads, download_latest_checkpoint, make_store
-from aitoolbox.torchtrain._end_save import check_result_packages, end_save, end_save_predictions
-from aitoolbox.torchtrain._experiment import (
-    CHECKPOINT_DIR,
-    new_experiment_dir,
-    prepare_root,
-    resolve_resume,
-    validate_names,
-)
+from aitoolbox.loop.extensions import LoopExtension
+from aitoolbox.torchtrain._checkpoint import Checkpointing, Retention
+from aitoolbox.torchtrain._cloud import CloudMirror, CloudSettings
+from aitoolbox.torchtrain._end_save import EndSave
+from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from aitoolbox.loop.extensions import LoopOptions
 
 __all__ = ["TrainLoopCheckpoint", "TrainLoopCheckpointEndSave", "TrainLoopEndSave"]
 
-logger = logging.getLogger(__name__)
-
-_CLOUD_MODES = (None, "local", "s3", "gcs")
-
-
-def _check_cloud_mode(cloud_save_mode: object) -> None:
-    if cloud_save_mode not in _CLOUD_MODES:
-        raise LoopConfigError(f"cloud_save_mode must be None, 'local', 's3' or 'gcs', got {cloud_save_mode!r}")
+E = TypeVar("E", bound=LoopExtension)
+Optimizers = torch.optim.Optimizer | Sequence[torch.optim.Optimizer]
+Criterion = Callable[..., torch.Tensor] | None
 
 
-def _retention(rm_subopt_local_models: object, num_best_checkpoints_kept: object, mode: object) -> dict[str, Any]:
-    """The original AIToolbox retention options as CheckpointManager settings."""
-    if num_best_checkpoints_kept is not None:
-        if (
-            isinstance(num_best_checkpoints_kept, bool)
-            or not isinstance(num_best_checkpoints_kept, int)
-            or num_best_checkpoints_kept < 1
-        ):
-            raise LoopConfigError(
-                f"num_best_checkpoints_kept must be a positive int, got {num_best_checkpoints_kept!r}"
-            )
-        if rm_subopt_local_models is False:
-            raise LoopConfigError(
-                f"num_best_checkpoints_kept={num_best_checkpoints_kept} needs a metric to rank checkpoints by: set "
-                "rm_subopt_local_models=True (ranks by 'loss') or to a history metric such as 'val_loss'"
-            )
-    if rm_subopt_local_models is False or rm_subopt_local_models is None:
-        return {"keep_last": None, "keep_best": 0, "monitor": None, "mode": "min"}
-    if rm_subopt_local_models is True:
-        monitor = "loss"
-    elif isinstance(rm_subopt_local_models, str) and rm_subopt_local_models:
-        monitor = rm_subopt_local_models
-    else:
-        raise LoopConfigError(
-            f"rm_subopt_local_models must be False, True or a history metric name, got {rm_subopt_local_models!r}"
-        )
-    if mode not in ("auto", "min", "max"):
-        raise LoopConfigError(f"rm_subopt_mode must be 'auto', 'min' or 'max', got {mode!r}")
-    direction = resolve_mode(monitor, mode)  # the rule EarlyStopping(mode='auto') follows too
-    return {"keep_last": 1, "keep_best": num_best_checkpoints_kept or 2, "monitor": monitor, "mode": direction}
+def _tracking(
+    project_name: str, experiment_name: str, root: str | Path, hyperparams: Mapping[str, Any] | None,
+    cloud: CloudSettings,
+) -> list[LoopExtension]:  # fmt: skip
+    folder = ExperimentFolder(project_name, experiment_name, root, hyperparams)
+    return [folder, CloudMirror(cloud, folder)]
 
 
-class _TrackedTrainLoop(TrainLoop):
-    """What the tracked variants share: the experiment folder, hyperparameters and the cloud settings."""
+class _Tracked(TrainLoop):
+    """The attributes the tracked variants share, read from their extensions."""
 
-    def __init__(
-        self,
-        model: TTModel | nn.Module,
-        train_loader: Any,
-        validation_loader: Any,
-        test_loader: Any,
-        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
-        criterion: Callable[..., torch.Tensor] | None,
-        *,
-        project_name: str,
-        experiment_name: str,
-        local_model_result_folder_path: str | Path,
-        hyperparams: Mapping[str, Any] | None,
-        cloud_save_mode: str | None,
-        bucket_name: str | None,
-        cloud_dir_prefix: str,
-        cloud_options: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        validate_names(project_name, experiment_name)
-        if hyperparams is not None and not isinstance(hyperparams, Mapping):
-            raise LoopConfigError(f"hyperparams must be a dict or None, got {type(hyperparams).__name__}")
-        _check_cloud_mode(cloud_save_mode)
-        super().__init__(model, train_loader, validation_loader, test_loader, optimizer, criterion, **kwargs)
-        self.local_model_result_folder_path = prepare_root(local_model_result_folder_path)  # before the network
-        self.cloud_store: Any = None
-        self._cloud_options: dict[str, Any] = {}
-        # checked now, before any training: name, credentials, bucket, write (by the process that uploads: rank 0)
-        if cloud_save_mode in ("s3", "gcs") and self.is_main_process:
-            self.cloud_store, self._cloud_options = make_store(
-                cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options
-            )
-        self.cloud_uploads: ExperimentUploads | None = None
-        self.upload_report: Any = None
-        self.project_name = project_name
-        self.experiment_name = experiment_name
-        self.hyperparams = dict(hyperparams or {})
-        self.cloud_save_mode = cloud_save_mode
-        self.bucket_name = bucket_name
-        self.cloud_dir_prefix = cloud_dir_prefix
-        self.experiment_dir: Path | None = None
+    def _ext(self, kind: type[E]) -> E | None:
+        return next((e for e in self.extensions if isinstance(e, kind)), None)
 
-    def _ensure_experiment_dir(self) -> Path:
-        if self.experiment_dir is None:
-            path = None
-            if self.is_main_process:  # in distributed runs rank 0 creates the folder and tells the others
-                path = new_experiment_dir(self.local_model_result_folder_path, self.project_name, self.experiment_name)
-                ExperimentWriter(path).write_hyperparams(self.hyperparams)
-            if self.distributed is not None:
-                path = self.distributed.broadcast(path)
-            assert path is not None
-            self._attach_experiment(path, resumed=False)
-            if self.cloud_uploads is not None:
-                self.cloud_uploads.upload_files([path / "hyperparams.json"])
-        assert self.experiment_dir is not None
-        return self.experiment_dir
+    @property
+    def experiment_dir(self) -> Path | None:
+        """The experiment folder, once ``fit`` has created or found it."""
+        folder = self._ext(ExperimentFolder)
+        return None if folder is None else folder.path
 
-    def _export_run(self) -> dict[str, Any]:
-        return {**super()._export_run(), "experiment_dir": self.experiment_dir, "upload_report": self.upload_report}
+    @property
+    def project_name(self) -> str:
+        return self._ext(ExperimentFolder).project_name  # type: ignore[union-attr]
 
-    def _import_run(self, result: dict[str, Any]) -> None:
-        super()._import_run(result)
-        self.experiment_dir = result["experiment_dir"]
-        self.upload_report = result["upload_report"]
+    @property
+    def experiment_name(self) -> str:
+        return self._ext(ExperimentFolder).experiment_name  # type: ignore[union-attr]
 
-    def _attach_experiment(self, path: Path, *, resumed: bool) -> None:
-        """Use ``path`` as the experiment folder; with cloud saving, set up its uploads (and re-queue pending ones)."""
-        self.experiment_dir = path
-        if self.is_main_process:
-            logger.info("experiment folder: %s", path)
-        if self.cloud_store is not None and (self.cloud_uploads is None or self.cloud_uploads.experiment_dir != path):
-            self.cloud_uploads = ExperimentUploads(self.cloud_store, path, self.project_name, self._cloud_options)
-            if resumed:
-                self.cloud_uploads.uploader.resume_pending()
+    @property
+    def hyperparams(self) -> dict[str, Any]:
+        return self._ext(ExperimentFolder).hyperparams  # type: ignore[union-attr]
 
-    def fit(
-        self,
-        num_epochs: int = 0,
-        num_iterations: int = 0,
-        callbacks: Sequence[Callback] | None = None,
-        grad_accumulation: int = 1,
-    ) -> TTModel | nn.Module:
-        self._validate_fit_args(num_epochs, num_iterations, grad_accumulation)
-        if self._will_launch():
-            kwargs = {"num_epochs": num_epochs, "num_iterations": num_iterations, "callbacks": callbacks}
-            return self._launch(self.fit, {**kwargs, "grad_accumulation": grad_accumulation})
-        self._ensure_distributed()
-        self._ensure_experiment_dir()
-        try:
-            model = super().fit(num_epochs, num_iterations, callbacks, grad_accumulation)
-        except BaseException:
-            # what was committed before the error goes up if it can quickly; the rest stays in the journal
-            self._finish_uploads(timeout=30.0)
-            raise
-        self._after_fit()
-        return model
+    @property
+    def local_model_result_folder_path(self) -> Path:
+        return self._ext(ExperimentFolder).root  # type: ignore[union-attr]
 
-    def _after_fit(self) -> None:
-        """Runs once training ended normally; subclasses add their end-of-training work before calling this."""
-        self._finish_uploads()
+    @property
+    def cloud_store(self) -> Any:
+        """The bucket (``S3Store``) in cloud modes, on the process that uploads; else ``None``."""
+        mirror = self._ext(CloudMirror)
+        return None if mirror is None else mirror.store
 
-    def _finish_uploads(self, timeout: float | None = None) -> None:
-        if self.cloud_uploads is not None:
-            self.upload_report = self.cloud_uploads.finish(timeout)
+    @property
+    def upload_report(self) -> Any:
+        """The last upload summary (``UploadReport``) in cloud modes."""
+        mirror = self._ext(CloudMirror)
+        return None if mirror is None else mirror.report
+
+    @property
+    def results(self) -> dict[str, dict[str, Any]]:
+        """The EndSave variants' evaluated metrics by split (``{}`` before the end of training)."""
+        end = self._ext(EndSave)
+        return {} if end is None else end.results
 
 
-class TrainLoopCheckpoint(_TrackedTrainLoop):
+class TrainLoopCheckpoint(_Tracked):
     """TrainLoop that commits a crash-safe checkpoint after every epoch (and every ``iteration_save_freq`` iterations).
 
     Checkpoints go to
@@ -217,7 +119,8 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
             ``'min'`` or ``'max'``. The direction is logged when training starts.
         num_best_checkpoints_kept: how many best checkpoints to keep (default 2 when ranking).
         iteration_save_freq: also checkpoint every N iterations (0: only at epoch ends).
-        **kwargs: the keyword options of :class:`TrainLoop` (``device``, ``use_amp``, ...).
+        extensions: more :class:`~aitoolbox.loop.extensions.LoopExtension` objects, run after the built-in ones.
+        **loop_options: the keyword options of :class:`TrainLoop` (``device``, ``use_amp``, ...: ``LoopOptions``).
 
     Example:
         .. code-block:: python
@@ -236,8 +139,8 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         train_loader: Any,
         validation_loader: Any,
         test_loader: Any,
-        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
-        criterion: Callable[..., torch.Tensor] | None,
+        optimizer: Optimizers,
+        criterion: Criterion,
         project_name: str,
         experiment_name: str,
         local_model_result_folder_path: str | Path,
@@ -250,29 +153,32 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         num_best_checkpoints_kept: int | None = None,
         iteration_save_freq: int = 0,
         rm_subopt_mode: str = "auto",
-        **kwargs: Any,
+        cloud_options: Mapping[str, Any] | None = None,
+        extensions: Sequence[LoopExtension] = (),
+        **loop_options: Unpack[LoopOptions],
     ) -> None:
-        if isinstance(iteration_save_freq, bool) or not isinstance(iteration_save_freq, int) or iteration_save_freq < 0:
-            raise LoopConfigError(
-                f"iteration_save_freq must be an int >= 0 (0: epoch ends only), got {iteration_save_freq!r}"
-            )
-        self._retention = _retention(rm_subopt_local_models, num_best_checkpoints_kept, rm_subopt_mode)
+        retention = Retention(rm_subopt_local_models, num_best_checkpoints_kept, rm_subopt_mode)
+        cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
+        tracking = _tracking(project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud)
+        checkpointing = Checkpointing(tracking[0], retention, iteration_save_freq)  # type: ignore[arg-type]
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion,
-            project_name=project_name, experiment_name=experiment_name,
-            local_model_result_folder_path=local_model_result_folder_path, hyperparams=hyperparams,
-            cloud_save_mode=cloud_save_mode, bucket_name=bucket_name, cloud_dir_prefix=cloud_dir_prefix, **kwargs,
+            extensions=[checkpointing, *tracking, *extensions], **loop_options,
         )  # fmt: skip
         self.rm_subopt_local_models = rm_subopt_local_models
         self.num_best_checkpoints_kept = num_best_checkpoints_kept
         self.iteration_save_freq = iteration_save_freq
-        self.checkpoint_manager: CheckpointManager | None = None
-        self._pending_restore: LoadedCheckpoint | None = None
+        self.cloud_save_mode, self.bucket_name, self.cloud_dir_prefix = cloud_save_mode, bucket_name, cloud_dir_prefix
 
     @property
     def checkpoint_dir(self) -> Path | None:
         """``<experiment folder>/checkpoint_model``, once ``fit`` has created or found the experiment folder."""
         return None if self.experiment_dir is None else self.experiment_dir / CHECKPOINT_DIR
+
+    @property
+    def checkpoint_manager(self) -> CheckpointManager | None:
+        """The manager committing this run's checkpoints (rank 0, from the start of training)."""
+        return self._ext(Checkpointing).manager  # type: ignore[union-attr]
 
     def fit(
         self,
@@ -284,6 +190,7 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
         resume_from: str | Path | None = None,
         allow_partial_resume: bool = False,
         allow_resume_changes: bool = False,
+        **options: Any,
     ) -> TTModel | nn.Module:
         """Train with a checkpoint after every epoch; see :meth:`TrainLoop.fit` for the loop itself.
 
@@ -294,6 +201,7 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
                 results root), a checkpoint folder, a ``checkpoint_model`` folder or an experiment folder. Training
                 continues in that experiment's folder.
             allow_partial_resume: load a checkpoint that lacks some parts (e.g. only the model) instead of failing.
+            **options: the fit options of extensions given with ``extensions=``.
             allow_resume_changes: continue an epoch from a mid-epoch checkpoint although the training loader's batch
                 size, dataset length, sampler or ``grad_accumulation`` changed since (refused by default: the
                 skipped batches would not be the ones already trained on).
@@ -304,121 +212,13 @@ class TrainLoopCheckpoint(_TrackedTrainLoop):
             ResumeMismatchError: a mid-epoch checkpoint, and the loader or ``grad_accumulation`` changed (when
                 training starts, before the first batch).
         """
-        self._validate_fit_args(num_epochs, num_iterations, grad_accumulation)
-        if self._will_launch():
-            kwargs = {"num_epochs": num_epochs, "num_iterations": num_iterations, "callbacks": callbacks}
-            kwargs.update(grad_accumulation=grad_accumulation, resume_from=resume_from)
-            kwargs.update(allow_partial_resume=allow_partial_resume, allow_resume_changes=allow_resume_changes)
-            return self._launch(self.fit, kwargs)
-        self._ensure_distributed()
-        if resume_from is not None:
-            loaded = self._load_for_resume(resume_from, allow_partial_resume, allow_resume_changes)
-            if self.distributed is not None:
-                self.distributed.barrier()  # every rank has read the checkpoint before rank 0 writes or prunes
-            remaining_epochs = max(0, num_epochs - self.epochs_done) if num_epochs else 0
-            remaining_iterations = max(0, num_iterations - self.iteration) if num_iterations else 0
-            if not remaining_epochs and not remaining_iterations:
-                logger.info(
-                    "nothing to train: the checkpoint is after %d epochs, %d iterations",
-                    self.epochs_done,
-                    self.iteration,
-                )
-                self._pending_restore = None
-                self._after_fit()  # end-of-training work still runs: pending uploads, EndSave evaluation
-                return self.model
-            num_epochs, num_iterations = remaining_epochs, remaining_iterations
-            self._pending_restore = loaded
-        self._ensure_experiment_dir()
-        assert self.experiment_dir is not None
-        uploads = self.cloud_uploads
-        self.checkpoint_manager = None
-        if self.is_main_process:  # the other ranks only contribute their RNG states to each checkpoint
-            self.checkpoint_manager = CheckpointManager(
-                self.experiment_dir / CHECKPOINT_DIR,
-                **self._retention,
-                on_commit=uploads.upload_checkpoint if uploads is not None else None,
-                may_delete=uploads.checkpoint_uploaded if uploads is not None else None,  # kept until uploaded
-            )
-        meta = {
-            "project_name": self.project_name,
-            "experiment_name": self.experiment_name,
-            "variant": type(self).__name__,
-        }
-        checkpoint: EpochCheckpoint = (
-            EpochAndIterationCheckpoint(self.checkpoint_manager, meta, self.iteration_save_freq, self._retention)
-            if self.iteration_save_freq
-            else EpochCheckpoint(self.checkpoint_manager, meta, self._retention)
-        )
-        return super().fit(num_epochs, num_iterations, [*(callbacks or []), checkpoint], grad_accumulation)
-
-    def _load_for_resume(self, resume_from: str | Path, allow_partial: bool, allow_changes: bool) -> LoadedCheckpoint:
-        ctx = self.distributed
-        resolved = self._resolve_resume(resume_from) if ctx is None or ctx.is_main else None
-        if ctx is not None:  # rank 0 decides (downloading from the cloud if needed); every rank loads that checkpoint
-            resolved = ctx.broadcast(resolved)
-        assert resolved is not None
-        experiment_dir, info = resolved
-        manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
-        loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
-        apply_model_and_optimizers(self, loaded, strict=not allow_changes)
-        self._attach_experiment(experiment_dir, resumed=True)
-        if self.is_main_process:
-            logger.info(
-                "resuming from %s (epoch %d, iteration %d)", loaded.info.path, loaded.info.epoch, loaded.info.iteration
-            )
-        return loaded
-
-    def _resolve_resume(self, resume_from: str | Path) -> tuple[Path, Any]:
-        """The experiment folder and checkpoint to resume from; ``'latest'`` falls back to the cloud store."""
-        root = self.local_model_result_folder_path
-        try:
-            return resolve_resume(resume_from, root, self.project_name, self.experiment_name)
-        except CheckpointNotFoundError:
-            if resume_from != "latest" or self.cloud_store is None:
-                raise
-            downloaded = download_latest_checkpoint(self.cloud_store, root, self.project_name, self.experiment_name)
-            if downloaded is None:
-                raise CheckpointNotFoundError(
-                    f"resume_from='latest' found no checkpoint of project {self.project_name!r}, experiment "
-                    f"{self.experiment_name!r} under {root} nor in {self.cloud_store.url(self.cloud_store.key(''))}"
-                ) from None
-            return resolve_resume(resume_from, root, self.project_name, self.experiment_name)
-
-    def _on_fit_start(self) -> None:
-        if self._pending_restore is not None:
-            apply_callbacks_and_rng(self, self._pending_restore)
-            self._pending_restore = None
+        return super().fit(
+            num_epochs, num_iterations, callbacks, grad_accumulation, resume_from=resume_from,
+            allow_partial_resume=allow_partial_resume, allow_resume_changes=allow_resume_changes, **options,
+        )  # fmt: skip
 
 
-class _EndSave:
-    """Mixin: after ``fit`` trains, evaluate the result packages and write the experiment folder."""
-
-    val_result_package: AbstractResultPackage | None
-    test_result_package: AbstractResultPackage | None
-    results: dict[str, dict[str, Any]]
-
-    cloud_uploads: ExperimentUploads | None
-
-    def _after_fit(self) -> None:
-        try:
-            if self.is_main_process:  # type: ignore[attr-defined]
-                self.results = end_save(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
-            else:  # the predictions are gathered: take part in the same evaluations, in the same order, write nothing
-                end_save_predictions(self, self.val_result_package, self.test_result_package)  # type: ignore[arg-type]
-        finally:  # what was saved goes up even when a result package failed
-            if self.cloud_uploads is not None:
-                self.cloud_uploads.upload_experiment_files()
-            super()._after_fit()  # type: ignore[misc]
-
-    def _export_run(self) -> dict[str, Any]:
-        return {**super()._export_run(), "results": self.results}  # type: ignore[misc]
-
-    def _import_run(self, result: dict[str, Any]) -> None:
-        super()._import_run(result)  # type: ignore[misc]
-        self.results = result["results"]
-
-
-class TrainLoopEndSave(_EndSave, _TrackedTrainLoop):
+class TrainLoopEndSave(_Tracked):
     """TrainLoop that, at the end of training, evaluates result packages and saves the whole experiment.
 
     After ``fit`` the experiment folder ``<root>/<project_name>/<experiment_name>_<timestamp>/`` holds ``model/``
@@ -448,8 +248,8 @@ class TrainLoopEndSave(_EndSave, _TrackedTrainLoop):
         train_loader: Any,
         validation_loader: Any,
         test_loader: Any,
-        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
-        criterion: Callable[..., torch.Tensor] | None,
+        optimizer: Optimizers,
+        criterion: Criterion,
         project_name: str,
         experiment_name: str,
         local_model_result_folder_path: str | Path,
@@ -459,21 +259,23 @@ class TrainLoopEndSave(_EndSave, _TrackedTrainLoop):
         cloud_save_mode: str | None = "local",
         bucket_name: str | None = None,
         cloud_dir_prefix: str = "",
-        **kwargs: Any,
+        *,
+        cloud_options: Mapping[str, Any] | None = None,
+        extensions: Sequence[LoopExtension] = (),
+        **loop_options: Unpack[LoopOptions],
     ) -> None:
-        check_result_packages(val_result_package, test_result_package, validation_loader, test_loader)
+        end_save = EndSave(val_result_package, test_result_package, validation_loader, test_loader)
+        cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
+        tracking = _tracking(project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud)
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion,
-            project_name=project_name, experiment_name=experiment_name,
-            local_model_result_folder_path=local_model_result_folder_path, hyperparams=hyperparams,
-            cloud_save_mode=cloud_save_mode, bucket_name=bucket_name, cloud_dir_prefix=cloud_dir_prefix, **kwargs,
+            extensions=[*tracking, end_save, *extensions], **loop_options,
         )  # fmt: skip
-        self.val_result_package = val_result_package
-        self.test_result_package = test_result_package
-        self.results = {}
+        self.val_result_package, self.test_result_package = val_result_package, test_result_package
+        self.cloud_save_mode, self.bucket_name, self.cloud_dir_prefix = cloud_save_mode, bucket_name, cloud_dir_prefix
 
 
-class TrainLoopCheckpointEndSave(_EndSave, TrainLoopCheckpoint):
+class TrainLoopCheckpointEndSave(TrainLoopCheckpoint):
     """The most complete tracking: a checkpoint after every epoch (exact resume included) and, at the end, the
     evaluated and saved experiment of :class:`TrainLoopEndSave`.
 
@@ -498,8 +300,8 @@ class TrainLoopCheckpointEndSave(_EndSave, TrainLoopCheckpoint):
         train_loader: Any,
         validation_loader: Any,
         test_loader: Any,
-        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
-        criterion: Callable[..., torch.Tensor] | None,
+        optimizer: Optimizers,
+        criterion: Criterion,
         project_name: str,
         experiment_name: str,
         local_model_result_folder_path: str | Path,
@@ -509,14 +311,22 @@ class TrainLoopCheckpointEndSave(_EndSave, TrainLoopCheckpoint):
         cloud_save_mode: str | None = "local",
         bucket_name: str | None = None,
         cloud_dir_prefix: str = "",
-        **kwargs: Any,
+        *,
+        rm_subopt_local_models: bool | str = False,
+        num_best_checkpoints_kept: int | None = None,
+        iteration_save_freq: int = 0,
+        rm_subopt_mode: str = "auto",
+        cloud_options: Mapping[str, Any] | None = None,
+        extensions: Sequence[LoopExtension] = (),
+        **loop_options: Unpack[LoopOptions],
     ) -> None:
-        check_result_packages(val_result_package, test_result_package, validation_loader, test_loader)
+        end_save = EndSave(val_result_package, test_result_package, validation_loader, test_loader)
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion, project_name,
             experiment_name, local_model_result_folder_path, hyperparams, cloud_save_mode, bucket_name,
-            cloud_dir_prefix, **kwargs,
+            cloud_dir_prefix, rm_subopt_local_models=rm_subopt_local_models,
+            num_best_checkpoints_kept=num_best_checkpoints_kept, iteration_save_freq=iteration_save_freq,
+            rm_subopt_mode=rm_subopt_mode, cloud_options=cloud_options, extensions=[end_save, *extensions],
+            **loop_options,
         )  # fmt: skip
-        self.val_result_package = val_result_package
-        self.test_result_package = test_result_package
-        self.results = {}
+        self.val_result_package, self.test_result_package = val_result_package, test_result_package

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 
+from aitoolbox.loop._batch import first_array, leaves, map_tensors
 from aitoolbox.loop.errors import LoopConfigError
 
 __all__ = ["CudaPrefetcher", "move_to_device", "resolve_device"]
@@ -42,51 +42,19 @@ def move_to_device(batch: Any, device: torch.device, non_blocking: bool = True) 
         >>> out["x"].device.type, out["ids"]
         ('cpu', [1, 2])
     """
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, tuple):
-        moved = [move_to_device(b, device, non_blocking) for b in batch]
-        return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)
-    if isinstance(batch, list):
-        return [move_to_device(b, device, non_blocking) for b in batch]
-    if isinstance(batch, Mapping):
-        items = {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
-        try:
-            return type(batch)(items)  # keeps OrderedDict / BatchEncoding-like mappings
-        except TypeError:
-            return items
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        changes = {
-            f.name: move_to_device(getattr(batch, f.name), device, non_blocking) for f in dataclasses.fields(batch)
-        }
-        return dataclasses.replace(batch, **changes)
-    return batch
+    return map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
 
 
 def _record_stream(batch: Any, stream: torch.cuda.Stream) -> None:
-    if isinstance(batch, torch.Tensor):
-        if batch.is_cuda:
-            batch.record_stream(stream)
-    elif isinstance(batch, (tuple, list)):
-        for b in batch:
-            _record_stream(b, stream)
-    elif isinstance(batch, Mapping):
-        for b in batch.values():
-            _record_stream(b, stream)
-    elif dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        for f in dataclasses.fields(batch):
-            _record_stream(getattr(batch, f.name), stream)
+    for leaf in leaves(batch):
+        if isinstance(leaf, torch.Tensor) and leaf.is_cuda:
+            leaf.record_stream(stream)
 
 
 def is_pinned(batch: Any) -> bool:
     """True when the first tensor found in ``batch`` is in pinned (page-locked) host memory."""
-    if isinstance(batch, torch.Tensor):
-        return batch.device.type == "cpu" and batch.is_pinned()
-    if isinstance(batch, (tuple, list)):
-        return any(is_pinned(b) for b in batch[:1])
-    if isinstance(batch, Mapping):
-        return any(is_pinned(b) for b in list(batch.values())[:1])
-    return False
+    first = first_array(batch)
+    return isinstance(first, torch.Tensor) and first.device.type == "cpu" and first.is_pinned()
 
 
 class CudaPrefetcher:
@@ -102,7 +70,7 @@ class CudaPrefetcher:
         self.loader = loader
         self.device = device
         self.only_pinned = only_pinned
-        self.stream = torch.cuda.Stream(device=device)
+        self.stream = torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
 
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
@@ -121,7 +89,7 @@ class CudaPrefetcher:
             return
         side = self.stream
         side_ctx = torch.cuda.stream(side)  # reused: entering it per batch costs less than building it
-        ready = torch.cuda.Event()
+        ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
         current = torch.cuda.current_stream(device)
         with side_ctx:
             nxt = move_to_device(first, device)

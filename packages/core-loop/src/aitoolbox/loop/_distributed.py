@@ -14,26 +14,25 @@ import gc
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from aitoolbox.loop._loaders import derive_loader
+from aitoolbox.loop._runtime import Runtime
+from aitoolbox.loop._sharding import gather_predictions, set_epoch, shard_eval_loader, shard_train_loader
 from aitoolbox.loop.errors import LoopConfigError
 
 __all__ = [
     "DistributedContext",
-    "ShardedEvalSampler",
     "launched",
     "launched_rank",
     "parent_device",
     "rank_device",
     "setup",
-    "shard_eval_loader",
-    "shard_train_loader",
+    "start_rank",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,9 +86,10 @@ class _LossForward(nn.Module):
         return self.model.get_loss(batch, criterion, device)  # type: ignore[operator,no-any-return]
 
 
-@dataclass
-class DistributedContext:
-    """This process's place in a distributed run, and the collectives the loop uses.
+@dataclass(eq=False)  # compared and hashed by identity (registered for release at exit)
+class DistributedContext(Runtime):
+    """This process's place in a distributed run, and the collectives the loop uses (the distributed
+    :class:`~aitoolbox.loop._runtime.Runtime`).
 
     Attributes:
         rank: global rank; 0 writes checkpoints, results and uploads, logs summaries and shows the progress bar.
@@ -105,10 +105,9 @@ class DistributedContext:
     backend: str
     owns_group: bool
     control_group: Any = None  # a gloo group for CPU-side collectives when the default group is nccl
+    wrapped: nn.Module | None = None  # the DDP wrapper (released at exit, before the groups are destroyed)
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    distributed: ClassVar[bool] = True
 
     # ---------------------------------------------------------------- collectives (CPU, gloo)
 
@@ -150,7 +149,31 @@ class DistributedContext:
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(_LossForward(model), device_ids=device_ids, **options)
+        self.wrapped = DistributedDataParallel(_LossForward(model), device_ids=device_ids, **options)
+        return self.wrapped
+
+    def shard_train(self, loader: Iterable[Any], seed: int) -> Iterable[Any]:
+        return shard_train_loader(loader, self, seed)
+
+    def shard_eval(self, loader: Iterable[Any]) -> Iterable[Any] | None:
+        return shard_eval_loader(loader, self)
+
+    def set_epoch(self, loader: Iterable[Any], epoch: int) -> None:
+        set_epoch(loader, epoch)
+
+    def gather_predictions(
+        self, local: tuple[Any, Any, dict[str, Any] | None], n: int
+    ) -> tuple[Any, Any, dict[str, Any] | None]:
+        return gather_predictions(self, local, n)
+
+    def record_failure(self, err: Exception) -> None:
+        record_failure(err)
+
+    def release(self) -> None:
+        """Drops the DDP wrapper and the control group, which would otherwise keep the process groups alive into
+        interpreter finalisation."""
+        self.wrapped = None
+        self.control_group = None
 
 
 def setup(device: torch.device) -> DistributedContext:
@@ -182,7 +205,7 @@ _holders: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def release_at_exit(holder: Any) -> None:
-    """Registers ``holder``: at exit its ``_release_distributed()`` drops what it holds of the process groups."""
+    """Registers ``holder``: at exit its ``release()`` drops what it holds of the process groups."""
     _holders.add(holder)
 
 
@@ -194,7 +217,7 @@ def _destroy() -> None:
     import torch.distributed as dist
 
     for holder in list(_holders):
-        holder._release_distributed()
+        holder.release()
     gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -236,154 +259,21 @@ def _record_later(path: str) -> None:
         json.dump(data, fp)
 
 
-# -------------------------------------------------------------------- sharding
+def start_rank(loop: Any) -> None:
+    """In a torchrun-launched process, once: process group, this rank's device, DDP and the sampling seed, set on
+    ``loop`` (a TrainLoop). Elsewhere nothing."""
+    if loop.runtime.distributed or not launched():
+        return
+    from aitoolbox.loop._device import resolve_device
 
-
-class ShardedEvalSampler(torch.utils.data.Sampler[int]):
-    """Rank ``rank``'s share of ``range(n)`` for evaluation: ``rank, rank + world, ...``.
-
-    Unlike ``DistributedSampler`` it never pads, so every sample is evaluated exactly once across the ranks, and
-    the strided layout lets the gathered predictions be put back in dataset order.
-
-    Example:
-        >>> list(ShardedEvalSampler(7, rank=1, world_size=3))
-        [1, 4]
-    """
-
-    def __init__(self, n: int, rank: int, world_size: int) -> None:
-        self.n, self.rank, self.world_size = n, rank, world_size
-
-    def __iter__(self) -> Any:
-        return iter(range(self.rank, self.n, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
-
-
-def _plain_sampling(loader: Any) -> bool | None:
-    """For a DataLoader over a map-style dataset with torch's own sampling: shuffle or not; None if not shardable."""
-    from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
-
-    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
-        return None
-    if loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler:
-        return None
-    sampler = loader.sampler
-    if type(sampler) is RandomSampler and not sampler.replacement and sampler._num_samples is None:
-        return True
-    if type(sampler) is SequentialSampler:
-        return False
-    return None
-
-
-def shard_train_loader(loader: Any, ctx: DistributedContext, seed: int) -> Any:
-    """The training loader with a ``DistributedSampler`` (shuffled if the user's was), every other option kept."""
-    from torch.utils.data import BatchSampler, DistributedSampler
-
-    if isinstance(getattr(loader, "sampler", None), DistributedSampler):
-        return loader  # already sharded by the user
-    shuffle = _plain_sampling(loader)
-    if shuffle is None:
-        raise LoopConfigError(
-            "distributed training shards the train_loader with a DistributedSampler, which needs a DataLoader over "
-            f"a map-style dataset with shuffle=True/False (got {type(loader).__name__} with "
-            f"{type(getattr(loader, 'sampler', None)).__name__}); for a custom sampler or an IterableDataset, "
-            "shard by rank yourself (e.g. DataLoader(sampler=DistributedSampler(...)))"
-        )
-    sampler = DistributedSampler(
-        loader.dataset,
-        num_replicas=ctx.world_size,
-        rank=ctx.rank,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=loader.drop_last,
-    )
-    if loader.batch_sampler is not None:
-        return derive_loader(
-            loader, sampler=sampler, batch_sampler=BatchSampler(sampler, loader.batch_size, loader.drop_last)
-        )
-    return derive_loader(loader, sampler=sampler)
-
-
-def shard_eval_loader(loader: Any, ctx: DistributedContext) -> Any | None:
-    """An evaluation loader over this rank's strided share (no padding); None when it cannot be sharded."""
-    from torch.utils.data import BatchSampler
-
-    if _plain_sampling(loader) is None:
-        return None
-    sampler = ShardedEvalSampler(len(loader.dataset), ctx.rank, ctx.world_size)
-    if loader.batch_sampler is not None:
-        return derive_loader(loader, sampler=sampler, batch_sampler=BatchSampler(sampler, loader.batch_size, False))
-    return derive_loader(loader, sampler=sampler)
-
-
-def set_epoch(loader: Any, epoch: int) -> None:
-    """Call ``set_epoch`` on the loader's DistributedSampler, so each epoch has its own (reproducible) order."""
-    from torch.utils.data import DistributedSampler
-
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, DistributedSampler):
-        sampler.set_epoch(epoch)
-
-
-# -------------------------------------------------------------------- putting gathered predictions back in order
-
-
-def _length(x: Any) -> int | None:
-    if isinstance(x, torch.Tensor) or (hasattr(x, "shape") and hasattr(x, "dtype")):
-        return int(x.shape[0]) if len(x.shape) else None
-    if isinstance(x, list):
-        return len(x)
-    return None
-
-
-def interleave(parts: list[Any], n: int) -> Any:
-    """Rank-ordered shards of a strided split (rank ``r`` holds items ``r, r + W, ...``) back in dataset order.
-
-    Falls back to concatenation in rank order when the shards are not per-sample (their lengths do not add up to
-    ``n``).
-
-    Example:
-        >>> interleave([[0, 2, 4], [1, 3]], 5)
-        [0, 1, 2, 3, 4]
-    """
-    if not parts or parts[0] is None:
-        return None
-    world = len(parts)
-    lengths = [_length(p) for p in parts]
-    first = parts[0]
-    per_sample = all(length is not None for length in lengths) and sum(lengths) == n  # type: ignore[arg-type]
-    if isinstance(first, torch.Tensor) or (hasattr(first, "shape") and hasattr(first, "dtype")):
-        if isinstance(first, torch.Tensor):
-            concatenate, empty = torch.cat, torch.empty
-        else:  # a numpy array
-            import numpy as np
-
-            concatenate, empty = np.concatenate, np.empty
-        if not per_sample:
-            return concatenate(parts)
-        out = empty((n, *first.shape[1:]), dtype=first.dtype)
-        for r, part in enumerate(parts):
-            out[r::world] = part
-        return out
-    if isinstance(first, list):
-        if not per_sample:
-            return [x for p in parts for x in p]
-        out_list: list[Any] = [None] * n
-        for r, part in enumerate(parts):
-            out_list[r::world] = part
-        return out_list
-    return parts
-
-
-def gather_predictions(
-    ctx: DistributedContext, local: tuple[Any, Any, dict[str, Any] | None], n: int
-) -> tuple[Any, Any, dict[str, Any] | None]:
-    """Every rank's ``(y_pred, y_true, metadata)`` of its strided shard, as one set in dataset order."""
-    gathered = ctx.gather(local)
-    y_pred = interleave([g[0] for g in gathered], n)
-    y_true = interleave([g[1] for g in gathered], n)
-    meta = None
-    if gathered[0][2] is not None:
-        meta = {key: interleave([g[2][key] for g in gathered], n) for key in gathered[0][2]}
-    return y_pred, y_true, meta
+    device, index = loop._device_request
+    loop.device = resolve_device(rank_device(device), index)
+    loop.tt_model.to(loop.device)
+    loop.runtime = ctx = setup(loop.device)
+    loop.state.sampler_seed = int(ctx.broadcast(torch.initial_seed() % 2**62))
+    ctx.wrap(loop.tt_model, loop.device, loop.ddp_options)
+    if ctx.owns_group:
+        release_at_exit(ctx)
+    loop.loaders.reset(ctx, loop.state.sampler_seed)
+    if ctx.is_main:
+        logger.info("distributed data parallel: %d processes, backend %s", ctx.world_size, ctx.backend)

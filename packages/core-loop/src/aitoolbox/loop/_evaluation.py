@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 
+from aitoolbox.loop._batch import infer_batch_size, is_array
 from aitoolbox.loop._device import move_to_device
+from aitoolbox.loop._distributed import start_rank
 from aitoolbox.loop.amp import AmpConfig
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.model import TTModel
 
-__all__ = ["check_loss", "evaluate_loss", "evaluate_loss_sum", "infer_batch_size", "predict", "preserve_rng"]
+__all__ = [
+    "check_loss",
+    "evaluate_loss",
+    "evaluate_loss_sum",
+    "evaluate_named",
+    "infer_batch_size",
+    "predict",
+    "predict_named",
+    "preserve_rng",
+]
 
 
 def check_loss(model: object, method: str, loss: object, *, needs_grad: bool) -> None:
@@ -62,7 +72,7 @@ def preserve_rng(device: torch.device) -> Iterator[None]:
     NumPy in their transforms; evaluation must not shift the training run's random stream.
     """
     py_state = random.getstate()
-    np_random = None
+    np_random: Any = None
     try:
         import numpy.random as np_random  # torch needs numpy only optionally
     except ImportError:
@@ -79,49 +89,6 @@ def preserve_rng(device: torch.device) -> Iterator[None]:
         torch.random.set_rng_state(cpu_state)
         if cuda_state is not None:
             torch.cuda.set_rng_state(cuda_state, device)
-
-
-def infer_batch_size(batch: Any) -> int:
-    """The size of the first dimension of the first tensor found in ``batch`` (1 when there is none).
-
-    Example:
-        >>> import torch
-        >>> infer_batch_size((torch.zeros(5, 3), torch.zeros(5)))
-        5
-    """
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.dim() else 1
-    if isinstance(batch, (tuple, list)):
-        for b in batch:
-            n = _find_size(b)
-            if n is not None:
-                return n
-        return len(batch) or 1
-    n = _find_size(batch)
-    return 1 if n is None else n
-
-
-def _find_size(obj: Any) -> int | None:
-    if isinstance(obj, torch.Tensor):
-        return int(obj.shape[0]) if obj.dim() else 1
-    if hasattr(obj, "shape") and hasattr(obj, "dtype"):  # numpy arrays
-        return int(obj.shape[0]) if len(obj.shape) else 1
-    if isinstance(obj, (tuple, list)):
-        for o in obj:
-            n = _find_size(o)
-            if n is not None:
-                return n
-    if isinstance(obj, Mapping):
-        for o in obj.values():
-            n = _find_size(o)
-            if n is not None:
-                return n
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # a dataclass batch: its fields, in order
-        for f in dataclasses.fields(obj):
-            n = _find_size(getattr(obj, f.name))
-            if n is not None:
-                return n
-    return None
 
 
 def _autocast(amp: AmpConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -186,7 +153,7 @@ def _concat(parts: list[Any]) -> Any:
     first = parts[0]
     if isinstance(first, torch.Tensor):
         return torch.cat([p.reshape(1) if p.dim() == 0 else p for p in parts])
-    if hasattr(first, "shape") and hasattr(first, "dtype"):
+    if is_array(first):
         import numpy as np
 
         return np.concatenate([np.atleast_1d(p) for p in parts])
@@ -224,3 +191,35 @@ def predict(
         model.train(was_training)
     metadata_out = None if meta is None else {k: _concat(v) for k, v in meta.items()}
     return _concat(preds), _concat(trues), metadata_out
+
+
+def evaluate_named(loop: Any, name: str) -> float:
+    """The batch-size weighted loss over ``loop``'s loader ``name`` (this rank's share, reduced, when sharded)."""
+    start_rank(loop)
+    loader, sharded = loop.loaders.evaluation(name, _given(loop, name))
+    total, count = evaluate_loss_sum(loop.tt_model, loader, loop.criterion, loop.device, loop.amp)
+    if sharded:
+        total, count = loop.runtime.sum([total, count])
+    if not count:
+        raise LoopConfigError(
+            f"{name} yielded no batches, so its loss is undefined; give it at least one batch (check the "
+            "dataset size, and batch_size <= len(dataset) with drop_last=True), or pass None"
+        )
+    return float(total / count)
+
+
+def predict_named(loop: Any, name: str) -> tuple[Any, Any, dict[str, Any] | None]:
+    """Predictions over ``loop``'s loader ``name``; gathered in dataset order when sharded."""
+    start_rank(loop)
+    loader, sharded = loop.loaders.evaluation(name, _given(loop, name))
+    out = predict(loop.tt_model, loader, loop.device, loop.amp)
+    if sharded:
+        out = loop.runtime.gather_predictions(out, len(_given(loop, name).dataset))
+    return out
+
+
+def _given(loop: Any, name: str) -> Any:
+    loader = getattr(loop, name)
+    if loader is None:
+        raise LoopConfigError(f"{name} is None; pass it to the TrainLoop constructor to evaluate on it")
+    return loader

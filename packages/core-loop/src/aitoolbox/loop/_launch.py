@@ -19,20 +19,65 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["launch_fit"]
+import torch
+
+from aitoolbox.loop._distributed import launched
+from aitoolbox.loop.errors import LoopConfigError
+
+__all__ = ["adopt_run", "export_run", "launch", "launch_fit", "will_launch"]
 
 logger = logging.getLogger(__name__)
 
 
-def _run_rank(fit: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any] | None:
-    import torch
+def will_launch(gpu_mode: str) -> bool:
+    """``gpu_mode='ddp'`` in a plain process: ``fit`` starts the workers."""
+    return gpu_mode == "ddp" and not launched()
 
+
+def _processes(num_processes: int | None) -> int:
+    if num_processes is not None:
+        return num_processes
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return torch.cuda.device_count()
+    raise LoopConfigError(
+        "gpu_mode='ddp' needs num_processes=N here: there is no GPU to count (on CPU the workers use gloo)"
+    )
+
+
+def launch(loop: Any, kwargs: dict[str, Any]) -> None:
+    """Run ``loop.fit(**kwargs)`` in ``loop.num_processes`` workers; ``loop`` adopts rank 0's result."""
+    if loop.device.type == "cuda" and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        raise LoopConfigError(
+            "gpu_mode='ddp' forks its workers, and CUDA was already initialised in this process (a tensor or "
+            "model was put on the GPU before fit); CUDA cannot be used in forked workers then. Create the "
+            "TrainLoop before touching the GPU, or launch the script with torchrun instead"
+        )
+    adopt_run(loop, launch_fit(loop.fit, kwargs, _processes(loop.num_processes)))
+
+
+def export_run(loop: Any) -> dict[str, Any]:
+    """What a launched rank 0 hands back to the process that called ``fit`` (plain, picklable data)."""
+    return {
+        "model": {k: v.detach().cpu() for k, v in loop.tt_model.state_dict().items()},
+        "state": loop.state.export(),
+        "extensions": {ext.name: ext.export_run(loop) for ext in loop.extensions},
+    }
+
+
+def adopt_run(loop: Any, result: dict[str, Any]) -> None:
+    loop.tt_model.load_state_dict(result["model"])
+    loop.state.adopt(result["state"])
+    for ext in loop.extensions:
+        ext.import_run(loop, result["extensions"][ext.name])
+
+
+def _run_rank(fit: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any] | None:
     # A forked child must not enter the parent's OpenMP pool (its threads did not survive the fork): one thread.
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"  # what the worker's own subprocesses (DataLoader workers...) inherit
     fit(**kwargs)
     loop = fit.__self__  # type: ignore[attr-defined]
-    return loop._export_run() if loop.is_main_process else None  # type: ignore[no-any-return]
+    return export_run(loop) if loop.is_main_process else None
 
 
 def launch_fit(fit: Callable[..., Any], kwargs: dict[str, Any], nproc: int) -> dict[str, Any]:

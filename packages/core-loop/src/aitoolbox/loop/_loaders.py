@@ -11,11 +11,15 @@ import copy
 import importlib.util
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aitoolbox.loop.errors import LoopConfigError
 
+if TYPE_CHECKING:
+    from aitoolbox.loop._runtime import Runtime
+
 __all__ = [
+    "RunLoaders",
     "derive_loader",
     "fast_collate_available",
     "lenient_fast_collate",
@@ -26,9 +30,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def derive_loader(loader: Any, **changes: Any) -> Any:
+def derive_loader(loader: Any, **changes: Any) -> Iterable[Any]:
     """A shallow copy of a DataLoader with some attributes replaced (its own iterator; the original untouched)."""
-    clone = copy.copy(loader)
+    clone: Iterable[Any] = copy.copy(loader)
     object.__setattr__(clone, "_iterator", None)  # persistent workers belong to the original
     for name, value in changes.items():
         object.__setattr__(clone, name, value)
@@ -79,3 +83,48 @@ def with_fast_collate(loader: Iterable[Any]) -> Iterable[Any]:
             logger.debug("keeping the custom collate_fn %r of a DataLoader", loader.collate_fn)
         return loader
     return derive_loader(loader, collate_fn=lenient_fast_collate)
+
+
+class RunLoaders:
+    """The loaders a fit iterates for the user's: derived once per user loader (again when it is replaced).
+
+    Derivation shards (in distributed runs, through the runtime) and then switches to fast collation. Evaluation of
+    the training set in a distributed run goes through its own copy, sharded for evaluation (strided, no padding).
+    """
+
+    def __init__(self, runtime: Runtime, fast_collate: bool) -> None:
+        self.runtime = runtime
+        self.fast_collate = fast_collate
+        self.sampler_seed = 0
+        self._cache: dict[str, tuple[Any, Any, bool]] = {}
+
+    def reset(self, runtime: Runtime | None = None, sampler_seed: int | None = None) -> None:
+        """Forget every derived loader (the runtime or the training shuffling changed)."""
+        self.runtime = runtime or self.runtime
+        self.sampler_seed = self.sampler_seed if sampler_seed is None else sampler_seed
+        self._cache.clear()
+
+    def train(self, loader: Iterable[Any]) -> Iterable[Any]:
+        return self._get("train_loader", loader)[0]
+
+    def evaluation(self, name: str, loader: Iterable[Any]) -> tuple[Iterable[Any], bool]:
+        """The loader to evaluate ``name`` on, and whether it is this process's share only."""
+        key = f"{name}:eval" if name == "train_loader" and self.runtime.distributed else name
+        return self._get(key, loader)
+
+    def _get(self, key: str, loader: Iterable[Any]) -> tuple[Iterable[Any], bool]:
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] is loader:
+            return cached[1], cached[2]
+        derived, sharded = loader, False
+        if key == "train_loader":
+            derived = self.runtime.shard_train(loader, self.sampler_seed)
+        else:
+            share = self.runtime.shard_eval(loader)
+            if share is None and self.runtime.distributed:
+                logger.debug("%s cannot be sharded: every rank evaluates all of it", key)
+            derived, sharded = (loader, False) if share is None else (share, True)
+        if self.fast_collate:
+            derived = with_fast_collate(derived)
+        self._cache[key] = (loader, derived, sharded)
+        return derived, sharded

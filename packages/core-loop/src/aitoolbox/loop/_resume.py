@@ -9,20 +9,25 @@ the checkpoint is put back before the first real batch is fetched.
 
 from __future__ import annotations
 
-import copy
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 
-from aitoolbox.loop.errors import ResumeMismatchError
+from aitoolbox.loop._loaders import derive_loader
+from aitoolbox.loop.errors import LoopConfigError, ResumeMismatchError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "capture_data_rng",
     "capture_epoch_rng",
+    "check_resume_plan",
     "data_layout",
     "layout_changes",
+    "load_loop_state",
     "not_replayed",
     "restore_data_rng",
     "restore_epoch_rng",
@@ -217,13 +222,9 @@ def skip_batches(loader: Iterable[Any], skip: int, after_skip: Callable[[], None
     from torch.utils.data import DataLoader, IterableDataset
 
     if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
-        clone = copy.copy(loader)
-        object.__setattr__(clone, "_iterator", None)  # persistent workers belong to the original
         if loader.batch_sampler is not None:
-            object.__setattr__(clone, "batch_sampler", _SkippingSampler(loader.batch_sampler, skip, after_skip))
-        else:
-            object.__setattr__(clone, "sampler", _SkippingSampler(loader.sampler, skip, after_skip))
-        return clone
+            return derive_loader(loader, batch_sampler=_SkippingSampler(loader.batch_sampler, skip, after_skip))
+        return derive_loader(loader, sampler=_SkippingSampler(loader.sampler, skip, after_skip))
     return _SkipIterable(loader, skip, after_skip)
 
 
@@ -233,3 +234,42 @@ class _SkipIterable:
 
     def __iter__(self) -> Iterator[Any]:
         return _skip_iterable(self.loader, self.skip, self.after_skip)
+
+
+def check_resume_plan(state: Any, layout: dict[str, Any]) -> None:
+    """A mid-epoch resume skips the consumed batches by count: refuse (or, not strict, warn) when the count no
+    longer means them. ``state`` is the loop's LoopState, ``layout`` the training loader's :func:`data_layout`."""
+    plan = state.resume_plan
+    changes = layout_changes(plan.get("data_layout") or {}, layout)
+    if plan["grad_accumulation"] != state.grad_accumulation:
+        changes.append(f"grad_accumulation {plan['grad_accumulation']} -> {state.grad_accumulation}")
+    if not changes:
+        return
+    what = (
+        f"the run is resumed at batch {plan['batch_in_epoch']} of epoch {plan['epoch']}, but since it was "
+        f"saved: {', '.join(changes)}"
+    )
+    if state.resume_strict:
+        state.resume_plan = None
+        raise ResumeMismatchError(
+            f"{what}; the skipped batches would not be the ones already trained on. Resume with the original "
+            "settings, from an epoch-end checkpoint, or accept the difference (allow_resume_changes=True in "
+            "fit, strict=False in load_state_dict)"
+        )
+    logger.warning("%s: continuing anyway, as asked", what)
+
+
+def load_loop_state(loop: Any, state: dict[str, Any], *, strict: bool) -> None:
+    """``TrainLoop.load_state_dict``: GradScaler, position and resume data; what cannot be replayed is logged."""
+    if state.get("grad_scaler") is not None:
+        if loop.grad_scaler is None:
+            raise LoopConfigError("the checkpoint holds GradScaler state but use_amp does not use fp16 here")
+        loop.grad_scaler.load_state_dict(state["grad_scaler"])
+    runtime = loop.runtime
+    loop.state.load_state_dict(state, strict=strict, rank=runtime.rank, world_size=runtime.world_size)
+    problems = not_replayed(loop.train_loader, mid_epoch=bool(state["batch_in_epoch"]))
+    if problems and runtime.is_main:
+        logger.warning("the resumed run may differ from the interrupted one: %s", "; ".join(problems))
+    if "sampler_seed" in state and state["sampler_seed"] != loop.state.sampler_seed:
+        loop.state.sampler_seed = int(state["sampler_seed"])  # the interrupted run's shuffling
+        loop.loaders.reset(sampler_seed=loop.state.sampler_seed)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aitoolbox.loop.errors import LoopConfigError
-
-if TYPE_CHECKING:
-    from aitoolbox.loop.train_loop import TrainLoop
 
 __all__ = ["AbstractCallback", "Callback", "check_metric_will_exist"]
 
@@ -18,8 +15,9 @@ class Callback:
 
     The loop calls a hook only on the callbacks that override it, so an unused hook costs nothing. Inside a hook,
     ``self.train_loop_obj`` is the running :class:`~aitoolbox.loop.TrainLoop` (its ``epoch``, ``iteration``,
-    ``train_history``, ``model``, ``optimizer`` ...). Set ``self.train_loop_obj.early_stop = True`` to stop
-    training at the end of the current epoch.
+    ``train_history``, ``model``, ``optimizer`` ...). Call ``self.train_loop_obj.request_stop("why")`` to stop
+    training at the end of the current epoch (or, from a batch hook, after this batch); setting ``early_stop = True``
+    works too.
 
     Hook order (see :meth:`aitoolbox.loop.TrainLoop.fit` for the whole loop)::
 
@@ -60,9 +58,10 @@ class Callback:
     def __init__(self, callback_name: str | None = None, execution_order: int = 0) -> None:
         self.callback_name = callback_name or type(self).__name__
         self.execution_order = execution_order
-        self.train_loop_obj: TrainLoop | None = None
+        #: the running TrainLoop (typed ``Any``: this module does not import the engine)
+        self.train_loop_obj: Any = None
 
-    def register_train_loop_object(self, train_loop_obj: TrainLoop) -> Callback:
+    def register_train_loop_object(self, train_loop_obj: Any) -> Callback:
         """Attach the callback to a TrainLoop and call :meth:`on_train_loop_registration`."""
         self.train_loop_obj = train_loop_obj
         self.on_train_loop_registration()
@@ -117,7 +116,7 @@ AbstractCallback = Callback
 """The original AIToolbox name of :class:`Callback`."""
 
 
-def check_metric_will_exist(tl: TrainLoop, monitor: str, what: str) -> None:
+def check_metric_will_exist(tl: Any, monitor: str, what: str) -> None:
     """Refuse, before training, a ``monitor`` that no part of the run will put in the history.
 
     Known: ``loss``, ``val_loss`` (with a validation loader and ``end_auto_eval``), what the history already holds

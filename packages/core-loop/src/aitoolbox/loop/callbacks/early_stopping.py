@@ -111,8 +111,7 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self.wait > self.patience:
             self.stopped_epoch = tl.epoch
-            tl.early_stop = True
-            tl.stop_reason = (
+            tl.request_stop(
                 f"EarlyStopping: {self.monitor} did not improve for {self.wait} epochs "
                 f"(best {self.best} at epoch {self.best_epoch})"
             )

@@ -52,7 +52,7 @@ class ProgressBar(Callback):
         tl = self.train_loop_obj
         assert tl is not None
         try:
-            total: int | None = len(tl.train_loader)  # type: ignore[arg-type]
+            total: int | None = len(tl.train_loader)
         except TypeError:
             total = None
         epochs = f"/{tl.num_epochs}" if tl.num_epochs else ""

@@ -88,7 +88,6 @@ class TerminateOnNaN(Callback):
         assert tl is not None
         message = f"non-finite loss {value} in epoch {tl.epoch} at iteration {iteration}"
         logger.error("TerminateOnNaN: %s; stopping training", message)
-        tl.early_stop = True
-        tl.stop_reason = message
+        tl.request_stop(message)
         if self.raise_error:
             raise NonFiniteLossError(message, epoch=tl.epoch, iteration=iteration)

@@ -1,0 +1,265 @@
+"""The training run of one ``fit`` (callbacks registered, epochs until a limit or a stop) and its hot path: one
+training epoch, with every per-step decision (device move, autocast, gradient scaling, DDP
+gradient sync, cross-rank stop agreement) bound once before the first batch."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import torch
+
+from aitoolbox.loop._device import CudaPrefetcher, move_to_device
+from aitoolbox.loop._evaluation import check_loss
+from aitoolbox.loop._resume import (
+    capture_epoch_rng,
+    check_resume_plan,
+    data_layout,
+    restore_data_rng,
+    restore_epoch_rng,
+    skip_batches,
+)
+from aitoolbox.loop._runtime import Runtime
+from aitoolbox.loop._state import LoopState
+from aitoolbox.loop.amp import AmpConfig
+from aitoolbox.loop.callbacks._dispatch import CallbackHandler
+from aitoolbox.loop.callbacks.progress_bar import ProgressBar
+from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.extensions import FitRun
+from aitoolbox.loop.model import TTModel
+
+__all__ = ["Engine", "EpochRunner", "train"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_after_gradient_update", "on_after_optimizer_step")
+
+
+def _len_or_none(loader: object) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class Engine(Protocol):
+    """What an epoch needs of the TrainLoop (a protocol: this module does not import the TrainLoop)."""
+
+    state: LoopState
+    callback_handler: CallbackHandler
+    device: torch.device
+    amp: AmpConfig
+    tt_model: TTModel
+    grad_scaler: torch.amp.GradScaler | None
+    runtime: Runtime
+    prefetch: bool
+    criterion: Callable[..., torch.Tensor] | None
+    optimizers: list[torch.optim.Optimizer]
+
+
+class EpochRunner:
+    """Trains epochs of one ``fit``; built when training starts, dropped when it ends."""
+
+    def __init__(self, loop: Engine, wrapped: torch.nn.Module | None) -> None:
+        self.loop = loop
+        self.state: LoopState = loop.state
+        by_hook = loop.callback_handler.by_hook
+        self.cb_begin, self.cb_end = by_hook["on_batch_begin"], by_hook["on_batch_end"]
+        self.cb_grad, self.cb_step = by_hook["on_after_gradient_update"], by_hook["on_after_optimizer_step"]
+        device, amp = loop.device, loop.amp
+        self.device = device
+        # DDP: the forward that arms the gradient all-reduce; else the model's get_loss, with autocast if asked
+        get_loss: Callable[..., torch.Tensor] = loop.tt_model.get_loss if wrapped is None else wrapped
+        self.forward = get_loss
+        if amp.enabled:
+            autocast = torch.autocast(device_type=device.type, dtype=amp.dtype)
+
+            def forward(batch: Any, criterion: Any, device: torch.device) -> torch.Tensor:
+                with autocast:
+                    return get_loss(batch, criterion, device)
+
+            self.forward = forward
+        scaler = loop.grad_scaler
+        self.backward: Callable[[torch.Tensor], Any] = (
+            torch.Tensor.backward if scaler is None else lambda loss: scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        )
+        accum = self.state.grad_accumulation
+        self.no_sync: Callable[[], contextlib.AbstractContextManager[Any]] | None = (
+            getattr(wrapped, "no_sync") if wrapped is not None and accum > 1 else None  # noqa: B009 (DDP's, typed)
+        )
+        runtime = loop.runtime
+        needs_agreement = runtime.distributed and any(cb.stops_mid_epoch for h in _BATCH_HOOKS for cb in by_hook[h])
+        self.agree_stop: Callable[[bool], bool] | None = runtime.any if needs_agreement else None
+        self.prefetch = device.type == "cuda" and loop.prefetch
+        self.move = None if device.type == "cpu" or self.prefetch else move_to_device
+
+    def start(self, loader: Iterable[Any]) -> tuple[Iterable[Any], int]:
+        """The epoch's loader and the batches already done in it: fresh, or continued from a mid-epoch checkpoint."""
+        state = self.state
+        plan, state.resume_plan = state.resume_plan, None
+        self.loop.runtime.set_epoch(loader, state.epoch)
+        skip, loss_sum = 0, 0.0
+        if plan is not None and plan["batch_in_epoch"] > 0:
+            skip, loss_sum = plan["batch_in_epoch"], plan["epoch_loss_sum"]
+            resume_rng = torch.get_rng_state()  # the checkpoint's state, restored by the caller
+            restore_epoch_rng(loader, plan["epoch_start_rng"])
+            state.epoch_start_rng = plan["epoch_start_rng"]
+            loader = skip_batches(loader, skip, lambda: torch.set_rng_state(resume_rng))
+        else:
+            pending, state.data_rng_pending = state.data_rng_pending, None
+            if pending is not None:  # an epoch-end checkpoint: the loader's own generators continue from it
+                restore_data_rng(loader, pending)
+            state.epoch_start_rng = capture_epoch_rng(loader)
+        state.begin_epoch(skip, loss_sum, self.device)
+        if self.prefetch:
+            loader = CudaPrefetcher(loader, self.device)
+        return loader, skip
+
+    def run(self, loader: Iterable[Any]) -> float:
+        """One pass over the training loader; the mean batch loss (one host read at the end)."""
+        state, loop = self.state, self.loop
+        loader, n = self.start(loader)
+        criterion, device, move, forward, backward = loop.criterion, self.device, self.move, self.forward, self.backward
+        cb_begin, cb_end, no_sync, agree_stop = self.cb_begin, self.cb_end, self.no_sync, self.agree_stop
+        accum, stop_at = state.grad_accumulation, state.num_iterations
+        loss_dev, loss_host = state.loss_sum_dev, state.loss_sum_host
+        remaining = _len_or_none(loader)
+        last = None if remaining is None else n + remaining  # the epoch's batch count (resumed ones included)
+        synced = contextlib.nullcontext()  # reusable: nothing is allocated per step
+        unchecked = True  # the first loss of the epoch is checked (one branch per step, no sync)
+        for batch in loader:
+            state.total_iteration_idx = state.iteration
+            for cb in cb_begin:
+                cb.on_batch_begin()
+            if move is not None:
+                batch = move(batch, device)
+            # DDP: between optimizer steps, skip the gradient all-reduce (it runs on the step's last micro-batch)
+            local = no_sync is not None and (n + 1) % accum != 0 and (last is None or n + 1 < last)
+            with no_sync() if local else synced:  # type: ignore[misc]  # both context managers
+                loss = forward(batch, criterion, device)
+                if unchecked:
+                    check_loss(loop.tt_model, "get_loss", loss, needs_grad=torch.is_grad_enabled())
+                    unchecked = False
+                state.last_loss = loss
+                backward(loss if accum == 1 else loss / accum)
+            if loss_dev is None:
+                loss_host += loss.item()  # free on CPU: no device to wait for
+                state.loss_sum_host = loss_host
+            else:
+                loss_dev += loss.detach()
+            n += 1
+            state.batch_in_epoch = n
+            if n % accum == 0:
+                self.optimizer_step()
+            state.iteration += 1
+            for cb in cb_end:
+                cb.on_batch_end()
+            if agree_stop is not None and agree_stop(state.early_stop):
+                state.request_stop("stopped on another rank")
+            if state.early_stop or (stop_at and state.iteration >= stop_at):
+                break
+        return self.finish(n)
+
+    def finish(self, n: int) -> float:
+        if n == 0:
+            raise LoopConfigError(
+                f"train_loader yielded no batches in epoch {self.state.epoch}; it must yield at least one batch per "
+                "epoch"
+            )
+        if n % self.state.grad_accumulation:
+            self.optimizer_step()  # the epoch's last, partial accumulation
+        return self.state.end_epoch(n)
+
+    def optimizer_step(self) -> None:
+        loop = self.loop
+        scaler = loop.grad_scaler
+        for idx, opt in enumerate(loop.optimizers):
+            if self.cb_grad:
+                if scaler is not None:
+                    scaler.unscale_(opt)
+                for cb in self.cb_grad:
+                    cb.on_after_gradient_update(idx)
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)
+        if scaler is not None:
+            scaler.update()
+        for cb in self.cb_step:
+            cb.on_after_optimizer_step()
+        for opt in loop.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+
+def train(loop: Any, run: FitRun) -> None:
+    """Train ``loop`` (a TrainLoop) for ``run``: register the callbacks, then epochs until a limit or a stop."""
+    state: LoopState = loop.state
+    state.begin_fit(run.num_epochs, run.num_iterations, run.grad_accumulation)
+    if state.resume_plan is not None:
+        check_resume_plan(state, data_layout(loop.train_loader))
+    loop.callbacks = run.callbacks
+    if not any(isinstance(cb, ProgressBar) for cb in loop.callbacks) and _show_progress(loop):
+        loop.callbacks.append(ProgressBar())
+    for cb in loop.callbacks:
+        cb.register_train_loop_object(loop)
+    loop.callback_handler = handler = CallbackHandler(loop.callbacks)
+    for ext in loop.extensions:
+        ext.on_fit_start(loop)
+    runner = EpochRunner(loop, getattr(loop.runtime, "wrapped", None))
+    log = logger.info if loop.is_main_process else logger.debug
+    loop.tt_model.train()
+    handler.call("on_train_begin")
+    start = time.perf_counter()
+    while not state.done():
+        state.next_epoch()
+        handler.call("on_epoch_begin")
+        epoch_start = time.perf_counter()
+        mean = runner.run(loop.loaders.train(loop.train_loader))
+        total, batches = loop.runtime.sum([mean * state.epoch_batches, state.epoch_batches])  # every rank's batches
+        _epoch_end(loop, total / batches)
+        log(
+            "epoch %d: loss %.4f%s (%.2f s)",
+            state.epoch,
+            total / batches,
+            _val(loop),
+            time.perf_counter() - epoch_start,
+        )
+        handler.call("on_epoch_end")
+        if loop.runtime.any(state.early_stop):  # another rank's callback stopped: every rank stops now
+            state.request_stop("stopped on another rank")
+    handler.call("on_train_end")
+    took = time.perf_counter() - start
+    why = f" (stopped: {state.stop_reason})" if state.stop_reason else ""
+    log("training finished: %d epochs, %d iterations in %.1f s%s", state.epochs_done, state.iteration, took, why)
+
+
+def _epoch_end(loop: Any, mean_loss: float) -> None:
+    """The epoch's history: ``loss`` and, when due (``end_auto_eval``), ``val_loss``."""
+    loop.train_history.insert_single_result_into_history("loss", mean_loss)
+    if not math.isfinite(mean_loss) and loop.is_main_process:
+        logger.warning(
+            "epoch %d: the training loss is %s; add TerminateOnNaN() to stop at the first bad iteration",
+            loop.epoch,
+            mean_loss,
+        )
+    auto = loop.end_auto_eval
+    if loop.validation_loader is not None and (auto if isinstance(auto, bool) else loop.epoch % auto == 0):
+        loop.train_history.insert_single_result_into_history("val_loss", loop.evaluate_loss_on_validation_set())
+
+
+def _val(loop: Any) -> str:
+    history = loop.train_history
+    return f", val_loss {history.get_last('val_loss'):.4f}" if "val_loss" in history else ""
+
+
+def _show_progress(loop: Any) -> bool:
+    if not loop.is_main_process:
+        return False
+    if loop.progress_bar is not None:
+        return bool(loop.progress_bar)
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
