@@ -17,7 +17,7 @@ from aitoolbox.checkpointing import (
 from aitoolbox.checkpointing.compat import load_model_state, load_optimizer_states
 from aitoolbox.loop import LoopConfigError, TrainLoop, resolve_mode
 from aitoolbox.loop.callbacks import Callback
-from aitoolbox.loop.callbacks.base import check_metric_will_exist
+from aitoolbox.loop.callbacks.base import callback_states, check_metric_will_exist, load_callback_states
 from aitoolbox.loop.extensions import FitRun, LoopExtension
 from aitoolbox.torchtrain._cloud import CloudMirror, download_latest_checkpoint
 from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, check_resume_from, resolve_resume
@@ -57,18 +57,6 @@ class Retention:
         self.manager_options = {"keep_last": 1, "keep_best": kept or 2, "monitor": self.monitor, "mode": self.mode}
 
 
-def callback_keys(callbacks: list[Callback]) -> dict[str, Callback]:
-    """Stable names for callbacks' states: ``callback_name``, with ``#2``, ``#3`` for repeats."""
-    keys: dict[str, Callback] = {}
-    for cb in callbacks:
-        key, n = cb.callback_name, 1
-        while key in keys:
-            n += 1
-            key = f"{cb.callback_name}#{n}"
-        keys[key] = cb
-    return keys
-
-
 def collect_parts(tl: TrainLoop, loop_state: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything needed to continue ``tl`` exactly, as tensors and plain data (``loop_state``: ``tl.state_dict()``
     when the caller already took it)."""
@@ -77,16 +65,8 @@ def collect_parts(tl: TrainLoop, loop_state: dict[str, Any] | None = None) -> di
         "optimizer": [opt.state_dict() for opt in tl.optimizers],
         "loop": tl.state_dict() if loop_state is None else loop_state,
         "rng": capture_rng_state(),
-        "callbacks": {key: state for key, cb in callback_keys(tl.callbacks).items() if (state := cb.state_dict())},
+        "callbacks": callback_states(tl.callbacks),
     }
-
-
-def numeric_metrics(history: Mapping[str, list[Any]]) -> dict[str, float]:
-    out = {}
-    for name, values in history.items():
-        if values and isinstance(values[-1], int | float) and not isinstance(values[-1], bool):
-            out[name] = float(values[-1])
-    return out
 
 
 def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint, *, strict: bool = True) -> None:
@@ -102,12 +82,9 @@ def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint, *, stric
 
 def apply_callbacks_and_rng(tl: TrainLoop, loaded: LoadedCheckpoint) -> None:
     """Restore callback states by name (after registration) and, last, every RNG."""
-    saved = dict(loaded.parts.get("callbacks", {}))
-    for key, cb in callback_keys(tl.callbacks).items():
-        if key in saved:
-            cb.load_state_dict(saved.pop(key))
-    if saved:
-        logger.warning("the checkpoint holds state for callbacks that this run does not have: %s", sorted(saved))
+    unknown = load_callback_states(tl.callbacks, loaded.parts.get("callbacks", {}))
+    if unknown:
+        logger.warning("the checkpoint holds state for callbacks that this run does not have: %s", unknown)
     rt = tl.runtime
     if rt.distributed and "rng_ranks" in loaded and len(loaded["rng_ranks"]) == rt.world_size:
         restore_rng_state(loaded["rng_ranks"][rt.rank])  # each rank continues its own random stream
@@ -182,7 +159,7 @@ class EpochCheckpoint(Callback):
             parts,
             epoch=loop["epoch"],
             iteration=loop["iteration"],
-            metrics=numeric_metrics(tl.train_history),
+            metrics=tl.train_history.last_numbers(),
             meta=self.meta,
         )
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager
 from aitoolbox.checkpointing.layout import LATEST, pointer_bytes, read_pointer
+from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.extensions import LoopExtension
 from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder
@@ -98,7 +99,7 @@ class CloudMirror(LoopExtension):
         if resumed:
             self.mirror.resume_pending()
         else:
-            self.mirror.upload([path / "hyperparams.json"])
+            self.mirror.upload([path / ExperimentWriter.HYPERPARAMS])
 
     def upload_checkpoint(self, info: CheckpointInfo) -> None:
         """Its files, then its manifest, then the ``latest`` pointer naming it (captured now, not read later)."""
@@ -112,7 +113,7 @@ class CloudMirror(LoopExtension):
     def upload_experiment(self) -> None:
         """Everything but the checkpoints (uploaded as they commit) and hidden files; ``summary.md`` last."""
         if self.mirror is not None:
-            self.mirror.upload_folder(skip={CHECKPOINT_DIR}, last={"summary.md"})
+            self.mirror.upload_folder(skip={CHECKPOINT_DIR}, last={ExperimentWriter.SUMMARY})
 
     def _finish(self, timeout: float | None = None) -> None:
         if self.mirror is not None:
@@ -148,9 +149,9 @@ def download_latest_checkpoint(store: S3Store, root: Path, project_name: str, ex
         return None
     for obj in store.list(f"{ckpt_dir_key}{name}/"):
         store.download_file(obj.key, local_exp / CHECKPOINT_DIR / name / obj.key.rsplit("/", 1)[1])
-    hyper = store.key(f"{project_name}/{exp_name}/hyperparams.json")
+    hyper = store.key(f"{project_name}/{exp_name}/{ExperimentWriter.HYPERPARAMS}")
     if store.exists(hyper):
-        store.download_file(hyper, local_exp / "hyperparams.json")
+        store.download_file(hyper, local_exp / ExperimentWriter.HYPERPARAMS)
     CheckpointManager(local_exp / CHECKPOINT_DIR).adopt(name)
     logger.info("cloud: downloaded checkpoint %s of %s from %s", name, exp_name, store.url(ckpt_dir_key))
     return local_exp

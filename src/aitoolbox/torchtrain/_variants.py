@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainLoopCheckpoint", "TrainLoopCheckpointEndSave", "TrainLoopEndSave"]
 
-E = TypeVar("E", bound=LoopExtension)
 Optimizers = torch.optim.Optimizer | Sequence[torch.optim.Optimizer]
 Criterion = Callable[..., torch.Tensor] | None
 
@@ -35,56 +34,26 @@ Criterion = Callable[..., torch.Tensor] | None
 def _tracking(
     project_name: str, experiment_name: str, root: str | Path, hyperparams: Mapping[str, Any] | None,
     cloud: CloudSettings,
-) -> list[LoopExtension]:  # fmt: skip
+) -> tuple[ExperimentFolder, CloudMirror]:  # fmt: skip
     folder = ExperimentFolder(project_name, experiment_name, root, hyperparams)
-    return [folder, CloudMirror(cloud, folder)]
+    return folder, CloudMirror(cloud, folder)
 
 
 class _Tracked(TrainLoop):
     """The attributes the tracked variants share, read from their extensions."""
 
-    def _ext(self, kind: type[E]) -> E | None:
-        return next((e for e in self.extensions if isinstance(e, kind)), None)
+    _folder: ExperimentFolder
+    _mirror: CloudMirror
+    _end: EndSave | None = None
 
-    @property
-    def experiment_dir(self) -> Path | None:
-        """The experiment folder, once ``fit`` has created or found it."""
-        folder = self._ext(ExperimentFolder)
-        return None if folder is None else folder.path
-
-    @property
-    def project_name(self) -> str:
-        return self._ext(ExperimentFolder).project_name  # type: ignore[union-attr]
-
-    @property
-    def experiment_name(self) -> str:
-        return self._ext(ExperimentFolder).experiment_name  # type: ignore[union-attr]
-
-    @property
-    def hyperparams(self) -> dict[str, Any]:
-        return self._ext(ExperimentFolder).hyperparams  # type: ignore[union-attr]
-
-    @property
-    def local_model_result_folder_path(self) -> Path:
-        return self._ext(ExperimentFolder).root  # type: ignore[union-attr]
-
-    @property
-    def cloud_store(self) -> Any:
-        """The bucket (``S3Store``) in cloud modes, on the process that uploads; else ``None``."""
-        mirror = self._ext(CloudMirror)
-        return None if mirror is None else mirror.store
-
-    @property
-    def upload_report(self) -> Any:
-        """The last upload summary (``UploadReport``) in cloud modes."""
-        mirror = self._ext(CloudMirror)
-        return None if mirror is None else mirror.report
-
-    @property
-    def results(self) -> dict[str, dict[str, Any]]:
-        """The EndSave variants' evaluated metrics by split (``{}`` before the end of training)."""
-        end = self._ext(EndSave)
-        return {} if end is None else end.results
+    experiment_dir = property(lambda self: self._folder.path, doc="The experiment folder, once ``fit`` made it.")
+    project_name = property(lambda self: self._folder.project_name)
+    experiment_name = property(lambda self: self._folder.experiment_name)
+    hyperparams = property(lambda self: self._folder.hyperparams)
+    local_model_result_folder_path = property(lambda self: self._folder.root)
+    cloud_store = property(lambda self: self._mirror.store, doc="The bucket (``S3Store``) where this rank uploads.")
+    upload_report = property(lambda self: self._mirror.report, doc="The last upload summary, in cloud modes.")
+    results = property(lambda self: {} if self._end is None else self._end.results, doc="EndSave metrics by split.")
 
 
 class TrainLoopCheckpoint(_Tracked):
@@ -159,11 +128,13 @@ class TrainLoopCheckpoint(_Tracked):
     ) -> None:
         retention = Retention(rm_subopt_local_models, num_best_checkpoints_kept, rm_subopt_mode)
         cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
-        tracking = _tracking(project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud)
-        checkpointing = Checkpointing(tracking[0], retention, iteration_save_freq)  # type: ignore[arg-type]
+        self._folder, self._mirror = _tracking(
+            project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud
+        )
+        self._checkpointing = Checkpointing(self._folder, retention, iteration_save_freq)
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion,
-            extensions=[checkpointing, *tracking, *extensions], **loop_options,
+            extensions=[self._checkpointing, self._folder, self._mirror, *extensions], **loop_options,
         )  # fmt: skip
         self.rm_subopt_local_models = rm_subopt_local_models
         self.num_best_checkpoints_kept = num_best_checkpoints_kept
@@ -178,7 +149,7 @@ class TrainLoopCheckpoint(_Tracked):
     @property
     def checkpoint_manager(self) -> CheckpointManager | None:
         """The manager committing this run's checkpoints (rank 0, from the start of training)."""
-        return self._ext(Checkpointing).manager  # type: ignore[union-attr]
+        return self._checkpointing.manager
 
     def fit(
         self,
@@ -264,12 +235,14 @@ class TrainLoopEndSave(_Tracked):
         extensions: Sequence[LoopExtension] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
-        end_save = EndSave(val_result_package, test_result_package, validation_loader, test_loader)
+        self._end = EndSave(val_result_package, test_result_package, validation_loader, test_loader)
         cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
-        tracking = _tracking(project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud)
+        self._folder, self._mirror = _tracking(
+            project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud
+        )
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion,
-            extensions=[*tracking, end_save, *extensions], **loop_options,
+            extensions=[self._folder, self._mirror, self._end, *extensions], **loop_options,
         )  # fmt: skip
         self.val_result_package, self.test_result_package = val_result_package, test_result_package
         self.cloud_save_mode, self.bucket_name, self.cloud_dir_prefix = cloud_save_mode, bucket_name, cloud_dir_prefix
@@ -321,6 +294,7 @@ class TrainLoopCheckpointEndSave(TrainLoopCheckpoint):
         **loop_options: Unpack[LoopOptions],
     ) -> None:
         end_save = EndSave(val_result_package, test_result_package, validation_loader, test_loader)
+        self._end = end_save
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion, project_name,
             experiment_name, local_model_result_folder_path, hyperparams, cloud_save_mode, bucket_name,

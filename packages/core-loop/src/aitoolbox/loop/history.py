@@ -46,6 +46,14 @@ class TrainingHistory(Mapping[str, list[Any]]):
         values = self._history.get(name)
         return values[-1] if values else default
 
+    def last_numbers(self) -> dict[str, float]:
+        """The last value of every metric whose last value is a number (not a bool)."""
+        return {
+            name: float(values[-1])
+            for name, values in self._history.items()
+            if values and isinstance(values[-1], int | float) and not isinstance(values[-1], bool)
+        }
+
     def to_dict(self) -> dict[str, list[Any]]:
         """A deep-enough copy as plain ``dict`` of ``list``."""
         return {k: list(v) for k, v in self._history.items()}

@@ -75,6 +75,11 @@ class ExperimentWriter:
         'test_results.json'
     """
 
+    #: the folder's layout, for callers that copy or upload it: the hyperparameters, and the summary that names the
+    #: other files (written last)
+    HYPERPARAMS = "hyperparams.json"
+    SUMMARY = "summary.md"
+
     def __init__(self, experiment_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(experiment_dir)
 
@@ -90,7 +95,7 @@ class ExperimentWriter:
         return write_bytes_atomic(self.dir / relative, data)
 
     def write_hyperparams(self, hyperparams: Mapping[str, Any]) -> Path:
-        return self.write_json("hyperparams.json", dict(hyperparams))
+        return self.write_json(self.HYPERPARAMS, dict(hyperparams))
 
     def write_results(self, name: str, results: Mapping[str, Any]) -> Path:
         return self.write_json(f"results/{name}_results.json", dict(results))
@@ -198,14 +203,14 @@ class ExperimentWriter:
         if hyperparams:
             lines += ["## Hyperparameters", "", "```json", _dumps(dict(hyperparams)).decode(), "```", ""]
         lines += ["## Files", "", *_file_lines(self.dir), ""]
-        return write_bytes_atomic(self.dir / "summary.md", "\n".join(lines).encode())
+        return write_bytes_atomic(self.dir / self.SUMMARY, "\n".join(lines).encode())
 
 
 def _file_lines(root: Path, limit: int = 12) -> list[str]:
     """One line per file, except that a top-level folder holding more than ``limit`` files is one line."""
     lines = []
     for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or entry.name == "summary.md":
+        if entry.name.startswith(".") or entry.name == ExperimentWriter.SUMMARY:
             continue
         if entry.is_file():
             lines.append(f"- `{entry.name}`")

@@ -7,7 +7,7 @@ from typing import Any
 
 from aitoolbox.loop.errors import LoopConfigError
 
-__all__ = ["AbstractCallback", "Callback", "check_metric_will_exist"]
+__all__ = ["AbstractCallback", "Callback", "callback_states", "check_metric_will_exist", "load_callback_states"]
 
 
 class Callback:
@@ -137,3 +137,29 @@ def check_metric_will_exist(tl: Any, monitor: str, what: str) -> None:
             f"{sorted(known)}); monitor one of those, or add the callback that records it "
             "(e.g. ModelPerformanceEvaluation for val_<metric>)"
         )
+
+
+def _keyed(callbacks: Sequence[Callback]) -> dict[str, Callback]:
+    """Stable names for callbacks' states: ``callback_name``, with ``#2``, ``#3`` for repeats."""
+    keys: dict[str, Callback] = {}
+    for cb in callbacks:
+        key, n = cb.callback_name, 1
+        while key in keys:
+            n += 1
+            key = f"{cb.callback_name}#{n}"
+        keys[key] = cb
+    return keys
+
+
+def callback_states(callbacks: Sequence[Callback]) -> dict[str, dict[str, Any]]:
+    """The non-empty ``state_dict()`` of each callback, by a stable name (``callback_name``, ``#2`` for repeats)."""
+    return {key: state for key, cb in _keyed(callbacks).items() if (state := cb.state_dict())}
+
+
+def load_callback_states(callbacks: Sequence[Callback], states: dict[str, dict[str, Any]]) -> list[str]:
+    """Give each callback its state from :func:`callback_states`; returns the names no callback took."""
+    unknown = dict(states)
+    for key, cb in _keyed(callbacks).items():
+        if key in unknown:
+            cb.load_state_dict(unknown.pop(key))
+    return sorted(unknown)
