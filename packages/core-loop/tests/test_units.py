@@ -162,3 +162,19 @@ def test_a_dataclass_batch_weighs_its_rows_in_the_evaluation_loss() -> None:
     with torch.no_grad():
         expected = (criterion(model(x[:32]), y[:32]) * 32 + criterion(model(x[32:]), y[32:]) * 8).item() / 40
     assert tl.evaluate_loss_on_validation_set() == pytest.approx(expected, rel=1e-6)
+
+
+def test_one_int_check_refuses_bools_everywhere() -> None:
+    from torch import nn
+
+    from aitoolbox.loop import LoopConfigError, ModelWrap
+    from aitoolbox.loop.callbacks import EarlyStopping, TerminateOnNaN
+    from aitoolbox.loop.errors import check_int
+
+    with pytest.raises(LoopConfigError, match="num_inputs must be a positive int or None, got True"):
+        ModelWrap(nn.Linear(2, 2), num_inputs=True)
+    with pytest.raises(LoopConfigError, match="check_every must be a positive int or None, got True"):
+        TerminateOnNaN(check_every=True)
+    with pytest.raises(LoopConfigError, match="patience must be an int >= 0, got False"):
+        EarlyStopping(patience=False)
+    assert check_int("n", None, 1, optional=True) is None and check_int("n", 3, 1) == 3

@@ -18,6 +18,7 @@ from aitoolbox.checkpointing.compat import load_model_state, load_optimizer_stat
 from aitoolbox.loop import LoopConfigError, TrainLoop, resolve_mode
 from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.callbacks.base import callback_states, check_metric_will_exist, load_callback_states
+from aitoolbox.loop.errors import check_int
 from aitoolbox.loop.extensions import FitRun, LoopExtension
 from aitoolbox.torchtrain._cloud import CloudMirror, download_latest_checkpoint
 from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, check_resume_from, resolve_resume
@@ -32,8 +33,8 @@ class Retention:
 
     def __init__(self, rm_subopt_local_models: object, num_best_checkpoints_kept: object, mode: object) -> None:
         kept = num_best_checkpoints_kept
-        if kept is not None and (isinstance(kept, bool) or not isinstance(kept, int) or kept < 1):
-            raise LoopConfigError(f"num_best_checkpoints_kept must be a positive int, got {kept!r}")
+        if kept is not None:
+            check_int("num_best_checkpoints_kept", kept, 1, expected="a positive int")
         if kept is not None and rm_subopt_local_models is False:
             raise LoopConfigError(
                 f"num_best_checkpoints_kept={kept} needs a metric to rank checkpoints by: set "
@@ -201,11 +202,8 @@ class Checkpointing(LoopExtension):
     }
 
     def __init__(self, folder: ExperimentFolder, retention: Retention, iteration_save_freq: object) -> None:
-        if isinstance(iteration_save_freq, bool) or not isinstance(iteration_save_freq, int) or iteration_save_freq < 0:
-            raise LoopConfigError(
-                f"iteration_save_freq must be an int >= 0 (0: epoch ends only), got {iteration_save_freq!r}"
-            )
-        self.folder, self.retention, self.every = folder, retention, iteration_save_freq
+        every = check_int("iteration_save_freq", iteration_save_freq, 0, expected="an int >= 0 (0: epoch ends only)")
+        self.folder, self.retention, self.every = folder, retention, every
         self.mirror: CloudMirror | None = None
         self.manager: CheckpointManager | None = None
         self._callback: EpochCheckpoint | None = None

@@ -16,6 +16,12 @@ _openmp: bool | None = None
 _arrays: bool | None = None
 
 
+def check_positive(name: str, value: object) -> None:
+    """The package's one int check: a positive int (not a bool) or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+
+
 def set_num_threads(num_threads: int | None) -> None:
     """Sets how many threads a large copy may use in the main process (``None``: the default).
 
@@ -35,10 +41,7 @@ def set_num_threads(num_threads: int | None) -> None:
         >>> fastcollate.set_num_threads(None)
     """
     global _num_threads
-    if num_threads is not None and (
-        not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1
-    ):
-        raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+    check_positive("num_threads", num_threads)
     _num_threads = num_threads
 
 

@@ -10,7 +10,7 @@ import torch
 
 from fastcollate import _buffers, _native
 from fastcollate._collate import _RAW_DTYPES, collate_with, stack_tensors
-from fastcollate._config import copy_threads
+from fastcollate._config import check_positive, copy_threads
 from fastcollate.errors import CollateDtypeError, CollateShapeError, CollateTypeError
 
 __all__ = ["PaddedBatch", "pad_collate"]
@@ -66,8 +66,7 @@ def pad_collate(
         >>> out.lengths, out.mask[1]
         (tensor([3, 1]), tensor([ True, False, False]))
     """
-    if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
-        raise ValueError(f"pad_to_multiple_of must be a positive int or None, got {pad_to_multiple_of!r}")
+    check_positive("pad_to_multiple_of", pad_to_multiple_of)
 
     def pad(column: list[Any], path: str, pin: bool | None) -> Any:
         return _pad_column(column, path, pad_value, pad_to_multiple_of, pin)

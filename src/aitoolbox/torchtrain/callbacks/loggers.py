@@ -9,6 +9,7 @@ from typing import Any
 from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.loop import LoopConfigError
 from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop.errors import check_int
 
 __all__ = ["CSVHistoryWriter", "TensorBoardLogger"]
 
@@ -37,8 +38,7 @@ class TensorBoardLogger(Callback):
 
     def __init__(self, log_dir: str | Path | None = None, log_every_n_steps: int = 100) -> None:
         super().__init__(execution_order=900)  # after the metric callbacks
-        if isinstance(log_every_n_steps, bool) or not isinstance(log_every_n_steps, int) or log_every_n_steps < 0:
-            raise LoopConfigError(f"log_every_n_steps must be an int >= 0, got {log_every_n_steps!r}")
+        check_int("log_every_n_steps", log_every_n_steps, 0)
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.log_every_n_steps = log_every_n_steps
         self.writer: Any = None

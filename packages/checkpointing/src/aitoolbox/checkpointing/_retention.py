@@ -10,11 +10,16 @@ from aitoolbox.checkpointing.layout import CheckpointInfo
 __all__ = ["check_retention", "retained"]
 
 
+def _int(name: str, value: object, minimum: int, expected: str) -> None:
+    """The package's one int check: an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CheckpointConfigError(f"{name} must be {expected}, got {value!r}")
+
+
 def check_retention(keep_last: object, keep_best: object, monitor: object, mode: object) -> None:
-    if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
-        raise CheckpointConfigError(f"keep_last must be a positive int or None (keep all), got {keep_last!r}")
-    if isinstance(keep_best, bool) or not isinstance(keep_best, int) or keep_best < 0:
-        raise CheckpointConfigError(f"keep_best must be an int >= 0, got {keep_best!r}")
+    if keep_last is not None:
+        _int("keep_last", keep_last, 1, "a positive int or None (keep all)")
+    _int("keep_best", keep_best, 0, "an int >= 0")
     if keep_best and not monitor:
         raise CheckpointConfigError(
             f"keep_best={keep_best} needs a metric to rank checkpoints by: pass monitor='val_loss' (or another)"

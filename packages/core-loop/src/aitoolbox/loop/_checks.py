@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from aitoolbox.loop.callbacks.base import Callback
-from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.errors import LoopConfigError, check_int
 from aitoolbox.loop.model import ModelWrap, TTModel
 
-__all__ = ["check_fit_args", "check_int", "check_loaders", "check_optimizers", "check_options", "refuse_empty"]
+__all__ = ["check_fit_args", "check_loaders", "check_optimizers", "check_options", "refuse_empty"]
 
 
 def _is_loader(obj: object) -> bool:
@@ -32,12 +32,6 @@ def refuse_empty(name: str, loader: object, fix: str = "") -> None:
             f"{name} is empty (0 batches); check the dataset size and that batch_size <= len(dataset) when "
             f"drop_last=True{fix}"
         )
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LoopConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def check_loaders(train_loader: object, validation_loader: object, test_loader: object) -> None:
@@ -139,6 +133,5 @@ def check_fit_args(
             "give exactly one of num_epochs and num_iterations as a positive int, "
             f"got num_epochs={num_epochs!r}, num_iterations={num_iterations!r}"
         )
-    if isinstance(grad_accumulation, bool) or not isinstance(grad_accumulation, int) or grad_accumulation < 1:
-        raise LoopConfigError(f"grad_accumulation must be a positive int, got {grad_accumulation!r}")
+    check_int("grad_accumulation", grad_accumulation, 1, expected="a positive int")
     refuse_empty("train_loader", train_loader)

@@ -18,7 +18,6 @@ from aitoolbox.loop.model import TTModel
 
 __all__ = [
     "check_loss",
-    "evaluate_loss",
     "evaluate_loss_sum",
     "evaluate_named",
     "infer_batch_size",
@@ -95,18 +94,6 @@ def _autocast(amp: AmpConfig, device: torch.device) -> contextlib.AbstractContex
     if amp.dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp.dtype)
-
-
-def evaluate_loss(
-    model: TTModel,
-    loader: Iterable[Any],
-    criterion: Callable[..., torch.Tensor] | None,
-    device: torch.device,
-    amp: AmpConfig,
-) -> float:
-    """Mean of ``model.get_loss_eval`` over ``loader``, each batch weighted by its size (one host sync at the end)."""
-    total, count = evaluate_loss_sum(model, loader, criterion, device, amp)
-    return total / count if count else float("nan")
 
 
 def evaluate_loss_sum(

@@ -6,12 +6,15 @@ Every error derives from :class:`LoopError` and from the built-in exception that
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 __all__ = [
     "LoopConfigError",
     "LoopError",
     "ModelNotSupportedError",
     "NonFiniteLossError",
     "ResumeMismatchError",
+    "check_int",
 ]
 
 
@@ -51,3 +54,26 @@ class NonFiniteLossError(LoopError, FloatingPointError):
         super().__init__(message)
         self.epoch = epoch
         self.iteration = iteration
+
+
+@overload
+def check_int(
+    name: str, value: object, minimum: int, *, optional: Literal[False] = False, expected: str = ""
+) -> int: ...
+@overload
+def check_int(name: str, value: object, minimum: int, *, optional: bool, expected: str = "") -> int | None: ...
+def check_int(name: str, value: object, minimum: int, *, optional: bool = False, expected: str = "") -> int | None:
+    """``value`` when it is an int (not a bool) >= ``minimum`` (or None, when ``optional``); else a
+    :class:`LoopConfigError` saying ``<name> must be <expected> [or None], got <value>``. The one int check of the
+    loop and of the packages built on it.
+
+    Example:
+        >>> check_int("patience", 3, 0)
+        3
+    """
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        wanted = expected or f"an int >= {minimum}"
+        raise LoopConfigError(f"{name} must be {wanted}{' or None' if optional else ''}, got {value!r}")
+    return value

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aitoolbox.loop.errors import LoopConfigError, ModelNotSupportedError
+from aitoolbox.loop.errors import ModelNotSupportedError, check_int
 
 __all__ = ["ModelWrap", "TTModel", "as_ttmodel"]
 
@@ -94,8 +94,7 @@ class ModelWrap(TTModel):
         super().__init__()
         if not isinstance(module, nn.Module):
             raise ModelNotSupportedError(f"ModelWrap needs an nn.Module, got {type(module).__name__}")
-        if num_inputs is not None and (not isinstance(num_inputs, int) or num_inputs < 1):
-            raise LoopConfigError(f"num_inputs must be a positive int or None, got {num_inputs!r}")
+        check_int("num_inputs", num_inputs, 1, optional=True, expected="a positive int")
         self.module = module
         self.num_inputs = num_inputs
 

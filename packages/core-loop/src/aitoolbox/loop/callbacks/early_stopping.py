@@ -9,7 +9,7 @@ from typing import Any
 
 from aitoolbox.loop.callbacks.base import Callback, check_metric_will_exist
 from aitoolbox.loop.direction import resolve_mode
-from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.errors import LoopConfigError, check_int
 
 __all__ = ["EarlyStopping"]
 
@@ -47,8 +47,7 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise LoopConfigError(f"patience must be an int >= 0, got {patience!r}")
+        check_int("patience", patience, 0)
         if not isinstance(min_delta, (int, float)) or min_delta < 0:
             raise LoopConfigError(f"min_delta must be a number >= 0, got {min_delta!r}")
         self.monitor = monitor

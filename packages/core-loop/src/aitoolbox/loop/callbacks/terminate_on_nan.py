@@ -8,7 +8,7 @@ import math
 import torch
 
 from aitoolbox.loop.callbacks.base import Callback
-from aitoolbox.loop.errors import LoopConfigError, NonFiniteLossError
+from aitoolbox.loop.errors import NonFiniteLossError, check_int
 
 __all__ = ["TerminateOnNaN"]
 
@@ -35,8 +35,7 @@ class TerminateOnNaN(Callback):
 
     def __init__(self, raise_error: bool = False, check_every: int | None = None) -> None:
         super().__init__()
-        if check_every is not None and (not isinstance(check_every, int) or check_every < 1):
-            raise LoopConfigError(f"check_every must be a positive int or None, got {check_every!r}")
+        check_int("check_every", check_every, 1, optional=True, expected="a positive int")
         self.raise_error = raise_error
         self.check_every = check_every
         self._k = 1
