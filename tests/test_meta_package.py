@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import aitoolbox.torchtrain
 import aitoolbox.torchtrain.callbacks
@@ -51,3 +52,40 @@ def test_import_adds_little_over_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "['aitoolbox']"
+
+
+def test_the_variants_are_a_train_loop_with_extensions_and_take_yours(tmp_path: Path) -> None:
+    from typing import Any, ClassVar
+
+    import torch
+    from torch import nn, optim
+
+    from aitoolbox.experiment.result_package import ClassificationResultPackage
+    from aitoolbox.loop.extensions import FitRun, LoopExtension
+    from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpointEndSave
+
+    class Mine(LoopExtension):
+        name = "mine"
+        fit_options: ClassVar[dict[str, Any]] = {"note": ""}
+
+        def before_fit(self, loop: Any, run: FitRun) -> None:
+            self.note = run.options["note"]
+
+        def after_fit(self, loop: Any) -> None:
+            self.results_then = dict(loop.results)  # attached last, so it finishes first: before the end save
+
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    loader = make_classification_loader(64, batch_size=16)
+    mine = Mine()
+    tl = TrainLoopCheckpointEndSave(
+        model, loader, loader, None, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "p", "e",
+        tmp_path, val_result_package=ClassificationResultPackage(), extensions=[mine], device="cpu",
+    )  # fmt: skip
+    kinds = [type(e).__name__ for e in tl.extensions]
+    assert kinds == ["Checkpointing", "ExperimentFolder", "CloudMirror", "EndSave", "Mine"]
+    tl.fit(num_epochs=1, note="hello")
+    assert mine.note == "hello"
+    assert mine.results_then == {}  # extensions finish last-attached first: yours before the end save
+    assert "accuracy" in tl.results["validation"] and tl.checkpoint_manager is not None

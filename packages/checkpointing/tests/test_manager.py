@@ -296,3 +296,27 @@ def test_on_commit_and_may_delete_hooks(tmp_path: Path) -> None:
     failing.save(_state(0), epoch=0, iteration=0)
     with pytest.raises(CheckpointWriteError, match="uploader gone"):
         failing.wait()
+
+
+def test_adopt_makes_a_verified_copy_latest_and_refuses_a_partial_one(tmp_path: Path) -> None:
+    import shutil
+
+    from aitoolbox.checkpointing import CheckpointCorruptError
+    from aitoolbox.checkpointing.layout import LATEST, MANIFEST, is_checkpoint, pointer_bytes, read_pointer
+
+    source = CheckpointManager(tmp_path / "source", background=False)
+    first = source.save({"model": _state(1.0)}, epoch=0, iteration=1)
+    second = source.save({"model": _state(2.0)}, epoch=1, iteration=2)
+    info = next(i for i in source.list() if i.name == second)
+    assert info.commit_stages() == [[info.path / "model.pt"], [info.path / MANIFEST]]
+    assert read_pointer(pointer_bytes(second)) == second and is_checkpoint(info.path)
+
+    copy = CheckpointManager(tmp_path / "copy", background=False)
+    for name in (first, second):  # copied as a download would, without a pointer
+        shutil.copytree(tmp_path / "source" / name, tmp_path / "copy" / name)
+    assert copy.latest_name() is None
+    assert copy.adopt(first).name == first and copy.latest_name() == first
+    (tmp_path / "copy" / second / "model.pt").write_bytes(b"half")  # an interrupted download
+    with pytest.raises(CheckpointCorruptError, match="model"):
+        copy.adopt(second)
+    assert (tmp_path / "copy" / LATEST).read_bytes() == pointer_bytes(first)  # left as it was
