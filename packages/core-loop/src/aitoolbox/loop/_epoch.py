@@ -210,7 +210,7 @@ def train(loop: Any, run: FitRun) -> None:
     loop.callback_handler = handler = CallbackHandler(loop.callbacks)
     for ext in loop.extensions:
         ext.on_fit_start(loop)
-    runner = EpochRunner(loop, getattr(loop.runtime, "wrapped", None))
+    runner = EpochRunner(loop, loop.runtime.wrapped)
     log = logger.info if loop.is_main_process else logger.debug
     loop.tt_model.train()
     handler.call("on_train_begin")

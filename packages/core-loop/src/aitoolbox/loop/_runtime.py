@@ -23,6 +23,8 @@ class Runtime:
 
     #: True for one rank of a distributed job
     distributed: ClassVar[bool] = False
+    #: the model as the training forward calls it (DDP's wrapper), once :meth:`wrap` made it
+    wrapped: nn.Module | None = None
 
     def __init__(self, rank: int = 0) -> None:
         self.rank = rank
