@@ -66,7 +66,6 @@ def test_the_variants_are_a_train_loop_with_extensions_and_take_yours(tmp_path: 
     from aitoolbox.torchtrain.train_loop import TrainLoopCheckpointEndSave
 
     class Mine(LoopExtension):
-        name = "mine"
         fit_options: ClassVar[dict[str, Any]] = {"note": ""}
 
         def before_fit(self, loop: Any, run: FitRun) -> None:

@@ -25,7 +25,6 @@ def _loop(*extensions: LoopExtension, batches: int = 4) -> TrainLoop:
 
 
 class Recorder(LoopExtension):
-    name = "recorder"
     fit_options: ClassVar[dict[str, Any]] = {"tag": "default"}
 
     def __init__(self, log: list[str], label: str = "r") -> None:
@@ -145,3 +144,8 @@ def test_the_counters_are_the_loop_state() -> None:
     tl.epoch = 5  # writes go to the state too
     assert tl.state.epoch == 5 and tl.train_history is tl.state.history
     assert tl.runtime.is_main and tl.distributed is None and tl.runtime.sum([1.5, 2]) == [1.5, 2.0]
+
+
+def test_something_that_is_not_an_extension_is_refused_at_construction() -> None:
+    with pytest.raises(LoopConfigError, match=r"extensions\[0\] is Callback, not a LoopExtension.*fit\(callbacks="):
+        _loop(Callback())  # type: ignore[arg-type]

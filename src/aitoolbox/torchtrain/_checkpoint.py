@@ -194,7 +194,6 @@ class Checkpointing(LoopExtension):
     """Commits a checkpoint after every epoch (and every ``iteration_save_freq`` iterations) into the experiment
     folder's ``checkpoint_model/``, and resumes from one (``fit(resume_from=...)``) exactly."""
 
-    name = "checkpoint"
     fit_options: ClassVar[Mapping[str, Any]] = {
         "resume_from": None,
         "allow_partial_resume": False,

@@ -70,8 +70,6 @@ class CloudMirror(LoopExtension):
     """Uploads the experiment folder as it is written: checkpoints as they commit (files, manifest, then the
     ``latest`` pointer), the rest at the end; waits for the uploads when training ends or fails."""
 
-    name = "cloud"
-
     def __init__(self, settings: CloudSettings, folder: ExperimentFolder) -> None:
         self.settings = settings
         self.folder = folder

@@ -147,8 +147,6 @@ def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
 class EndSave(LoopExtension):
     """After training: evaluate the result packages and write the experiment folder (then upload it)."""
 
-    name = "end_save"
-
     def __init__(
         self,
         val_result_package: AbstractResultPackage | None,

@@ -121,8 +121,6 @@ class ExperimentFolder(LoopExtension):
     """The experiment folder ``<root>/<project>/<experiment>_<timestamp>/`` with ``hyperparams.json``: created by
     rank 0 when training first starts (every rank learns its path), or adopted from a resumed run."""
 
-    name = "experiment"
-
     def __init__(self, project_name: str, experiment_name: str, root: object, hyperparams: object) -> None:
         validate_names(project_name, experiment_name)
         if hyperparams is not None and not isinstance(hyperparams, Mapping):

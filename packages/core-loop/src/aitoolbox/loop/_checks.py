@@ -11,7 +11,7 @@ from aitoolbox.loop.callbacks.base import Callback
 from aitoolbox.loop.errors import LoopConfigError, check_int
 from aitoolbox.loop.model import ModelWrap, TTModel
 
-__all__ = ["check_fit_args", "check_loaders", "check_optimizers", "check_options", "refuse_empty"]
+__all__ = ["check_extensions", "check_fit_args", "check_loaders", "check_optimizers", "check_options", "refuse_empty"]
 
 
 def _is_loader(obj: object) -> bool:
@@ -135,3 +135,17 @@ def check_fit_args(
         )
     check_int("grad_accumulation", grad_accumulation, 1, expected="a positive int")
     refuse_empty("train_loader", train_loader)
+
+
+def check_extensions(extensions: object) -> list[Any]:
+    """The extensions as a list of :class:`~aitoolbox.loop.extensions.LoopExtension` instances."""
+    from aitoolbox.loop.extensions import LoopExtension
+
+    items = list(extensions) if isinstance(extensions, (list, tuple)) else [extensions]
+    for i, ext in enumerate(items):
+        if not isinstance(ext, LoopExtension):
+            hint = "; callbacks go to fit(callbacks=[...])" if isinstance(ext, Callback) else ""
+            raise LoopConfigError(
+                f"extensions[{i}] is {type(ext).__name__}, not a LoopExtension (aitoolbox.loop.extensions){hint}"
+            )
+    return items

@@ -60,15 +60,15 @@ def export_run(loop: Any) -> dict[str, Any]:
     return {
         "model": {k: v.detach().cpu() for k, v in loop.tt_model.state_dict().items()},
         "state": loop.state.export(),
-        "extensions": {ext.name: ext.export_run(loop) for ext in loop.extensions},
+        "extensions": [ext.export_run(loop) for ext in loop.extensions],  # in the loop's order
     }
 
 
 def adopt_run(loop: Any, result: dict[str, Any]) -> None:
     loop.tt_model.load_state_dict(result["model"])
     loop.state.adopt(result["state"])
-    for ext in loop.extensions:
-        ext.import_run(loop, result["extensions"][ext.name])
+    for ext, data in zip(loop.extensions, result["extensions"], strict=True):
+        ext.import_run(loop, data)
 
 
 def _run_rank(fit: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any] | None:

@@ -74,11 +74,9 @@ class LoopExtension:
     annotate it).
 
     Attributes:
-        name: the key of this extension's exported run (unique per loop).
         fit_options: keyword options this extension adds to ``fit``, with their defaults.
     """
 
-    name: ClassVar[str] = "extension"
     fit_options: ClassVar[Mapping[str, Any]] = {}
 
     def attach(self, loop: Any) -> None:

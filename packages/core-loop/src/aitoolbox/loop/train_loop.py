@@ -12,8 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aitoolbox.loop import _distributed
-from aitoolbox.loop._checks import check_criterion, check_fit_args, check_loaders, check_optimizers, check_options
+from aitoolbox.loop import _checks, _distributed
 from aitoolbox.loop._device import resolve_device
 from aitoolbox.loop._epoch import train
 from aitoolbox.loop._evaluation import evaluate_named, predict_named
@@ -111,13 +110,13 @@ class TrainLoop:
     ) -> None:
         self.tt_model: TTModel = as_ttmodel(model)
         self.model = model
-        check_loaders(train_loader, validation_loader, test_loader)
+        _checks.check_loaders(train_loader, validation_loader, test_loader)
         self.train_loader, self.validation_loader, self.test_loader = train_loader, validation_loader, test_loader
-        self.optimizers = check_optimizers(optimizer, self.tt_model)
+        self.optimizers = _checks.check_optimizers(optimizer, self.tt_model)
         self.optimizer = optimizer
-        check_criterion(criterion, self.tt_model, model)
+        _checks.check_criterion(criterion, self.tt_model, model)
         self.criterion = criterion
-        check_options(
+        _checks.check_options(
             gpu_mode=gpu_mode, num_processes=num_processes, ddp_options=ddp_options, progress_bar=progress_bar,
             prefetch=prefetch, end_auto_eval=end_auto_eval,
         )  # fmt: skip
@@ -140,7 +139,7 @@ class TrainLoop:
         self.state = LoopState()
         self.callbacks: list[Callback] = []
         self.callback_handler = CallbackHandler([])
-        self.extensions = list(extensions)
+        self.extensions = _checks.check_extensions(extensions)
         for ext in self.extensions:
             ext.attach(self)
 
@@ -210,7 +209,7 @@ class TrainLoop:
         Raises:
             LoopConfigError: invalid arguments, an empty training loader, or a callback that is not a Callback.
         """
-        check_fit_args(num_epochs, num_iterations, grad_accumulation, self.train_loader)
+        _checks.check_fit_args(num_epochs, num_iterations, grad_accumulation, self.train_loader)
         run = FitRun(
             num_epochs, num_iterations, validate_callbacks(callbacks), grad_accumulation, fit_options(self, options)
         )
