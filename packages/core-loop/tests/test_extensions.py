@@ -149,3 +149,13 @@ def test_the_counters_are_the_loop_state() -> None:
 def test_something_that_is_not_an_extension_is_refused_at_construction() -> None:
     with pytest.raises(LoopConfigError, match=r"extensions\[0\] is Callback, not a LoopExtension.*fit\(callbacks="):
         _loop(Callback())  # type: ignore[arg-type]
+
+
+def test_a_stop_set_by_attribute_stops_after_the_epoch_and_keeps_no_invented_reason() -> None:
+    class OldStyle(Callback):  # the original AIToolbox way: set the flag
+        def on_epoch_end(self) -> None:
+            self.train_loop_obj.early_stop = True
+
+    tl = _loop()
+    tl.fit(num_epochs=3, callbacks=[OldStyle()])
+    assert tl.epochs_done == 1 and tl.early_stop and tl.stop_reason is None

@@ -200,16 +200,15 @@ class Checkpointing(LoopExtension):
         "allow_resume_changes": False,
     }
 
-    def __init__(self, folder: ExperimentFolder, retention: Retention, iteration_save_freq: object) -> None:
+    def __init__(
+        self, folder: ExperimentFolder, mirror: CloudMirror, retention: Retention, iteration_save_freq: object
+    ) -> None:
         every = check_int("iteration_save_freq", iteration_save_freq, 0, expected="an int >= 0 (0: epoch ends only)")
         self.folder, self.retention, self.every = folder, retention, every
-        self.mirror: CloudMirror | None = None
+        self.mirror = mirror
         self.manager: CheckpointManager | None = None
         self._callback: EpochCheckpoint | None = None
         self._pending: LoadedCheckpoint | None = None
-
-    def attach(self, loop: TrainLoop) -> None:
-        self.mirror = next((e for e in loop.extensions if isinstance(e, CloudMirror)), None)
 
     def check_fit(self, loop: TrainLoop, run: FitRun) -> None:
         check_resume_from(run.options["resume_from"])
@@ -244,7 +243,7 @@ class Checkpointing(LoopExtension):
         assert self.folder.path is not None and self._callback is not None
         self.manager = None
         if loop.is_main_process:  # the other ranks only contribute their RNG states to each checkpoint
-            mirror = self.mirror if self.mirror is not None and self.mirror.store is not None else None
+            mirror = self.mirror if self.mirror.store is not None else None
             self.manager = CheckpointManager(
                 self.folder.path / CHECKPOINT_DIR,
                 **self.retention.manager_options,
@@ -277,7 +276,7 @@ class Checkpointing(LoopExtension):
         try:
             return resolve_resume(resume_from, root, project, experiment)
         except CheckpointNotFoundError:
-            store = self.mirror.store if self.mirror is not None else None
+            store = self.mirror.store
             if resume_from != "latest" or store is None:
                 raise
             if download_latest_checkpoint(store, root, project, experiment) is None:

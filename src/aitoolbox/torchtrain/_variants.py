@@ -131,7 +131,7 @@ class TrainLoopCheckpoint(_Tracked):
         self._folder, self._mirror = _tracking(
             project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud
         )
-        self._checkpointing = Checkpointing(self._folder, retention, iteration_save_freq)
+        self._checkpointing = Checkpointing(self._folder, self._mirror, retention, iteration_save_freq)
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion,
             extensions=[self._checkpointing, self._folder, self._mirror, *extensions], **loop_options,

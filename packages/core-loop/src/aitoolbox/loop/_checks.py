@@ -11,14 +11,22 @@ from aitoolbox.loop.callbacks.base import Callback
 from aitoolbox.loop.errors import LoopConfigError, check_int
 from aitoolbox.loop.model import ModelWrap, TTModel
 
-__all__ = ["check_extensions", "check_fit_args", "check_loaders", "check_optimizers", "check_options", "refuse_empty"]
+__all__ = [
+    "check_extensions",
+    "check_fit_args",
+    "check_loaders",
+    "check_optimizers",
+    "check_options",
+    "len_or_none",
+    "refuse_empty",
+]
 
 
 def _is_loader(obj: object) -> bool:
     return hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes, Callback))
 
 
-def _len_or_none(loader: object) -> int | None:
+def len_or_none(loader: object) -> int | None:
     try:
         return len(loader)  # type: ignore[arg-type]
     except TypeError:
@@ -27,7 +35,7 @@ def _len_or_none(loader: object) -> int | None:
 
 def refuse_empty(name: str, loader: object, fix: str = "") -> None:
     """A loader whose ``len`` is 0 is refused before training (iterable-style loaders are checked when they run)."""
-    if _len_or_none(loader) == 0:
+    if len_or_none(loader) == 0:
         raise LoopConfigError(
             f"{name} is empty (0 batches); check the dataset size and that batch_size <= len(dataset) when "
             f"drop_last=True{fix}"

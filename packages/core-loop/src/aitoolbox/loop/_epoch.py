@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
+from aitoolbox.loop._checks import len_or_none
 from aitoolbox.loop._device import CudaPrefetcher, move_to_device
 from aitoolbox.loop._evaluation import check_loss
 from aitoolbox.loop._resume import (
@@ -38,13 +39,6 @@ __all__ = ["Engine", "EpochRunner", "train"]
 logger = logging.getLogger(__name__)
 
 _BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_after_gradient_update", "on_after_optimizer_step")
-
-
-def _len_or_none(loader: object) -> int | None:
-    try:
-        return len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        return None
 
 
 class Engine(Protocol):
@@ -121,14 +115,14 @@ class EpochRunner:
         return loader, skip
 
     def run(self, loader: Iterable[Any]) -> float:
-        """One pass over the training loader; the mean batch loss (one host read at the end)."""
+        """One pass over the training loader; the sum of the batch losses (one host read at the end)."""
         state, loop = self.state, self.loop
         loader, n = self.start(loader)
         criterion, device, move, forward, backward = loop.criterion, self.device, self.move, self.forward, self.backward
         cb_begin, cb_end, no_sync, agree_stop = self.cb_begin, self.cb_end, self.no_sync, self.agree_stop
         accum, stop_at = state.grad_accumulation, state.num_iterations
         loss_dev, loss_host = state.loss_sum_dev, state.loss_sum_host
-        remaining = _len_or_none(loader)
+        remaining = len_or_none(loader)
         last = None if remaining is None else n + remaining  # the epoch's batch count (resumed ones included)
         synced = contextlib.nullcontext()  # reusable: nothing is allocated per step
         unchecked = True  # the first loss of the epoch is checked (one branch per step, no sync)
@@ -219,18 +213,14 @@ def train(loop: Any, run: FitRun) -> None:
         state.next_epoch()
         handler.call("on_epoch_begin")
         epoch_start = time.perf_counter()
-        mean = runner.run(loop.loaders.train(loop.train_loader))
-        total, batches = loop.runtime.sum([mean * state.epoch_batches, state.epoch_batches])  # every rank's batches
-        _epoch_end(loop, total / batches)
-        log(
-            "epoch %d: loss %.4f%s (%.2f s)",
-            state.epoch,
-            total / batches,
-            _val(loop),
-            time.perf_counter() - epoch_start,
-        )
+        loss_sum = runner.run(loop.loaders.train(loop.train_loader))
+        total, batches = loop.runtime.sum([loss_sum, state.epoch_batches])  # the mean over every rank's batches
+        mean = total / batches
+        _epoch_end(loop, mean)
+        log("epoch %d: loss %.4f%s (%.2f s)", state.epoch, mean, _val(loop), time.perf_counter() - epoch_start)
         handler.call("on_epoch_end")
-        if loop.runtime.any(state.early_stop):  # another rank's callback stopped: every rank stops now
+        # every rank takes part in the vote; another rank's stop stops this one now, without its own reason
+        if loop.runtime.any(state.early_stop) and not state.early_stop:
             state.request_stop("stopped on another rank")
     handler.call("on_train_end")
     took = time.perf_counter() - start

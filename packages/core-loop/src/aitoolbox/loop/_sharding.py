@@ -150,8 +150,7 @@ def interleave(parts: list[Any], n: int) -> Any:
         if not per_sample:
             return torch.cat(parts) if isinstance(first, torch.Tensor) else _numpy().concatenate(parts)
         shape = (n, *first.shape[1:])
-        empty = torch.empty(shape, dtype=first.dtype) if isinstance(first, torch.Tensor) else None
-        out = empty if empty is not None else _numpy().empty(shape, dtype=first.dtype)
+        out: Any = (torch if isinstance(first, torch.Tensor) else _numpy()).empty(shape, dtype=first.dtype)
         for r, part in enumerate(parts):
             out[r::world] = part
         return out

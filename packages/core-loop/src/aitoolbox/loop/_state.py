@@ -106,11 +106,11 @@ class LoopState:
         self.loss_sum_dev = None if cpu else torch.full((), loss_sum, dtype=torch.float32, device=device)
 
     def end_epoch(self, batches: int) -> float:
-        """Close the epoch after ``batches`` batches; the mean batch loss (one host read)."""
+        """Close the epoch after ``batches`` batches; the sum of their losses (one host read)."""
         self.epoch_complete = True
         self.epoch_batches = batches
         dev = self.loss_sum_dev
-        return (self.loss_sum_host if dev is None else float(dev.item())) / batches
+        return self.loss_sum_host if dev is None else float(dev.item())
 
     def position(self) -> tuple[int, int, float]:
         """``(epoch, batch in it, its loss sum)`` to resume from: an epoch end is the next epoch's start."""
