@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+from _exact import assert_same_run, load_result, run_child
 from torch import nn, optim
 
 from aitoolbox.checkpointing import CheckpointIncompatibleError, CheckpointManager, CheckpointNotFoundError
@@ -19,56 +17,7 @@ from aitoolbox.loop import LoopConfigError
 from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
 from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint
 
-CHILD = Path(__file__).with_name("_resume_child.py")
 pytestmark = pytest.mark.slow
-
-
-def _run(
-    root: Path, out: Path, mode: str, kill_at: str = "-", workers: int = 0, config: str = "global"
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(CHILD), str(root), str(out), mode, kill_at, str(workers), config],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def _load(path: Path) -> dict[str, Any]:
-    return torch.load(path, weights_only=False)
-
-
-_straight_runs: dict[tuple[str, int], dict[str, Any]] = {}
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The uninterrupted run of a (config, workers) pair, computed once per module."""
-
-    def get(config: str, workers: int) -> dict[str, Any]:
-        if (config, workers) not in _straight_runs:
-            root = tmp_path_factory.mktemp(f"straight-{config}-{workers}")
-            proc = _run(root, root / "out.pt", "straight", "-", workers, config)
-            assert proc.returncode == 0, proc.stderr
-            _straight_runs[config, workers] = _load(root / "out.pt")
-        return _straight_runs[config, workers]
-
-    return get
-
-
-def _assert_same_run(resumed: dict[str, Any], straight: dict[str, Any], resumes_at: int) -> None:
-    for k, v in straight["params"].items():
-        assert torch.equal(resumed["params"][k], v), k
-    for (ka, a), (kb, b) in zip(
-        resumed["optimizer"]["state"].items(), straight["optimizer"]["state"].items(), strict=True
-    ):
-        assert ka == kb and all(torch.equal(a[n], b[n]) for n in a)
-    assert resumed["history"] == straight["history"]  # bit-identical losses, incl. the interrupted epoch
-    assert resumed["lr"] == straight["lr"]  # the LR scheduler's state came back
-    assert resumed["early_stopping"]["best"] == straight["early_stopping"]["best"]
-    # the resumed process saw exactly the batches the straight run saw from the resume point on
-    assert resumed["seen"][0][0] == resumes_at + 1
-    assert resumed["seen"] == straight["seen"][resumes_at:]
 
 
 # 15 batches per epoch; iteration checkpoints every 5 iterations. "epoch:2" dies as epoch 2 (0-based) begins, after
@@ -83,11 +32,11 @@ _MATRIX = [
 @pytest.mark.parametrize("kill_at", ["epoch:2", "iter:38"])
 @pytest.mark.parametrize(("config", "workers"), _MATRIX, ids=[f"{c}-w{w}" for c, w in _MATRIX])
 def test_killed_run_resumes_exactly(tmp_path: Path, straight: Any, config: str, workers: int, kill_at: str) -> None:
-    crashed = _run(tmp_path, tmp_path / "unused.pt", "crash", kill_at, workers, config)
+    crashed = run_child(tmp_path, tmp_path / "unused.pt", "crash", kill_at, workers, config)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    resumed_proc = _run(tmp_path, tmp_path / "out.pt", "resume", "-", workers, config)
+    resumed_proc = run_child(tmp_path, tmp_path / "out.pt", "resume", "-", workers, config)
     assert resumed_proc.returncode == 0, resumed_proc.stderr
-    resumed = _load(tmp_path / "out.pt")
+    resumed = load_result(tmp_path / "out.pt")
     mid_epoch = kill_at.startswith("iter")
     resumes_at = 30 if not mid_epoch else 36 if config == "accum3" else 35
 
@@ -99,7 +48,7 @@ def test_killed_run_resumes_exactly(tmp_path: Path, straight: Any, config: str, 
         # resume still starts at the checkpoint
         assert resumed["seen"][0][0] == resumes_at + 1
         return
-    _assert_same_run(resumed, straight(config, workers), resumes_at)
+    assert_same_run(resumed, straight(config, workers), resumes_at)
     # it continued in the same experiment folder
     exp = Path(resumed["experiment_dir"])
     assert len(list((tmp_path / "proj").iterdir())) == 1 and exp.parent == tmp_path / "proj"

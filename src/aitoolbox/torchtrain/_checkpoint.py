@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +21,7 @@ from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.callbacks.base import callback_states, check_metric_will_exist, load_callback_states
 from aitoolbox.loop.errors import check_int
 from aitoolbox.loop.extensions import FitRun, LoopExtension
+from aitoolbox.loop.preemption import Preempted
 from aitoolbox.torchtrain._cloud import CloudMirror, download_latest_checkpoint
 from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, check_resume_from, resolve_resume
 
@@ -135,7 +137,8 @@ class EpochCheckpoint(Callback):
                 "lower is better" if self.mode == "min" else "higher is better",
             )
 
-    def save(self, *, epoch_end: bool = True) -> None:
+    def save(self, *, epoch_end: bool = True, meta: Mapping[str, Any] | None = None) -> str | None:
+        """Commit a checkpoint of the loop now (every rank calls it); its name, on the rank that writes."""
         tl = self.train_loop_obj
         assert tl is not None
         monitor = self.monitor
@@ -150,18 +153,18 @@ class EpochCheckpoint(Callback):
             loop_state = tl.state_dict()
             per_rank = rt.gather((capture_rng_state(), loop_state["epoch_loss_sum"]))
         if self.manager is None:
-            return
+            return None
         parts = collect_parts(tl, loop_state)
         if rt.distributed:
             parts["rng_ranks"] = [rng for rng, _ in per_rank]
             parts["loop"]["epoch_loss_sum_ranks"] = [loss_sum for _, loss_sum in per_rank]
         loop = parts["loop"]
-        self.manager.save(
+        return self.manager.save(
             parts,
             epoch=loop["epoch"],
             iteration=loop["iteration"],
             metrics=tl.train_history.last_numbers(),
-            meta=self.meta,
+            meta={**self.meta, **(meta or {})},
         )
 
     def on_epoch_end(self) -> None:
@@ -254,6 +257,24 @@ class Checkpointing(LoopExtension):
         if self._pending is not None:
             apply_callbacks_and_rng(loop, self._pending)
             self._pending = None
+
+    def on_preempt(self, loop: TrainLoop, preempted: Preempted) -> None:
+        """Commit the stop position through the normal path (the manifest records the preemption), newest upload
+        first."""
+        if self._callback is None:
+            return
+        since = time.monotonic() - preempted.signal_time
+        record = {"signal": preempted.signal, "epoch": preempted.epoch, "iteration": preempted.iteration,
+                  "signal_time": time.time() - since, "signal_to_snapshot_s": round(since, 3)}  # fmt: skip
+        name = self._callback.save(epoch_end=False, meta={"preemption": record})
+        if self.manager is None or name is None:
+            return
+        self.manager.wait()  # committed (a commit is never cut short: the next signal only shortens the budget)
+        preempted.checkpoint = self.manager.directory / name
+        preempted.seconds_to_commit = time.monotonic() - preempted.signal_time
+        if self.mirror.mirror is not None:
+            kept = {info.name for info in self.manager.list()}  # what retention kept: its uploads still matter
+            self.mirror.mirror.uploader.promote(name, drop=lambda tag: tag is not None and tag not in kept)
 
     def _load(self, loop: TrainLoop, resume_from: Any, allow_partial: bool, allow_changes: bool) -> LoadedCheckpoint:
         runtime = loop.runtime

@@ -13,6 +13,7 @@ from aitoolbox.checkpointing.layout import LATEST, pointer_bytes, read_pointer
 from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.extensions import LoopExtension
+from aitoolbox.loop.preemption import Preempted
 from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder
 
 if TYPE_CHECKING:
@@ -102,11 +103,18 @@ class CloudMirror(LoopExtension):
     def upload_checkpoint(self, info: CheckpointInfo) -> None:
         """Its files, then its manifest, then the ``latest`` pointer naming it (captured now, not read later)."""
         assert self.mirror is not None
-        self.mirror.upload(*info.commit_stages(), [(info.path.parent / LATEST, pointer_bytes(info.name))])
+        pointer = (info.path.parent / LATEST, pointer_bytes(info.name))
+        self.mirror.upload(*info.commit_stages(), [pointer], tag=info.name)
 
     def checkpoint_uploaded(self, info: CheckpointInfo) -> bool:
         assert self.mirror is not None
-        return self.mirror.uploaded([p for stage in info.commit_stages() for p in stage])
+        return self.mirror.settled([p for stage in info.commit_stages() for p in stage])
+
+    def checkpoint_durable(self, info: CheckpointInfo) -> bool:
+        """Whether every file of the checkpoint and the pointer naming it are in the bucket."""
+        assert self.mirror is not None
+        files = [p for stage in info.commit_stages() for p in stage] + [info.path.parent / LATEST]
+        return self.mirror.uploaded(files)
 
     def upload_experiment(self) -> None:
         """Everything but the checkpoints (uploaded as they commit) and hidden files; ``summary.md`` last."""
@@ -122,6 +130,25 @@ class CloudMirror(LoopExtension):
 
     def on_error(self, loop: TrainLoop, error: BaseException) -> None:
         self._finish(timeout=30.0)  # what was committed goes up if it can quickly; the rest stays in the journal
+
+    def on_preempt(self, loop: TrainLoop, preempted: Preempted) -> None:
+        """Upload within what is left of the grace period (newest checkpoint first: promoted by the checkpointing);
+        say loudly when the newest checkpoint is not in the bucket yet."""
+        mirror = self.mirror
+        if mirror is None:
+            return
+        while preempted.remaining_s() > 0 and not mirror.uploader.wait_idle(min(preempted.remaining_s(), 0.25)):
+            pass  # short waits: a second signal brings the deadline closer
+        self.report = mirror.finish(timeout=0)
+        preempted.durable = self.report.ok
+        ckpt = preempted.checkpoint
+        if ckpt is not None and not self.checkpoint_durable(CheckpointInfo.read(ckpt)):
+            preempted.durable = False
+            logger.critical(
+                "cloud: the preemption checkpoint %s is NOT in %s yet (the grace period ran out); it is kept locally "
+                "and listed in %s: resume on this machine to upload it, or copy the folder",
+                ckpt.name, mirror.store.url(mirror.key(ckpt)), mirror.uploader.journal_path,
+            )  # fmt: skip
 
     def export_run(self, loop: TrainLoop) -> UploadReport | None:
         return self.report

@@ -102,6 +102,8 @@ class TrainLoopCheckpoint(_Tracked):
             tl.fit(num_epochs=10, resume_from="latest")
     """
 
+    preemption_default = True
+
     def __init__(
         self,
         model: TTModel | nn.Module,

@@ -52,17 +52,22 @@ class FolderMirror:
         return self.store.key(f"{self.remote_base}/{path.relative_to(self.folder).as_posix()}")
 
     def _item(self, upload: Upload) -> UploadItem:
-        if isinstance(upload, tuple):
-            return UploadItem.payload(upload[1], self.key(upload[0]))
+        if isinstance(upload, tuple):  # captured now: a later group's capture of the same file supersedes it
+            return UploadItem.payload(upload[1], self.key(upload[0]), volatile=True)
         return UploadItem.file(upload, self.key(upload))
 
-    def upload(self, *stages: Sequence[Upload]) -> None:
-        """Queue ``stages``: each starts once the previous one is uploaded."""
-        self.uploader.submit([[self._item(u) for u in stage] for stage in stages])
+    def upload(self, *stages: Sequence[Upload], tag: str | None = None) -> None:
+        """Queue ``stages``: each starts once the previous one is uploaded (``tag``: see
+        :meth:`BackgroundUploader.promote`)."""
+        self.uploader.submit([[self._item(u) for u in stage] for stage in stages], tag=tag)
 
     def uploaded(self, paths: Sequence[Path]) -> bool:
         """Whether every one of ``paths`` is confirmed uploaded."""
         return self.uploader.uploaded([self.key(p) for p in paths])
+
+    def settled(self, paths: Sequence[Path]) -> bool:
+        """Whether nothing will upload ``paths`` any more (uploaded, or dropped as superseded)."""
+        return self.uploader.settled([self.key(p) for p in paths])
 
     def upload_folder(self, *, skip: Collection[str] = (), last: Collection[str] = ()) -> None:
         """Every file of the folder but hidden ones and the top-level entries in ``skip``; the top-level files named

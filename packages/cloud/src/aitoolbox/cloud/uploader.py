@@ -6,12 +6,12 @@ import base64
 import json
 import logging
 import os
-import queue
 import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,24 +23,34 @@ __all__ = ["BackgroundUploader", "UploadItem", "UploadReport"]
 
 logger = logging.getLogger(__name__)
 
-_STOP = object()
-
 
 @dataclass(frozen=True)
 class UploadItem:
-    """One object to upload: a local file (read when it is uploaded) or a small payload captured now."""
+    """One object to upload: a local file (read when it is uploaded) or a small payload captured now.
+
+    ``volatile``: superseded by a later group's upload of the same key (e.g. a ``latest`` pointer); dropped when a
+    later group is promoted ahead of this one (:meth:`BackgroundUploader.promote`)."""
 
     key: str
     path: str | None = None
     data: bytes | None = None
+    volatile: bool = False
 
     @classmethod
     def file(cls, path: str | os.PathLike[str], key: str) -> UploadItem:
         return cls(key=key, path=str(path))
 
     @classmethod
-    def payload(cls, data: bytes, key: str) -> UploadItem:
-        return cls(key=key, data=data)
+    def payload(cls, data: bytes, key: str, *, volatile: bool = False) -> UploadItem:
+        return cls(key=key, data=data, volatile=volatile)
+
+
+@dataclass
+class _Group:
+    """A submitted group: its stages of ``(journal id, item)``, and the tag it was submitted with."""
+
+    stages: list[list[tuple[str, UploadItem]]]
+    tag: str | None = None
 
 
 @dataclass
@@ -51,6 +61,7 @@ class UploadReport:
     uploaded_bytes: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    dropped: int = 0
     journal: str | None = None
 
     @property
@@ -61,6 +72,8 @@ class UploadReport:
         text = f"{self.uploaded} files ({self.uploaded_bytes / 1e6:.1f} MB) uploaded"
         if self.failed:
             text += f"; {len(self.failed)} failed: " + ", ".join(f"{k} ({r})" for k, r in self.failed[:5])
+        if self.dropped:
+            text += f"; {self.dropped} superseded uploads dropped"
         if self.pending:
             text += f"; {len(self.pending)} still pending"
         if not self.ok and self.journal:
@@ -110,14 +123,18 @@ class BackgroundUploader:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self._groups: deque[_Group] = deque()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)  # a group queued or taken, or the worker told to stop
+        self._stopping = False
         self._outstanding = 0
         self._report = UploadReport(journal=str(self.journal_path))
         self._thread: threading.Thread | None = None
         self._closed = False
         self._done_keys: set[str] = set()
+        self._settled_keys: set[str] = set()  # uploaded, or dropped on purpose: nothing will upload them any more
 
     # ------------------------------------------------------------------ journal
 
@@ -143,13 +160,14 @@ class BackgroundUploader:
     def pending_in_journal(self) -> list[dict[str, Any]]:
         """Journal entries added but not uploaded, in submission order."""
         records = self._read_journal()
-        done = {r["id"] for r in records if r.get("op") == "done"}
+        done = {r["id"] for r in records if r.get("op") in ("done", "drop")}
         return [r for r in records if r.get("op") == "add" and r["id"] not in done]
 
     # ------------------------------------------------------------------ submission
 
-    def submit(self, stages: Sequence[Sequence[UploadItem]]) -> None:
-        """Queue a group: its stages upload in order, after every group submitted before it."""
+    def submit(self, stages: Sequence[Sequence[UploadItem]], *, tag: str | None = None) -> None:
+        """Queue a group: its stages upload in order, after every group submitted before it (unless a later one is
+        promoted). ``tag`` names the group for :meth:`promote` (e.g. the checkpoint it uploads)."""
         if self._closed:
             raise CloudError("the uploader is closed")
         stages = [list(s) for s in stages if s]
@@ -167,43 +185,91 @@ class BackgroundUploader:
                     record["data"] = base64.b64encode(item.data).decode()
                 else:
                     record["path"] = item.path
+                if tag is not None:
+                    record["tag"] = tag
+                if item.volatile:
+                    record["volatile"] = True
                 records.append(record)
                 ids.append((item_id, item))
             plan.append(ids)
         self._journal(*records)
-        self._enqueue(plan)
+        self._enqueue(_Group(plan, tag))
 
-    def _enqueue(self, plan: list[list[tuple[str, UploadItem]]]) -> None:
+    def _enqueue(self, group: _Group) -> None:
         with self._lock:
+            while len(self._groups) >= self.queue_size:  # training waits instead of using memory
+                self._changed.wait()
             self._outstanding += 1
+            self._groups.append(group)
+            self._changed.notify_all()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="aitoolbox-uploader", daemon=True)
                 self._thread.start()
-        self._queue.put(plan)
 
     def resume_pending(self) -> int:
         """Re-queue what the journal lists as not uploaded (e.g. after a crash); returns the number of files."""
+        records = self._read_journal()
+        added = {r["id"]: r["key"] for r in records if r.get("op") == "add"}
+        with self._lock:  # uploaded (or dropped) by an earlier run: retention may delete their local files
+            settled = (added[r["id"]] for r in records if r.get("op") in ("done", "drop") and r["id"] in added)
+            self._settled_keys.update(settled)
         pending = self.pending_in_journal()
-        groups: dict[str, dict[int, list[tuple[str, UploadItem]]]] = {}
+        groups: dict[str, tuple[str | None, dict[int, list[tuple[str, UploadItem]]]]] = {}
         for r in pending:
             data = base64.b64decode(r["data"]) if "data" in r else None
-            item = UploadItem(key=r["key"], path=r.get("path"), data=data)
-            groups.setdefault(r["group"], {}).setdefault(int(r["stage"]), []).append((r["id"], item))
-        for stages in groups.values():
-            self._enqueue([stages[s] for s in sorted(stages)])
+            item = UploadItem(key=r["key"], path=r.get("path"), data=data, volatile=bool(r.get("volatile")))
+            groups.setdefault(r["group"], (r.get("tag"), {}))[1].setdefault(int(r["stage"]), []).append((r["id"], item))
+        for tag, stages in groups.values():
+            self._enqueue(_Group([stages[s] for s in sorted(stages)], tag))
         if pending:
             logger.info("re-queued %d pending uploads from %s", len(pending), self.journal_path)
         return len(pending)
+
+    def promote(self, tag: str, drop: Callable[[str | None], bool] = lambda tag: False) -> int:
+        """Upload the queued group tagged ``tag`` next (the newest checkpoint first, when time is short): the
+        ``volatile`` items of the groups it overtakes are dropped (an older ``latest`` pointer must not land after
+        the newer one), and so are the queued groups whose tag ``drop`` accepts. Dropped items are recorded in the
+        journal as settled (not uploaded again on resume). Returns the number of items dropped."""
+        with self._lock:
+            found = [g for g in self._groups if g.tag == tag]
+            if not found:
+                return 0
+            promoted = found[-1]
+            dropped: list[str] = []
+            kept: deque[_Group] = deque([promoted])
+            for group in self._groups:
+                if group is promoted:
+                    continue
+                if drop(group.tag):
+                    dropped += [item_id for stage in group.stages for item_id, _ in stage]
+                    self._settled_keys.update(item.key for stage in group.stages for _, item in stage)
+                    self._outstanding -= 1
+                    continue
+                for stage in group.stages:
+                    dropped += [item_id for item_id, item in stage if item.volatile]
+                    stage[:] = [(i, item) for i, item in stage if not item.volatile]
+                group.stages = [stage for stage in group.stages if stage]
+                kept.append(group)
+            self._groups = kept
+            self._report.dropped += len(dropped)
+            self._idle.notify_all()
+        if dropped:
+            self._journal(*({"op": "drop", "id": item_id} for item_id in dropped))
+        return len(dropped)
 
     # ------------------------------------------------------------------ worker
 
     def _run(self) -> None:
         while True:
-            plan = self._queue.get()
-            if plan is _STOP:
-                return
+            with self._lock:
+                while not self._groups and not self._stopping:
+                    self._changed.wait()
+                if not self._groups:
+                    return
+                group = self._groups.popleft()
+                self._changed.notify_all()
             try:
-                self._upload_group(plan)
+                self._upload_group(group.stages)
             finally:
                 with self._lock:
                     self._outstanding -= 1
@@ -225,6 +291,7 @@ class BackgroundUploader:
                 self._journal({"op": "done", "id": item_id})
                 with self._lock:
                     self._done_keys.add(item.key)
+                    self._settled_keys.add(item.key)
 
     def _upload_with_retries(self, item: UploadItem) -> str | None:
         delay = self.backoff_s
@@ -258,7 +325,18 @@ class BackgroundUploader:
         with self._lock:
             return all(k in self._done_keys for k in keys)
 
+    def settled(self, keys: Sequence[str]) -> bool:
+        """True when nothing will upload ``keys`` any more: uploaded, or dropped (by this run or, read from the
+        journal on resume, an earlier one)."""
+        with self._lock:
+            return all(k in self._settled_keys for k in keys)
+
     # ------------------------------------------------------------------ flush
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait (up to ``timeout`` seconds) until nothing is queued or uploading; whether it is so."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._outstanding, timeout)
 
     def flush(self, timeout: float | None = None) -> UploadReport:
         """Wait (up to ``timeout`` seconds) for every queued group; report what was uploaded, failed, pending."""
@@ -274,6 +352,7 @@ class BackgroundUploader:
                 uploaded_bytes=self._report.uploaded_bytes,
                 failed=list(self._report.failed),
                 journal=str(self.journal_path),
+                dropped=self._report.dropped,
             )
         failed_keys = {k for k, _ in report.failed}
         report.pending = [r["key"] for r in self.pending_in_journal() if r["key"] not in failed_keys]
@@ -284,7 +363,9 @@ class BackgroundUploader:
         report = self.flush(timeout)
         self._closed = True
         if self._thread is not None and not self._outstanding:
-            self._queue.put(_STOP)
+            with self._lock:
+                self._stopping = True
+                self._changed.notify_all()
             self._thread.join(timeout=5)
             self._thread = None
         return report

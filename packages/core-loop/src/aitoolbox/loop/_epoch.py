@@ -27,6 +27,7 @@ from aitoolbox.loop._resume import (
 )
 from aitoolbox.loop._runtime import Runtime
 from aitoolbox.loop._state import LoopState
+from aitoolbox.loop._stop import StopPoint, preempted_after_training
 from aitoolbox.loop.amp import AmpConfig
 from aitoolbox.loop.callbacks._dispatch import CallbackHandler
 from aitoolbox.loop.callbacks.progress_bar import ProgressBar
@@ -54,6 +55,7 @@ class Engine(Protocol):
     prefetch: bool
     criterion: Callable[..., torch.Tensor] | None
     optimizers: list[torch.optim.Optimizer]
+    preemption_watch: Any
 
 
 class EpochRunner:
@@ -89,6 +91,7 @@ class EpochRunner:
         runtime = loop.runtime
         needs_agreement = runtime.distributed and any(cb.stops_mid_epoch for h in _BATCH_HOOKS for cb in by_hook[h])
         self.agree_stop: Callable[[bool], bool] | None = runtime.any if needs_agreement else None
+        self.stop_point = StopPoint.build(loop.preemption_watch, runtime, self.state)
         self.prefetch = device.type == "cuda" and loop.prefetch
         self.move = None if device.type == "cpu" or self.prefetch else move_to_device
 
@@ -120,6 +123,7 @@ class EpochRunner:
         loader, n = self.start(loader)
         criterion, device, move, forward, backward = loop.criterion, self.device, self.move, self.forward, self.backward
         cb_begin, cb_end, no_sync, agree_stop = self.cb_begin, self.cb_end, self.no_sync, self.agree_stop
+        stop_point = self.stop_point
         accum, stop_at = state.grad_accumulation, state.num_iterations
         loss_dev, loss_host = state.loss_sum_dev, state.loss_sum_host
         remaining = len_or_none(loader)
@@ -153,6 +157,8 @@ class EpochRunner:
             state.iteration += 1
             for cb in cb_end:
                 cb.on_batch_end()
+            if stop_point is not None and stop_point(state.iteration, n % accum == 0):
+                raise stop_point.preempted()  # at an optimizer-step boundary, before the epoch's end
             if agree_stop is not None and agree_stop(state.early_stop):
                 state.request_stop("stopped on another rank")
             if state.early_stop or (stop_at and state.iteration >= stop_at):
@@ -222,6 +228,9 @@ def train(loop: Any, run: FitRun) -> None:
         # every rank takes part in the vote; another rank's stop stops this one now, without its own reason
         if loop.runtime.any(state.early_stop) and not state.early_stop:
             state.request_stop("stopped on another rank")
+    preempted = preempted_after_training(loop)
+    if preempted is not None:
+        raise preempted
     handler.call("on_train_end")
     took = time.perf_counter() - start
     why = f" (stopped: {state.stop_reason})" if state.stop_reason else ""

@@ -17,6 +17,7 @@ from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.model import TTModel
 
 __all__ = [
+    "EvaluationAPI",
     "check_loss",
     "evaluate_loss_sum",
     "evaluate_named",
@@ -210,3 +211,33 @@ def _given(loop: Any, name: str) -> Any:
     if loader is None:
         raise LoopConfigError(f"{name} is None; pass it to the TrainLoop constructor to evaluate on it")
     return loader
+
+
+class EvaluationAPI:
+    """The TrainLoop's evaluation methods (of the original AIToolbox): losses and predictions per split."""
+
+    def evaluate_loss_on_train_set(self) -> float:
+        """Loss over the training set, weighted by batch size, in eval mode (global RNG untouched); in distributed
+        runs each rank evaluates its share (no sample twice) and the sums are reduced."""
+        return evaluate_named(self, "train_loader")
+
+    def evaluate_loss_on_validation_set(self) -> float:
+        """Loss over the validation set, weighted by batch size, in eval mode (global RNG untouched)."""
+        return evaluate_named(self, "validation_loader")
+
+    def evaluate_loss_on_test_set(self) -> float:
+        """Loss over the test set, weighted by batch size, in eval mode (global RNG untouched)."""
+        return evaluate_named(self, "test_loader")
+
+    def predict_on_train_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
+        """``(y_pred, y_true, metadata)`` over the training set, concatenated on the CPU; in distributed runs every
+        rank predicts its share and gets the whole set back, in dataset order."""
+        return predict_named(self, "train_loader")
+
+    def predict_on_validation_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
+        """``(y_pred, y_true, metadata)`` over the validation set, concatenated on the CPU."""
+        return predict_named(self, "validation_loader")
+
+    def predict_on_test_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
+        """``(y_pred, y_true, metadata)`` over the test set, concatenated on the CPU."""
+        return predict_named(self, "test_loader")

@@ -92,9 +92,10 @@ class RunLoaders:
     the training set in a distributed run goes through its own copy, sharded for evaluation (strided, no padding).
     """
 
-    def __init__(self, runtime: Runtime, fast_collate: bool) -> None:
+    def __init__(self, runtime: Runtime, fast_collate: bool, ignore_signals: tuple[int, ...] = ()) -> None:
         self.runtime = runtime
         self.fast_collate = fast_collate
+        self.ignore_signals = ignore_signals  # the preemption signals: the main process handles them, not workers
         self.sampler_seed = 0
         self._cache: dict[str, tuple[Any, Any, bool]] = {}
 
@@ -126,5 +127,10 @@ class RunLoaders:
             derived, sharded = (loader, False) if share is None else (share, True)
         if self.fast_collate:
             derived = with_fast_collate(derived)
+        if self.ignore_signals and getattr(derived, "num_workers", 0) > 0:
+            from aitoolbox.loop.preemption import IgnoreSignals
+
+            init = IgnoreSignals(self.ignore_signals, getattr(derived, "worker_init_fn", None))
+            derived = derive_loader(derived, worker_init_fn=init)
         self._cache[key] = (loader, derived, sharded)
         return derived, sharded

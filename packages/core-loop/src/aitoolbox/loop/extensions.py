@@ -10,6 +10,8 @@ An extension is given to the constructor (``TrainLoop(..., extensions=[...])``).
     on_fit_start(loop)             # callbacks registered, before on_train_begin (restore callback state here)
     ... training ...
     after_fit(loop) | on_error(loop, err)     # in reverse order: the last extension attached finishes first
+    on_preempt(loop, preempted)               # instead, after a preemption signal: first attached first (commit,
+                                              # then upload), then fit raises ``preempted`` (a SystemExit)
 
 With ``gpu_mode='ddp'`` from a plain process, the hooks from ``check_fit`` on run in each launched worker, and
 ``export_run``/``import_run`` carry rank 0's results back to the caller's loop.
@@ -46,6 +48,7 @@ class LoopOptions(TypedDict, total=False):
     fast_collate: bool | None
     num_processes: int | None
     ddp_options: dict[str, Any] | None
+    preemption: Any
 
 
 @dataclass
@@ -96,6 +99,11 @@ class LoopExtension:
 
     def on_error(self, loop: Any, error: BaseException) -> None:
         """Training failed with ``error`` (raised again after every extension's ``on_error``)."""
+
+    def on_preempt(self, loop: Any, preempted: Any) -> None:
+        """Training stopped for a preemption signal at a step boundary (every rank at the same one): save what
+        must survive within ``preempted.remaining_s()`` and record it on ``preempted`` (a
+        :class:`~aitoolbox.loop.preemption.Preempted`: ``checkpoint``, ``seconds_to_commit``, ``durable``)."""
 
     def export_run(self, loop: Any) -> Any:
         """What a launched rank 0 hands back for this extension (picklable)."""

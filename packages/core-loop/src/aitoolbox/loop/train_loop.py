@@ -1,4 +1,4 @@
-"""The training-loop engine: :class:`TrainLoop` (arguments, the ``fit`` template, the evaluation API).
+"""The training-loop engine: :class:`TrainLoop` (arguments, the ``fit`` template; the evaluation API is inherited).
 
 The loop's counters are one :class:`~aitoolbox.loop._state.LoopState`; the epoch is :mod:`aitoolbox.loop._epoch`;
 where it runs (one process or a rank of a distributed job) is a :class:`~aitoolbox.loop._runtime.Runtime`.
@@ -15,23 +15,25 @@ from torch import nn
 from aitoolbox.loop import _checks, _distributed
 from aitoolbox.loop._device import resolve_device
 from aitoolbox.loop._epoch import train
-from aitoolbox.loop._evaluation import evaluate_named, predict_named
+from aitoolbox.loop._evaluation import EvaluationAPI
 from aitoolbox.loop._launch import launch, will_launch
 from aitoolbox.loop._loaders import RunLoaders, resolve_fast_collate
 from aitoolbox.loop._resume import capture_data_rng, data_layout, load_loop_state
 from aitoolbox.loop._runtime import Runtime
 from aitoolbox.loop._state import LoopState, StateField
+from aitoolbox.loop._stop import on_preempted, preemption_guard
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
 from aitoolbox.loop.callbacks._dispatch import CallbackHandler, validate_callbacks
 from aitoolbox.loop.callbacks.base import Callback
 from aitoolbox.loop.extensions import FitRun, LoopExtension, after_fit, fit_failed, fit_options
 from aitoolbox.loop.history import TrainingHistory
 from aitoolbox.loop.model import TTModel, as_ttmodel
+from aitoolbox.loop.preemption import Preempted, Preemption, PreemptionWatch
 
 __all__ = ["TrainLoop"]
 
 
-class TrainLoop:
+class TrainLoop(EvaluationAPI):
     """Train a model with plain PyTorch components: loaders, optimizer and loss exactly as you would write them.
 
     Args:
@@ -65,6 +67,10 @@ class TrainLoop:
             modified); a batch it declines is collated by ``default_collate``. ``None`` (default): when installed.
         extensions: :class:`~aitoolbox.loop.extensions.LoopExtension` objects run around ``fit`` (the tracked
             variants are built from them).
+        preemption: on SIGTERM/SIGUSR1/SIGINT stop at the next optimizer-step boundary (all ranks at the same) and
+            raise :class:`~aitoolbox.loop.preemption.Preempted` (exit code 143) after the extensions saved: a
+            :class:`~aitoolbox.loop.preemption.Preemption` (grace period, exit code, signals), ``True``/``False``;
+            ``None``: on in the checkpointing variants, off here.
 
     Example:
         .. code-block:: python
@@ -86,6 +92,8 @@ class TrainLoop:
     grad_accumulation, early_stop = StateField[int](), StateField[bool]()
     stop_reason, last_loss = StateField["str | None"](), StateField["torch.Tensor | None"]()
     train_history = StateField[TrainingHistory]("history")
+    #: whether ``preemption=None`` means on (the checkpointing variants) or off
+    preemption_default = False
 
     def __init__(
         self,
@@ -107,6 +115,7 @@ class TrainLoop:
         num_processes: int | None = None,
         ddp_options: dict[str, Any] | None = None,
         extensions: Sequence[LoopExtension] = (),
+        preemption: Preemption | bool | None = None,
     ) -> None:
         self.tt_model: TTModel = as_ttmodel(model)
         self.model = model
@@ -133,7 +142,9 @@ class TrainLoop:
         self.use_amp = use_amp
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_grad_scaler else None
         self.fast_collate = resolve_fast_collate(fast_collate)
-        self.loaders = RunLoaders(self.runtime, self.fast_collate)
+        self.preemption = Preemption.resolve(preemption, self.preemption_default)
+        self.preemption_watch: PreemptionWatch | None = None
+        self.loaders = RunLoaders(self.runtime, self.fast_collate, self.preemption.signals if self.preemption else ())
         if not (launching and self.device.type == "cuda"):  # launched workers place the model themselves
             self.tt_model.to(self.device)
         self.state = LoopState()
@@ -221,15 +232,19 @@ class TrainLoop:
             return self.model
         _distributed.start_rank(self)
         training = False
-        try:
-            for ext in self.extensions:
-                ext.before_fit(self, run)
-            training = run.train
-            if training:
-                train(self, run)
-        except BaseException as err:
-            fit_failed(self, err, training=training)
-            raise
+        with preemption_guard(self):
+            try:
+                for ext in self.extensions:
+                    ext.before_fit(self, run)
+                training = run.train
+                if training:
+                    train(self, run)
+            except Preempted as err:
+                on_preempted(self, err)  # the extensions commit and upload; the caller gets the exit code
+                raise
+            except BaseException as err:
+                fit_failed(self, err, training=training)
+                raise
         after_fit(self)
         return self.model
 
@@ -262,34 +277,6 @@ class TrainLoop:
         for the rest of an interrupted epoch...) is logged as a warning here, before training.
         """
         load_loop_state(self, state, strict=strict)
-
-    # ------------------------------------------------------------------ evaluation API
-
-    def evaluate_loss_on_train_set(self) -> float:
-        """Loss over the training set, weighted by batch size, in eval mode (global RNG untouched); in distributed
-        runs each rank evaluates its share (no sample twice) and the sums are reduced."""
-        return evaluate_named(self, "train_loader")
-
-    def evaluate_loss_on_validation_set(self) -> float:
-        """Loss over the validation set, weighted by batch size, in eval mode (global RNG untouched)."""
-        return evaluate_named(self, "validation_loader")
-
-    def evaluate_loss_on_test_set(self) -> float:
-        """Loss over the test set, weighted by batch size, in eval mode (global RNG untouched)."""
-        return evaluate_named(self, "test_loader")
-
-    def predict_on_train_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
-        """``(y_pred, y_true, metadata)`` over the training set, concatenated on the CPU; in distributed runs every
-        rank predicts its share and gets the whole set back, in dataset order."""
-        return predict_named(self, "train_loader")
-
-    def predict_on_validation_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
-        """``(y_pred, y_true, metadata)`` over the validation set, concatenated on the CPU."""
-        return predict_named(self, "validation_loader")
-
-    def predict_on_test_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
-        """``(y_pred, y_true, metadata)`` over the test set, concatenated on the CPU."""
-        return predict_named(self, "test_loader")
 
     def __repr__(self) -> str:
         model, name = type(self.model).__name__, type(self).__name__

@@ -1,0 +1,149 @@
+"""Preemption: real processes get real signals (SIGTERM, SIGINT, to one process or its whole group, inside an
+evaluation, inside a checkpoint commit); each stops at an optimizer-step boundary, commits through the normal path,
+exits with the documented code within the grace period, and the rerun continues bit-exact."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _exact import assert_same_run, load_result
+
+from aitoolbox.checkpointing import CheckpointManager
+
+CHILD = Path(__file__).with_name("_resume_child.py")
+pytestmark = pytest.mark.slow
+BUDGET_S = 25.0  # Preemption() defaults: grace 30 s - margin 5 s
+
+
+def _child(
+    root: Path, out: Path, mode: str, kill_at: str = "-", workers: int = 0, config: str = "global",
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.CompletedProcess[str], float]:  # fmt: skip
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), str(root), str(out), mode, kill_at, str(workers), config],
+        capture_output=True, text=True, timeout=300, start_new_session=True, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    return proc, time.monotonic() - start
+
+
+def _checkpoint_dir(root: Path) -> Path:
+    (exp,) = (root / "proj").iterdir()
+    return exp / "checkpoint_model"
+
+
+def _preemption_record(root: Path) -> dict[str, Any]:
+    """The ``latest`` checkpoint's manifest record of the preemption (it must be the one ``latest`` names)."""
+    manager = CheckpointManager(_checkpoint_dir(root))
+    info = manager.load().info  # verifies every file
+    assert info.name == manager.latest_name()
+    return {"iteration": info.iteration, **info.meta["preemption"]}
+
+
+# (kill_at, config, workers, the step boundary it stops at). 15 batches per epoch, iteration checkpoints every 5.
+_CASES = [
+    ("iter:38", "global", 0, 38),  # mid-epoch, between two iteration checkpoints
+    ("iter:38", "accum3", 0, 39),  # inside a gradient accumulation: the next optimizer step (batch 9 of epoch 2)
+    ("epoch:2", "loader-gen", 0, 31),  # as epoch 2 begins: its first step
+    ("eval:1", "global", 0, 31),  # during epoch 1's evaluation: it completes, epoch 2's first step stops
+    ("ckpt:35", "global", 0, None),  # inside the commit of iteration 35's checkpoint (35 or 36: the signal races)
+    ("twice:38", "global", 0, 38),  # a second signal only shortens the budget
+    ("int:38", "sampler-gen", 0, 38),  # Ctrl-C
+    ("group:38", "global", 2, 38),  # the whole process group, DataLoader workers included: they ignore it
+]
+
+
+@pytest.mark.parametrize(("kill_at", "config", "workers", "stops_at"), _CASES, ids=[c[0] for c in _CASES])
+def test_preempted_run_commits_exits_143_and_resumes_exactly(
+    tmp_path: Path, straight: Any, kill_at: str, config: str, workers: int, stops_at: int | None
+) -> None:
+    proc, took = _child(tmp_path, tmp_path / "unused.pt", "preempt", kill_at, workers, config)
+    assert proc.returncode == 143, proc.stderr[-4000:]
+    assert took < BUDGET_S
+    assert "Traceback" not in proc.stderr  # a clean exit, not a crash
+    record = _preemption_record(tmp_path)
+    assert record["signal"] == ("SIGINT" if kill_at.startswith("int") else "SIGTERM")
+    if stops_at is None:
+        assert record["iteration"] in (35, 36)
+        # the interrupted commit completed: iteration 35's checkpoint is whole too
+        assert any(i.iteration == 35 for i in CheckpointManager(_checkpoint_dir(tmp_path)).list(verify=True))
+    else:
+        assert record["iteration"] == stops_at
+    assert record["signal_to_snapshot_s"] < BUDGET_S
+    assert f"preempted by {record['signal']}" in proc.stderr
+
+    resumed_proc, _ = _child(tmp_path, tmp_path / "out.pt", "resume", "-", workers, config)
+    assert resumed_proc.returncode == 0, resumed_proc.stderr[-4000:]
+    assert_same_run(load_result(tmp_path / "out.pt"), straight(config, workers), record["iteration"])
+
+
+def test_preempted_run_with_s3_resumes_from_the_bucket(
+    tmp_path: Path, straight: Any, s3_server: Any, aws_env: None, bucket: str
+) -> None:
+    """The preemption checkpoint is in the bucket when the process exits; a machine without the local folder
+    continues exactly from it."""
+    from aitoolbox.cloud import S3Store
+
+    env = {"AITB_TEST_ENDPOINT": s3_server.endpoint_url, "AITB_TEST_BUCKET": bucket}
+    proc, took = _child(tmp_path / "a", tmp_path / "unused.pt", "preempt", "iter:38", env=env)
+    assert proc.returncode == 143, proc.stderr[-4000:]
+    assert took < BUDGET_S
+    ckpt_dir = _checkpoint_dir(tmp_path / "a")
+    store = S3Store(bucket, endpoint_url=s3_server.endpoint_url)
+    remote_latest = store.key(f"proj/{ckpt_dir.parent.name}/checkpoint_model/latest")
+    assert store.read_bytes(remote_latest) == b"ckpt-e0002-i000000038\n"
+    assert "uploads complete" in proc.stderr
+    shutil.rmtree(tmp_path / "a")  # another machine: only the bucket is left
+    resumed_proc, _ = _child(tmp_path / "a", tmp_path / "out.pt", "resume", env=env)
+    assert resumed_proc.returncode == 0, resumed_proc.stderr[-4000:]
+    resumed = load_result(tmp_path / "out.pt")
+    assert Path(resumed["experiment_dir"]).name == ckpt_dir.parent.name  # downloaded, continued in its folder
+    assert_same_run(resumed, straight("global", 0), 38)
+
+
+def test_preempted_while_the_server_is_down_says_so_and_the_rerun_uploads_it(
+    tmp_path: Path, straight: Any, aws_env: None, bucket: str
+) -> None:
+    """The server dies before the signal: the process still exits within the budget with the code, says loudly that
+    the checkpoint is not in the bucket and where the journal is; the rerun, with the server back, uploads it and
+    continues exactly."""
+    from aitoolbox.cloud import S3Store
+    from aitoolbox.cloud.testing import SeaweedServer
+
+    with SeaweedServer.serve(tmp_path / "seaweedfs") as server:
+        env = {"AITB_TEST_ENDPOINT": server.endpoint_url, "AITB_TEST_BUCKET": bucket,
+               "AITB_TEST_PAUSE_AT": f"34:{tmp_path}"}  # fmt: skip
+        start = time.monotonic()
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), str(tmp_path / "run"), "-", "preempt", "iter:38"],
+            env={**os.environ, **env}, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        while not (tmp_path / "paused").exists():
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            assert time.monotonic() - start < 120
+            time.sleep(0.05)
+        server.kill()
+        (tmp_path / "go").touch()
+        _, stderr = child.communicate(timeout=120)
+        assert child.returncode == 143, stderr[-4000:]
+        assert "the preemption checkpoint ckpt-e0002-i000000038 is NOT in" in stderr
+        assert ".cloud_upload_journal.jsonl" in stderr
+        ckpt_dir = _checkpoint_dir(tmp_path / "run")
+        journal = (ckpt_dir.parent / ".cloud_upload_journal.jsonl").read_text()
+        assert "ckpt-e0002-i000000038/manifest.json" in journal
+
+        server.start()
+        resumed, _ = _child(tmp_path / "run", tmp_path / "out.pt", "resume",
+                            env={**env, "AITB_TEST_PAUSE_AT": "", "AITB_TEST_ATTEMPTS": "30"})  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-4000:]
+        assert_same_run(load_result(tmp_path / "out.pt"), straight("global", 0), 38)
+        store = S3Store(bucket, endpoint_url=server.endpoint_url)
+        prefix = store.key(f"proj/{ckpt_dir.parent.name}/checkpoint_model/ckpt-e0002-i000000038/")
+        assert {o.key.rsplit("/", 1)[1] for o in store.list(prefix)} >= {"manifest.json", "model.pt", "loop.pt"}
