@@ -5,15 +5,19 @@ Trains a small classifier with one of the four variants on CPU/gloo and writes, 
 ``rank<R>.pt`` (parameters, history, gathered validation predictions, experiment folder). Fault injection:
 ``--crash-after-epoch E`` SIGKILLs the whole job (torchrun included) once epoch E's checkpoint is committed,
 ``--crash-at-iteration N`` after iteration N (with ``--save-every K``, the iteration checkpoints before it stay);
-``--raise-on-rank R`` raises in rank R at the start of epoch 1.
+``--raise-on-rank R`` raises in rank R at the start of epoch 1. Preemption: ``--preempt-rank R --preempt-at-iteration
+N`` sends SIGTERM to rank R after iteration N; ``--preempt-rank -1``: rank 0 writes ``OUT/paused`` there and waits
+for ``OUT/go`` (the test signals torchrun meanwhile). A preempted rank writes ``preempted<R>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -22,6 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
 from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop.preemption import Preempted
 from aitoolbox.loop.testing import TinyClassifier, make_classification_data
 from aitoolbox.torchtrain.train_loop import (
     TrainLoop,
@@ -80,6 +85,25 @@ class _StopOnRank(Callback):
         if int(os.environ.get("RANK", "-1")) == self.rank and tl.iteration == self.iteration:
             tl.early_stop = True
             tl.stop_reason = f"stopped by rank {self.rank}"
+
+
+class _Preempt(Callback):
+    """SIGTERM to rank ``rank`` after iteration ``iteration``; rank -1: rank 0 pauses there until OUT/go exists."""
+
+    def __init__(self, rank: int, iteration: int, out: Path) -> None:
+        super().__init__("preempt")
+        self.rank, self.iteration, self.out = rank, iteration, out
+
+    def on_batch_end(self) -> None:
+        me = int(os.environ.get("RANK", "-1"))
+        if self.train_loop_obj.iteration != self.iteration:
+            return
+        if self.rank == me:
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif self.rank == -1 and me == 0:
+            (self.out / "paused").touch()
+            while not (self.out / "go").exists():
+                time.sleep(0.02)
 
 
 class _SetEpoch(Callback):
@@ -148,6 +172,8 @@ def main() -> None:
     parser.add_argument("--raise-on-rank", type=int, default=None)
     parser.add_argument("--stop-on-rank", type=int, default=None)
     parser.add_argument("--stop-at-iteration", type=int, default=5)
+    parser.add_argument("--preempt-rank", type=int, default=None, help="-1: the test signals torchrun")
+    parser.add_argument("--preempt-at-iteration", type=int, default=12)
     parser.add_argument("--reference", action="store_true", help="single process, global batch of --world ranks")
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--spawn", type=int, default=0, help="gpu_mode='ddp' from this plain process, N workers")
@@ -167,8 +193,15 @@ def main() -> None:
         callbacks.append(_StopOnRank(args.stop_on_rank, args.stop_at_iteration))
     if args.reference:
         callbacks.append(_SetEpoch())
+    if args.preempt_rank is not None:
+        callbacks.append(_Preempt(args.preempt_rank, args.preempt_at_iteration, args.out))
     fit_args: dict[str, object] = {"resume_from": "latest"} if args.resume else {}
-    tl.fit(num_epochs=args.epochs, callbacks=callbacks, grad_accumulation=args.accumulate, **fit_args)
+    try:
+        tl.fit(num_epochs=args.epochs, callbacks=callbacks, grad_accumulation=args.accumulate, **fit_args)
+    except Preempted as err:
+        record = {"iteration": err.iteration, "signal": err.signal, "checkpoint": str(err.checkpoint), "code": err.code}
+        (args.out / f"preempted{os.environ.get('RANK', '0')}.json").write_text(json.dumps(record))
+        raise
     y_pred, y_true, _ = tl.predict_on_validation_set()
     train_loss = tl.evaluate_loss_on_train_set()
     _, train_true, _ = tl.predict_on_train_set()

@@ -9,9 +9,12 @@ torchrun result.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,20 +153,90 @@ def test_gradient_accumulation_steps_like_one_process_with_the_same_global_batch
     assert rank0["iteration"] == reference["iteration"] == 3 * 8
 
 
-@pytest.mark.parametrize("crash", [["--crash-after-epoch", "1"], ["--crash-at-iteration", "12"]], ids=["epoch", "mid"])
-def test_a_killed_job_resumes_to_the_uninterrupted_result(tmp_path: Path, crash: list[str]) -> None:
-    # dropout: each rank's RNG must be restored; 8 batches per rank and epoch, an iteration checkpoint every 5: the
-    # mid-epoch crash resumes at iteration 10, batch 2 of epoch 1
-    args = ["--variant", "checkpoint_endsave", "--dropout", "0.3", "--save-every", "5"]
-    _torchrun(tmp_path / "whole", *args)
-    crashed = _torchrun(tmp_path / "crash", *args, *crash, check=False)
-    assert crashed.returncode != 0 and not (tmp_path / "crash" / "rank0.pt").exists()
-    _torchrun(tmp_path / "crash", *args, "--resume")
-    whole, resumed = _load(tmp_path / "whole"), _load(tmp_path / "crash")
+# dropout: each rank's RNG must be restored; 8 batches per rank and epoch, an iteration checkpoint every 5
+RESUMABLE = ["--variant", "checkpoint_endsave", "--dropout", "0.3", "--save-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The uninterrupted run the interrupted ones must end equal to."""
+    out = tmp_path_factory.mktemp("whole")
+    _torchrun(out, *RESUMABLE)
+    return _load(out)
+
+
+def _assert_resumes_to(whole: dict[str, Any], out: Path) -> None:
+    _torchrun(out, *RESUMABLE, "--resume")
+    resumed = _load(out)
     for key in whole["params"]:
         assert torch.equal(whole["params"][key], resumed["params"][key]), key
     assert whole["history"] == resumed["history"]
-    assert len(list((tmp_path / "crash" / "results" / "ddp").iterdir())) == 1, "the resumed run continues its folder"
+    assert len(list((out / "results" / "ddp").iterdir())) == 1, "the resumed run continues its folder"
+
+
+@pytest.mark.parametrize("crash", [["--crash-after-epoch", "1"], ["--crash-at-iteration", "12"]], ids=["epoch", "mid"])
+def test_a_killed_job_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, whole: dict[str, Any], crash: list[str]
+) -> None:
+    # the mid-epoch crash resumes at iteration 10, batch 2 of epoch 1
+    crashed = _torchrun(tmp_path / "crash", *RESUMABLE, *crash, check=False)
+    assert crashed.returncode != 0 and not (tmp_path / "crash" / "rank0.pt").exists()
+    _assert_resumes_to(whole, tmp_path / "crash")
+
+
+def _preempted(out: Path) -> list[dict[str, Any]]:
+    return [json.loads((out / f"preempted{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def _preemption_checkpoint(out: Path) -> Any:
+    from aitoolbox.checkpointing import CheckpointManager
+
+    (exp,) = (out / "results" / "ddp").iterdir()
+    manager = CheckpointManager(exp / "checkpoint_model")
+    info = manager.load().info
+    assert info.name == manager.latest_name() and "preemption" in info.meta
+    return info
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resumes_exactly(
+    tmp_path: Path, whole: dict[str, Any]
+) -> None:
+    out = tmp_path / "job"
+    proc = _torchrun(out, *RESUMABLE, "--preempt-rank", "1", "--preempt-at-iteration", "12", check=False)
+    assert proc.returncode != 0 and "exitcode  : 143" in proc.stderr, proc.stderr[-4000:]
+    rank0, rank1 = _preempted(out)
+    # rank 1 wrote boundary 12 into the store; every rank read it at boundary 13, the first after it
+    assert rank0["iteration"] == rank1["iteration"] == 13 and rank0["code"] == rank1["code"] == 143
+    assert rank1["signal"] == "SIGTERM" and rank0["signal"] == "SIGTERM on another rank"
+    info = _preemption_checkpoint(out)
+    assert info.iteration == 13 and rank0["checkpoint"].endswith(info.name)
+    _assert_resumes_to(whole, out)
+
+
+def test_sigterm_to_torchrun_preempts_the_whole_job_within_its_shutdown_timeout(
+    tmp_path: Path, whole: dict[str, Any]
+) -> None:
+    out = tmp_path / "job"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER)]
+    job = subprocess.Popen(
+        [*cmd, "--out", str(out), *RESUMABLE, "--preempt-rank", "-1", "--preempt-at-iteration", "12"],
+        env=_env(), stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    start = time.monotonic()
+    while not (out / "paused").exists():
+        assert job.poll() is None and time.monotonic() - start < 120, job.stderr.read() if job.stderr else ""
+        time.sleep(0.05)
+    signalled = time.monotonic()
+    job.send_signal(signal.SIGTERM)  # torchrun forwards it to every rank
+    time.sleep(1.0)
+    (out / "go").touch()
+    _, stderr = job.communicate(timeout=60)
+    assert time.monotonic() - signalled < 30, "within torchrun's shutdown timeout (30 s): no SIGKILL"
+    rank0, rank1 = _preempted(out)
+    assert rank0["iteration"] == rank1["iteration"] and rank0["code"] == rank1["code"] == 143, stderr[-4000:]
+    assert _preemption_checkpoint(out).iteration == rank0["iteration"]
+    _assert_resumes_to(whole, out)
 
 
 def test_a_rank_that_raises_fails_the_job_with_its_error(tmp_path: Path) -> None:
