@@ -116,3 +116,52 @@ def test_a_crashed_process_pending_uploads_are_resumed(
     up.resume_pending()
     assert up.flush(timeout=60).ok
     assert store.read_bytes("exp/model.pt") == payload.read_bytes()
+
+
+class _GatedStore:
+    """The real store, whose first upload waits for ``gate`` (so that groups queue up behind it)."""
+
+    def __init__(self, store: S3Store, gate: threading.Event) -> None:
+        self.store, self.gate = store, gate
+        self.order: list[str] = []
+
+    def upload_file(self, path: str, key: str) -> int:
+        self.gate.wait(30)
+        self.order.append(key)
+        return self.store.upload_file(path, key)
+
+    def upload_bytes(self, data: bytes, key: str) -> int:
+        self.gate.wait(30)
+        self.order.append(key)
+        return self.store.upload_bytes(data, key)
+
+
+def test_promote_uploads_the_newest_first_drops_stale_groups_and_older_pointers(
+    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
+) -> None:
+    store = S3Store(bucket, endpoint_url=s3_server.endpoint_url)
+    store.preflight(create_bucket=True)
+    gate = threading.Event()
+    gated = _GatedStore(store, gate)
+    up = BackgroundUploader(gated, tmp_path / "journal.jsonl")  # type: ignore[arg-type]
+    (f,) = _files(tmp_path, 1)
+
+    def ckpt(name: str) -> list[list[UploadItem]]:
+        return [[UploadItem.file(f, f"{name}/model.pt")], [UploadItem.payload(name.encode(), "latest", volatile=True)]]
+
+    up.submit([[UploadItem.file(f, "first.pt")]])  # in flight: the worker waits at the gate
+    for name in ("best", "stale", "newest"):
+        up.submit(ckpt(name), tag=name)
+    dropped = up.promote("newest", drop=lambda tag: tag == "stale")
+    assert dropped == 3  # stale's two files, best's pointer
+    gate.set()
+    report = up.flush(timeout=60)
+    assert report.ok and report.dropped == 3 and "3 superseded uploads dropped" in str(report)
+    assert gated.order == ["first.pt", "newest/model.pt", "latest", "best/model.pt"]
+    assert store.read_bytes("latest") == b"newest"  # the older pointer never lands after the newer one
+    assert not store.exists("stale/model.pt")
+    assert up.settled(["stale/model.pt", "newest/model.pt"]) and not up.uploaded(["stale/model.pt"])
+    # the journal settles what was dropped: nothing is uploaded again on resume, and the next run knows it
+    again = BackgroundUploader(store, tmp_path / "journal.jsonl")
+    assert again.resume_pending() == 0 and again.settled(["stale/model.pt", "best/model.pt"])
+    assert up.promote("absent") == 0
