@@ -90,13 +90,17 @@ class _StopOnRank(Callback):
 class _Preempt(Callback):
     """SIGTERM to rank ``rank`` after iteration ``iteration``; rank -1: rank 0 pauses there until OUT/go exists."""
 
-    def __init__(self, rank: int, iteration: int, out: Path) -> None:
+    def __init__(self, rank: int, iteration: int, out: Path, epoch: int | None = None) -> None:
         super().__init__("preempt")
-        self.rank, self.iteration, self.out = rank, iteration, out
+        self.rank, self.iteration, self.out, self.epoch = rank, iteration, out, epoch
+
+    def on_epoch_end(self) -> None:  # --preempt-at-epoch-end E: SIGTERM to rank R in epoch E's end work
+        if self.epoch == self.train_loop_obj.epoch and self.rank == int(os.environ.get("RANK", "-1")):
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def on_batch_end(self) -> None:
         me = int(os.environ.get("RANK", "-1"))
-        if self.train_loop_obj.iteration != self.iteration:
+        if self.train_loop_obj.iteration != self.iteration or self.epoch is not None:
             return
         if self.rank == me:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -174,6 +178,7 @@ def main() -> None:
     parser.add_argument("--stop-at-iteration", type=int, default=5)
     parser.add_argument("--preempt-rank", type=int, default=None, help="-1: the test signals torchrun")
     parser.add_argument("--preempt-at-iteration", type=int, default=12)
+    parser.add_argument("--preempt-at-epoch-end", type=int, default=None)
     parser.add_argument("--reference", action="store_true", help="single process, global batch of --world ranks")
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--spawn", type=int, default=0, help="gpu_mode='ddp' from this plain process, N workers")
@@ -194,7 +199,7 @@ def main() -> None:
     if args.reference:
         callbacks.append(_SetEpoch())
     if args.preempt_rank is not None:
-        callbacks.append(_Preempt(args.preempt_rank, args.preempt_at_iteration, args.out))
+        callbacks.append(_Preempt(args.preempt_rank, args.preempt_at_iteration, args.out, args.preempt_at_epoch_end))
     fit_args: dict[str, object] = {"resume_from": "latest"} if args.resume else {}
     try:
         tl.fit(num_epochs=args.epochs, callbacks=callbacks, grad_accumulation=args.accumulate, **fit_args)
@@ -209,6 +214,7 @@ def main() -> None:
     torch.save(
         {
             "params": {k: v.detach().clone() for k, v in tl.model.state_dict().items()},
+            "optimizer": tl.optimizer.state_dict(),
             "history": tl.train_history.to_dict(),
             "y_pred": torch.as_tensor(y_pred),
             "y_true": torch.as_tensor(y_true),

@@ -170,6 +170,8 @@ def _assert_resumes_to(whole: dict[str, Any], out: Path) -> None:
     resumed = _load(out)
     for key in whole["params"]:
         assert torch.equal(whole["params"][key], resumed["params"][key]), key
+    a, b = whole["optimizer"]["state"], resumed["optimizer"]["state"]  # SGD's momentum buffers
+    assert a.keys() == b.keys() and all(torch.equal(a[i][n], b[i][n]) for i in a for n in a[i])
     assert whole["history"] == resumed["history"]
     assert len(list((out / "results" / "ddp").iterdir())) == 1, "the resumed run continues its folder"
 
@@ -210,6 +212,19 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resumes_exact
     assert rank1["signal"] == "SIGTERM" and rank0["signal"] == "SIGTERM on another rank"
     info = _preemption_checkpoint(out)
     assert info.iteration == 13 and rank0["checkpoint"].endswith(info.name)
+    _assert_resumes_to(whole, out)
+
+
+def test_sigterm_in_one_ranks_epoch_end_work_stops_every_rank_at_the_next_epochs_first_step(
+    tmp_path: Path, whole: dict[str, Any]
+) -> None:
+    out = tmp_path / "job"
+    proc = _torchrun(out, *RESUMABLE, "--preempt-rank", "1", "--preempt-at-epoch-end", "0", check=False)
+    assert proc.returncode != 0 and "exitcode  : 143" in proc.stderr, proc.stderr[-4000:]
+    rank0, rank1 = _preempted(out)
+    # rank 1 published epoch 0's last boundary (8) at the epoch end: both stop after epoch 1's first step
+    assert rank0["iteration"] == rank1["iteration"] == 9
+    assert _preemption_checkpoint(out).iteration == 9
     _assert_resumes_to(whole, out)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from _exact import assert_same_run, load_result
 
 from aitoolbox.checkpointing import CheckpointManager
+from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop.preemption import Preempted
+from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
 
 CHILD = Path(__file__).with_name("_resume_child.py")
 pytestmark = pytest.mark.slow
@@ -147,3 +152,58 @@ def test_preempted_while_the_server_is_down_says_so_and_the_rerun_uploads_it(
         store = S3Store(bucket, endpoint_url=server.endpoint_url)
         prefix = store.key(f"proj/{ckpt_dir.parent.name}/checkpoint_model/ckpt-e0002-i000000038/")
         assert {o.key.rsplit("/", 1)[1] for o in store.list(prefix)} >= {"manifest.json", "model.pt", "loop.pt"}
+
+
+class _SigtermAt(Callback):
+    def __init__(self, at: int) -> None:
+        super().__init__("sigterm")
+        self.at = at
+
+    def on_batch_end(self) -> None:
+        if self.train_loop_obj.iteration == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _variant_args() -> tuple[Any, ...]:
+    model = TinyClassifier()
+    return (
+        model, make_classification_loader(64, batch_size=8), make_classification_loader(32, seed=2), None,
+        torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(),
+    )  # fmt: skip
+
+
+def test_on_by_default_in_the_checkpointing_variants_only(tmp_path: Path) -> None:
+    from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
+    from aitoolbox.loop.preemption import Preemption
+    from aitoolbox.torchtrain.train_loop import TrainLoop, TrainLoopCheckpointEndSave, TrainLoopEndSave
+
+    names = ("p", "e", tmp_path)
+    package = {"val_result_package": ClassificationResultPackage()}
+    assert TrainLoopCheckpointEndSave(*_variant_args(), *names, **package, device="cpu").preemption is not None
+    assert TrainLoopEndSave(*_variant_args(), *names, **package, device="cpu").preemption is None
+    assert TrainLoop(*_variant_args(), device="cpu").preemption is None
+    off = TrainLoopCheckpointEndSave(*_variant_args(), *names, **package, device="cpu", preemption=False)
+    assert off.preemption is None
+    # EndSave with it on: stops, keeps the folder, does not run the end-of-training evaluation (the rerun would)
+    tl = TrainLoopEndSave(*_variant_args(), *names, **package, device="cpu", preemption=Preemption(exit_code=99))
+    with pytest.raises(Preempted) as caught:
+        tl.fit(num_epochs=3, callbacks=[_SigtermAt(5)])
+    assert caught.value.code == 99 and caught.value.checkpoint is None and tl.results == {}
+    assert tl.experiment_dir is not None and tl.experiment_dir.is_dir()
+
+
+def test_the_preemption_checkpoint_is_the_newest_and_records_the_signal(tmp_path: Path) -> None:
+    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint
+
+    tl = TrainLoopCheckpoint(*_variant_args(), "p", "e", tmp_path, device="cpu", iteration_save_freq=4)
+    with pytest.raises(Preempted) as caught:
+        tl.fit(num_epochs=3, callbacks=[_SigtermAt(10)])
+    err = caught.value
+    manager = CheckpointManager(tl.checkpoint_dir)
+    info = manager.load().info
+    assert info.name == manager.latest_name() == err.checkpoint.name and info.iteration == 10
+    record = info.meta["preemption"]
+    assert record["signal"] == "SIGTERM" and record["iteration"] == 10 and record["epoch"] == 1
+    assert 0 <= record["signal_to_snapshot_s"] <= err.seconds_to_commit < BUDGET_S
+    assert info.created >= record["signal_time"]  # created - signal_time: the time from the signal to the commit
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -90,6 +90,10 @@ class TrainLoopCheckpoint(_Tracked):
         iteration_save_freq: also checkpoint every N iterations (0: only at epoch ends).
         extensions: more :class:`~aitoolbox.loop.extensions.LoopExtension` objects, run after the built-in ones.
         **loop_options: the keyword options of :class:`TrainLoop` (``device``, ``use_amp``, ...: ``LoopOptions``).
+            ``preemption`` is on here: on SIGTERM/SIGUSR1/SIGINT training stops at the next optimizer-step boundary,
+            a checkpoint is committed and uploaded first, and ``fit`` raises
+            :class:`~aitoolbox.loop.preemption.Preempted` (exit code 143); ``preemption=Preemption(grace_s=120,
+            exit_code=...)`` changes the grace period and the code, ``preemption=False`` turns it off.
 
     Example:
         .. code-block:: python
@@ -202,7 +206,9 @@ class TrainLoopEndSave(_Tracked):
     Args:
         val_result_package: evaluated on ``validation_loader`` (e.g. ``ClassificationResultPackage()``).
         test_result_package: evaluated on ``test_loader``. At least one of the two is required.
-        Others: as for :class:`TrainLoopCheckpoint` (without the checkpoint options).
+        Others: as for :class:`TrainLoopCheckpoint` (without the checkpoint options); ``preemption`` is off by
+            default here (there is no checkpoint to commit): when on, ``fit`` stops at a step boundary and raises
+            ``Preempted`` without the end-of-training evaluation.
 
     Example:
         .. code-block:: python

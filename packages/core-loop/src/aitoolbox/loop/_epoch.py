@@ -225,6 +225,8 @@ def train(loop: Any, run: FitRun) -> None:
         _epoch_end(loop, mean)
         log("epoch %d: loss %.4f%s (%.2f s)", state.epoch, mean, _val(loop), time.perf_counter() - epoch_start)
         handler.call("on_epoch_end")
+        if runner.stop_point is not None:
+            runner.stop_point.publish()
         # every rank takes part in the vote; another rank's stop stops this one now, without its own reason
         if loop.runtime.any(state.early_stop) and not state.early_stop:
             state.request_stop("stopped on another rank")

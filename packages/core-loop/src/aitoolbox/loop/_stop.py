@@ -78,10 +78,7 @@ class StopPoint:
         if boundary:
             self.last_boundary = step
             self.boundaries += 1
-        if self.watch.requested and not self.published:
-            self.published = True
-            if self.store.add(f"{self.key}/writers", 1) == 1:  # the first rank's boundary is the one
-                self.store.set(self.key, f"{self.last_boundary}:{self.watch.signal_name}")
+        self.publish()
         if not boundary or self.boundaries % self.check_every:
             return False
         if self.decided is None:
@@ -90,6 +87,15 @@ class StopPoint:
             at, name = self.store.get(self.key).decode().split(":", 1)
             self.decided = (int(at), name)
         return self.decided[0] < step
+
+    def publish(self) -> None:
+        """Write the last boundary passed into the store, once, if a signal came (also called at epoch ends: a signal
+        during the epoch's evaluation stops every rank at the next epoch's first step)."""
+        if self.store is None or self.published or not self.watch.requested:
+            return
+        self.published = True
+        if self.store.add(f"{self.key}/writers", 1) == 1:  # the first rank's boundary is the one
+            self.store.set(self.key, f"{self.last_boundary}:{self.watch.signal_name}")
 
     def preempted(self) -> Preempted:
         """The exception ``fit`` raises for this stop (logged once, by the main process)."""
