@@ -90,6 +90,8 @@ class Stats:
     unloadable: list[str] = field(default_factory=list)
     bucket_bad: list[str] = field(default_factory=list)
     server_kills: int = 0
+    in_commit: int = 0  # kills that left a half-written checkpoint (.tmp-*) behind: inside a commit
+    uploads_pending: int = 0  # kills (S3 runs) after which the journal still listed uploads
     failures: list[str] = field(default_factory=list)
 
 
@@ -250,6 +252,14 @@ def _kill_once(label: str, run_dir: Path, env: dict[str, str], rng: random.Rando
         killer.join()
         server.start()
     stats.kills[how] += 1
+    _, _, exp = _latest(run_dir)
+    if exp is not None and any(p.name.startswith(".tmp-") for p in (exp / "checkpoint_model").iterdir()):
+        stats.in_commit += 1
+    journal = exp / ".cloud_upload_journal.jsonl" if exp is not None else None
+    if store is not None and journal is not None and journal.exists():
+        records = [json.loads(line) for line in journal.read_text().splitlines() if line.strip().endswith("}")]
+        settled = {r["id"] for r in records if r.get("op") in ("done", "drop")}
+        stats.uploads_pending += any(r.get("op") == "add" and r["id"] not in settled for r in records)
     resumes_at = _check_latest(run_dir, stats, label)
     if how == "SIGTERM":
         # 143: preempted in training; after fit returned (the result being written), the default action (-15) or a
@@ -302,6 +312,8 @@ def campaign(runs: int, seed: int, s3_every: int, keep: Path | None) -> int:
     if kill_lost:
         print(f"  steps lost per SIGKILL:  mean {statistics.mean(kill_lost):.2f}, max {max(kill_lost)}")
     print(f"  steps lost per SIGTERM:  {sum(term_lost)} in total (max {max(term_lost, default=0)})")
+    print(f"  kills inside a commit:   {stats.in_commit} (a half-written checkpoint left behind); with uploads "
+          f"pending: {stats.uploads_pending}")  # fmt: skip
     print(f"  unloadable latest:       {len(stats.unloadable)}; bucket latest incomplete: {len(stats.bucket_bad)}")
     for line in stats.failures + stats.unloadable + stats.bucket_bad:
         print("  !", line[:3000])

@@ -200,31 +200,24 @@ def _preemption_checkpoint(out: Path) -> Any:
     return info
 
 
+# SIGTERM to rank 1 only. Mid-epoch: rank 1 wrote boundary 12 into the store, every rank read it at boundary 13, the
+# first after it. In epoch 0's end work: rank 1 published epoch 0's last boundary (8) at the epoch end, and both
+# stopped after epoch 1's first step.
+_ONE_RANK = [(["--preempt-at-iteration", "12"], 13), (["--preempt-at-epoch-end", "0"], 9)]
+
+
+@pytest.mark.parametrize(("when", "stops_at"), _ONE_RANK, ids=["mid-epoch", "epoch-end"])
 def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resumes_exactly(
-    tmp_path: Path, whole: dict[str, Any]
+    tmp_path: Path, whole: dict[str, Any], when: list[str], stops_at: int
 ) -> None:
     out = tmp_path / "job"
-    proc = _torchrun(out, *RESUMABLE, "--preempt-rank", "1", "--preempt-at-iteration", "12", check=False)
+    proc = _torchrun(out, *RESUMABLE, "--preempt-rank", "1", *when, check=False)
     assert proc.returncode != 0 and "exitcode  : 143" in proc.stderr, proc.stderr[-4000:]
     rank0, rank1 = _preempted(out)
-    # rank 1 wrote boundary 12 into the store; every rank read it at boundary 13, the first after it
-    assert rank0["iteration"] == rank1["iteration"] == 13 and rank0["code"] == rank1["code"] == 143
+    assert rank0["iteration"] == rank1["iteration"] == stops_at and rank0["code"] == rank1["code"] == 143
     assert rank1["signal"] == "SIGTERM" and rank0["signal"] == "SIGTERM on another rank"
     info = _preemption_checkpoint(out)
-    assert info.iteration == 13 and rank0["checkpoint"].endswith(info.name)
-    _assert_resumes_to(whole, out)
-
-
-def test_sigterm_in_one_ranks_epoch_end_work_stops_every_rank_at_the_next_epochs_first_step(
-    tmp_path: Path, whole: dict[str, Any]
-) -> None:
-    out = tmp_path / "job"
-    proc = _torchrun(out, *RESUMABLE, "--preempt-rank", "1", "--preempt-at-epoch-end", "0", check=False)
-    assert proc.returncode != 0 and "exitcode  : 143" in proc.stderr, proc.stderr[-4000:]
-    rank0, rank1 = _preempted(out)
-    # rank 1 published epoch 0's last boundary (8) at the epoch end: both stop after epoch 1's first step
-    assert rank0["iteration"] == rank1["iteration"] == 9
-    assert _preemption_checkpoint(out).iteration == 9
+    assert info.iteration == stops_at and rank0["checkpoint"].endswith(info.name)
     _assert_resumes_to(whole, out)
 
 
