@@ -158,10 +158,11 @@ def _check_bucket(store: Any, run_dir: Path, stats: Stats, label: str) -> None:
     if exp is None:
         return
     base = store.key(f"campaign/{exp.name}/checkpoint_model/")
-    if not store.exists(base + "latest"):
-        return
-    name = store.read_bytes(base + "latest").decode().strip()
+    name = "?"
     try:
+        if not store.exists(base + "latest"):
+            return
+        name = store.read_bytes(base + "latest").decode().strip()
         manifest = json.loads(store.read_bytes(f"{base}{name}/manifest.json"))
         sizes = {o.key.rsplit("/", 1)[1]: o.size for o in store.list(f"{base}{name}/")}
         for part in manifest["parts"].values():
@@ -245,6 +246,10 @@ def _kill_once(label: str, run_dir: Path, env: dict[str, str], rng: random.Rando
         killer.start()
         stats.server_kills += 1
     time.sleep(delay)
+    died = proc.proc.poll()
+    if died not in (None, 0):  # it failed on its own before the kill: a failure, not a kill
+        proc.wait()
+        stats.failures.append(f"{label}: the run failed by itself ({died}): {proc.stderr[-3000:]}")
     how = rng.choice(["SIGKILL", "SIGTERM"])
     proc.proc.send_signal(getattr(signal, how))
     code = proc.wait()
@@ -253,7 +258,8 @@ def _kill_once(label: str, run_dir: Path, env: dict[str, str], rng: random.Rando
         server.start()
     stats.kills[how] += 1
     _, _, exp = _latest(run_dir)
-    if exp is not None and any(p.name.startswith(".tmp-") for p in (exp / "checkpoint_model").iterdir()):
+    ckpt_dir = exp / "checkpoint_model" if exp is not None else None
+    if ckpt_dir is not None and ckpt_dir.is_dir() and any(p.name.startswith(".tmp-") for p in ckpt_dir.iterdir()):
         stats.in_commit += 1
     journal = exp / ".cloud_upload_journal.jsonl" if exp is not None else None
     if store is not None and journal is not None and journal.exists():

@@ -13,6 +13,7 @@ from aitoolbox.loop.errors import (
 )
 from aitoolbox.loop.history import TrainingHistory
 from aitoolbox.loop.model import ModelWrap, TTModel, as_ttmodel
+from aitoolbox.loop.preemption import Preempted, Preemption
 from aitoolbox.loop.train_loop import TrainLoop
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "ModelNotSupportedError",
     "ModelWrap",
     "NonFiniteLossError",
+    "Preempted",
+    "Preemption",
     "ResumeMismatchError",
     "TTModel",
     "TrainLoop",
