@@ -43,7 +43,6 @@ def child(run_dir: Path) -> None:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from aitoolbox.checkpointing import CheckpointManager
     from aitoolbox.loop.callbacks import Callback
     from aitoolbox.loop.testing import make_classification_data
     from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint
@@ -69,8 +68,7 @@ def child(run_dir: Path) -> None:
         iteration_save_freq=SAVE_EVERY, rm_subopt_local_models="val_loss", num_best_checkpoints_kept=2, device="cpu",
         progress_bar=False, **cloud,
     )  # fmt: skip
-    exp = next((run_dir / "results" / "campaign").glob("run_*"), None) if (run_dir / "results").exists() else None
-    has_ckpt = exp is not None and CheckpointManager(exp / "checkpoint_model").latest_name() is not None
+    has_ckpt = _experiment(run_dir) is not None  # an attempt killed before its first commit left only a folder
     tl.fit(num_epochs=EPOCHS, callbacks=[Progress()], resume_from="latest" if has_ckpt else None)
     print("fit-done", flush=True)  # a SIGTERM from here on is not a preemption: the handlers are gone
     torch.save({"params": model.state_dict(), "optimizer": opt.state_dict(), "history": tl.train_history.to_dict()},
@@ -130,10 +128,19 @@ class Child:
         return code
 
 
+def _experiment(run_dir: Path) -> Path | None:
+    """The experiment folder ``resume_from='latest'`` continues: the newest one with a committed checkpoint."""
+    from aitoolbox.checkpointing import CheckpointManager
+
+    folders = sorted((run_dir / "results" / "campaign").glob("run_*")) if (run_dir / "results").exists() else []
+    with_ckpt = [e for e in folders if CheckpointManager(e / "checkpoint_model").latest_name() is not None]
+    return with_ckpt[-1] if with_ckpt else None
+
+
 def _latest(run_dir: Path) -> tuple[Any, str | None, Path | None]:
     from aitoolbox.checkpointing import CheckpointManager
 
-    exp = next((run_dir / "results" / "campaign").glob("run_*"), None) if (run_dir / "results").exists() else None
+    exp = _experiment(run_dir)
     if exp is None:
         return None, None, None
     manager = CheckpointManager(exp / "checkpoint_model")
@@ -276,6 +283,8 @@ def _kill_once(label: str, run_dir: Path, env: dict[str, str], rng: random.Rando
             stats.failures.append(f"{label}: SIGTERM exit code {code}: {proc.stderr[-2000:]}")
     if code != 0 and resumes_at >= 0 and proc.last >= 0:
         stats.lost[how].append(max(proc.last - resumes_at, 0))
+        if proc.last - resumes_at > 2 * SAVE_EVERY:  # more than the commit in flight and the next: say where
+            print(f"  {label}: {how} (exit {code}) after step {proc.last}; latest is at {resumes_at}", flush=True)
     if store is not None:
         _check_bucket(store, run_dir, stats, label)
     return resumes_at
