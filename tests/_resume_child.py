@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,8 +77,8 @@ class Recorder(Callback):
 
 
 def _signal(kind: str) -> None:
-    if kind == "group":
-        os.killpg(os.getpgid(0), signal.SIGTERM)
+    if kind == "group":  # from another process, as a shell or SLURM would: kill -TERM -<pgid>
+        subprocess.run(["kill", "-s", "TERM", "--", f"-{os.getpgid(0)}"], check=False)
     elif kind == "int":
         os.kill(os.getpid(), signal.SIGINT)
     else:

@@ -7,6 +7,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -212,3 +214,27 @@ def test_the_option_itself_is_checked() -> None:
         _loop("yes")
     assert Preemption.resolve(None, True) is not None and Preemption.resolve(None, False) is None
     assert "SIGTERM" in repr(Preemption())
+
+
+_EXIT_SCRIPT = """
+import sys
+from torch import nn, optim
+from torch.utils.data import DataLoader
+from aitoolbox.loop import TrainLoop
+from aitoolbox.loop.testing import TinyClassifier, make_classification_data
+loader = DataLoader(make_classification_data(32), batch_size=8, num_workers=2, persistent_workers=True,
+                    multiprocessing_context=sys.argv[1])
+model = TinyClassifier()
+tl = TrainLoop(model, loader, None, None, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+               device="cpu", preemption=True, fast_collate=False)
+tl.fit(num_epochs=1)
+print("trained", flush=True)
+"""  # the loop (and its persistent workers) alive until the interpreter exits
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_a_program_with_persistent_workers_still_exits(context: str) -> None:
+    """Workers ignore SIGTERM from others, not from their parent: multiprocessing's exit handler terminates them
+    with SIGTERM, and a worker that ignored it would hang the program's exit."""
+    proc = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, context], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "trained" in proc.stdout, proc.stderr[-3000:]

@@ -172,16 +172,37 @@ class Preempted(SystemExit):
 
 @dataclass(frozen=True)
 class IgnoreSignals:
-    """A DataLoader ``worker_init_fn`` that ignores the preemption signals, then calls the user's (picklable)."""
+    """A DataLoader ``worker_init_fn`` that ignores the preemption signals, then calls the user's (picklable).
+
+    SIGTERM is ignored unless the worker's parent sends it: the DataLoader's shutdown and multiprocessing's exit
+    handler end workers with ``terminate()`` (SIGTERM), and a worker that ignored it would hang its parent's exit."""
 
     signals: tuple[int, ...]
     inner: Callable[[int], Any] | None = None
 
     def __call__(self, worker_id: int) -> None:
         for signum in self.signals:
-            signal.signal(signum, signal.SIG_IGN)
+            if signum == signal.SIGTERM and hasattr(signal, "sigwaitinfo"):
+                _sigterm_from_parent_only()
+            else:
+                signal.signal(signum, signal.SIG_IGN)
         if self.inner is not None:
             self.inner(worker_id)
+
+
+def _sigterm_from_parent_only() -> None:
+    """Block SIGTERM in this (worker) process and wait for it on a thread: from the parent it ends the worker as
+    SIGTERM would; from anyone else (a shell, SLURM, a process group) it is ignored."""
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit the mask
+
+    def wait() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent or os.getppid() != parent:
+                os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=wait, name="aitoolbox-worker-sigterm", daemon=True).start()
 
 
 class PreemptionWatch:
