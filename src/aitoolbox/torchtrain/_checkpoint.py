@@ -272,9 +272,7 @@ class Checkpointing(LoopExtension):
         self.manager.wait()  # committed (a commit is never cut short: the next signal only shortens the budget)
         preempted.checkpoint = self.manager.directory / name
         preempted.seconds_to_commit = time.monotonic() - preempted.signal_time
-        if self.mirror.mirror is not None:
-            kept = {info.name for info in self.manager.list()}  # what retention kept: its uploads still matter
-            self.mirror.mirror.uploader.promote(name, drop=lambda tag: tag is not None and tag not in kept)
+        self.mirror.upload_first(name, keep={info.name for info in self.manager.list()})
 
     def _load(self, loop: TrainLoop, resume_from: Any, allow_partial: bool, allow_changes: bool) -> LoadedCheckpoint:
         runtime = loop.runtime

@@ -110,6 +110,12 @@ class CloudMirror(LoopExtension):
         assert self.mirror is not None
         return self.mirror.settled([p for stage in info.commit_stages() for p in stage])
 
+    def upload_first(self, name: str, keep: set[str]) -> None:
+        """Upload checkpoint ``name`` next; drop the queued uploads of checkpoints not in ``keep`` (what retention
+        kept)."""
+        if self.mirror is not None:
+            self.mirror.uploader.promote(name, drop=lambda tag: tag is not None and tag not in keep)
+
     def checkpoint_durable(self, info: CheckpointInfo) -> bool:
         """Whether every file of the checkpoint and the pointer naming it are in the bucket."""
         assert self.mirror is not None

@@ -230,7 +230,7 @@ def train(loop: Any, run: FitRun) -> None:
         # every rank takes part in the vote; another rank's stop stops this one now, without its own reason
         if loop.runtime.any(state.early_stop) and not state.early_stop:
             state.request_stop("stopped on another rank")
-    preempted = preempted_after_training(loop)
+    preempted = preempted_after_training(loop, runner.stop_point)
     if preempted is not None:
         raise preempted
     handler.call("on_train_end")

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.preemption import IgnoreSignals
 
 if TYPE_CHECKING:
     from aitoolbox.loop._runtime import Runtime
@@ -128,8 +129,6 @@ class RunLoaders:
         if self.fast_collate:
             derived = with_fast_collate(derived)
         if self.ignore_signals and getattr(derived, "num_workers", 0) > 0:
-            from aitoolbox.loop.preemption import IgnoreSignals
-
             init = IgnoreSignals(self.ignore_signals, getattr(derived, "worker_init_fn", None))
             derived = derive_loader(derived, worker_init_fn=init)
         self._cache[key] = (loader, derived, sharded)

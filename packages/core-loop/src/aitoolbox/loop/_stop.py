@@ -30,13 +30,12 @@ def preemption_guard(loop: Any) -> Iterator[PreemptionWatch | None]:
     if watch is not None and not watch.install():
         watch = None
     loop.preemption_watch = watch
-    if watch is not None and loop.is_main_process:
-        budget = watch.settings.budget_s()
-        if budget + watch.settings.margin_s < watch.settings.grace_s:
+    if watch is not None and loop.is_main_process and watch.launcher_s is not None:
+        if watch.launcher_s < watch.settings.grace_s:
             logger.warning(
                 "preemption: grace_s=%.0f but the launcher kills %.0f s after its SIGTERM (torchrun "
                 "--shutdown-timeout); the work after a signal gets %.0f s. Raise --shutdown-timeout to match",
-                watch.settings.grace_s, budget + watch.settings.margin_s, budget,
+                watch.settings.grace_s, watch.launcher_s, watch.budget_s,
             )  # fmt: skip
     try:
         yield watch
@@ -103,7 +102,7 @@ class StopPoint:
         local = watch.requested
         name = watch.signal_name if local else f"{self.decided[1] if self.decided else 'a signal'} on another rank"
         now = time.monotonic()
-        end = now + watch.settings.budget_s()
+        end = now + watch.budget_s
         deadline = (lambda: watch.deadline) if local else (lambda: end)
         err = Preempted(watch.settings.exit_code, name, state.epoch, state.iteration, deadline,
                         watch.signal_time if local else now)  # fmt: skip
@@ -115,13 +114,12 @@ class StopPoint:
         return err
 
 
-def preempted_after_training(loop: Any) -> Preempted | None:
+def preempted_after_training(loop: Any, stop_point: StopPoint | None) -> Preempted | None:
     """A signal that came after the last step boundary (the last epoch's end work): the run still counts as
     preempted (every rank agrees), so that what follows training is done by the rerun, not cut by SIGKILL."""
-    watch: PreemptionWatch | None = loop.preemption_watch
-    if watch is None or not loop.runtime.any(watch.requested):
+    if stop_point is None or not loop.runtime.any(stop_point.watch.requested):
         return None
-    return StopPoint(watch, loop.runtime, loop.state).preempted()
+    return stop_point.preempted()
 
 
 def on_preempted(loop: Any, err: Preempted) -> None:

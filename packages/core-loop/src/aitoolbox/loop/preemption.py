@@ -211,6 +211,9 @@ class PreemptionWatch:
 
     def __init__(self, settings: Preemption) -> None:
         self.settings = settings
+        #: the launcher's grace (torchrun's shutdown timeout) and the budget, read once here, not in the handler
+        self.launcher_s = launcher_grace_s()
+        self.budget_s = settings.budget_s()
         self.requested = False
         self.signum: int | None = None
         self.signal_time = 0.0  # time.monotonic() of the first signal
@@ -242,7 +245,7 @@ class PreemptionWatch:
         self.count += 1
         if not self.requested:
             self.signum, self.signal_time, self.signal_wall = signum, now, time.time()
-            self.deadline = now + self.settings.budget_s()
+            self.deadline = now + self.budget_s
             self.requested = True
         else:  # hurry: half of what is left (a commit in progress still completes)
             self.deadline = now + max(self.deadline - now, 0.0) / 2
