@@ -58,7 +58,7 @@ _CASES = [
     ("iter:38", "accum3", 0, 39),  # inside a gradient accumulation: the next optimizer step (batch 9 of epoch 2)
     ("epoch:2", "loader-gen", 0, 31),  # as epoch 2 begins: its first step
     ("eval:1", "global", 0, 31),  # during epoch 1's evaluation: it completes, epoch 2's first step stops
-    ("ckpt:35", "global", 0, None),  # inside the commit of iteration 35's checkpoint (35 or 36: the signal races)
+    ("ckpt:35", "global", 0, None),  # inside the commit of iteration 35's checkpoint (the writer thread's timing)
     ("twice:38", "global", 0, 38),  # a second signal only shortens the budget
     ("int:38", "sampler-gen", 0, 38),  # Ctrl-C
     ("group:38", "global", 2, 38),  # the whole process group, DataLoader workers included: they ignore it
@@ -76,7 +76,9 @@ def test_preempted_run_commits_exits_143_and_resumes_exactly(
     record = _preemption_record(tmp_path)
     assert record["signal"] == ("SIGINT" if kill_at.startswith("int") else "SIGTERM")
     if stops_at is None:
-        assert record["iteration"] in (35, 36)
+        # the writer thread sends the signal when it starts writing, some steps after 35 under load, and before the
+        # save at 40 (which waits for that commit)
+        assert 35 <= record["iteration"] <= 40
         # the interrupted commit completed: iteration 35's checkpoint is whole too
         assert any(i.iteration == 35 for i in CheckpointManager(_checkpoint_dir(tmp_path)).list(verify=True))
     else:
