@@ -10,6 +10,7 @@ import aitoolbox.torchtrain
 import aitoolbox.torchtrain.callbacks
 import aitoolbox.torchtrain.train_loop
 from aitoolbox.loop import TrainLoop as EngineTrainLoop
+from aitoolbox.torchtrain._exports import TOP_LEVEL as TOP
 
 
 def test_star_import_gives_the_train_loops() -> None:
@@ -38,11 +39,61 @@ def test_model_and_callback_paths() -> None:
     assert aitoolbox.torchtrain.__version__
 
 
-def test_aitoolbox_is_a_namespace_package() -> None:
+def test_aitoolbox_spans_every_package_and_the_meta_package_owns_its_init() -> None:
     import aitoolbox
 
-    assert getattr(aitoolbox, "__file__", None) is None  # PEP 420: no distribution ships aitoolbox/__init__.py
-    assert len(list(aitoolbox.__path__)) >= 2  # the meta-package and core-loop both contribute
+    # pkgutil-style: the meta-package ships aitoolbox/__init__.py, which extends the path over every package's
+    # aitoolbox/ folder (one folder in a wheel install, one per package in this editable checkout)
+    assert Path(aitoolbox.__file__ or "").parts[-2:] == ("aitoolbox", "__init__.py")
+    folders = {Path(p).resolve() for p in aitoolbox.__path__}
+    for sub in ("loop", "checkpointing", "experiment", "cloud", "torchtrain"):
+        assert any((folder / sub).is_dir() for folder in folders), sub
+        assert __import__(f"aitoolbox.{sub}", fromlist=["_"]).__name__ == f"aitoolbox.{sub}"
+
+
+def test_top_level_has_the_original_names_lazily() -> None:
+    code = (
+        "import sys; import aitoolbox; heavy = {'torch', 'sklearn', 'boto3'} & set(sys.modules); print(sorted(heavy)); "
+        "from aitoolbox import TrainLoop, TTModel; print('sklearn' in sys.modules, 'boto3' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"  # `import aitoolbox` imports nothing heavy
+    assert out[1] == "False False"  # TrainLoop needs neither scikit-learn nor boto3
+
+    import aitoolbox
+    import aitoolbox.torchtrain.callbacks as callbacks
+    from aitoolbox.torchtrain._exports import CALLBACKS, EXPERIMENT, TORCHTRAIN
+
+    assert sorted(aitoolbox.__all__) == sorted({*TORCHTRAIN, *CALLBACKS, *EXPERIMENT})
+    assert sorted(aitoolbox.torchtrain.__all__) == sorted([*TORCHTRAIN, "__version__"])
+    assert set(CALLBACKS) <= set(callbacks.__all__)
+    for name in aitoolbox.__all__:
+        assert getattr(aitoolbox, name) is getattr(__import__(TOP[name], fromlist=["_"]), name)
+    assert aitoolbox.TrainLoop is EngineTrainLoop
+    assert aitoolbox.TrainLoopCheckpointEndSave is aitoolbox.torchtrain.train_loop.TrainLoopCheckpointEndSave
+    namespace: dict[str, object] = {}
+    exec("from aitoolbox import *", namespace)
+    assert {"TrainLoop", "TTModel", "ModelWrap", "EarlyStopping", "ClassificationResultPackage"} <= set(namespace)
+    assert "TrainLoop" in dir(aitoolbox)
+    try:
+        aitoolbox.NoSuchThing  # noqa: B018
+    except AttributeError as err:
+        assert "has no attribute 'NoSuchThing'" in str(err)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_original_module_paths() -> None:
+    from aitoolbox.torchtrain.callbacks.performance_eval import ModelPerformancePrintReport, ModelTrainHistoryPlot
+    from aitoolbox.torchtrain.data.batch_model_feed_defs import AbstractModelFeedDefinition
+    from aitoolbox.torchtrain.data.dataset import BasicDataset, ListDataset
+    from aitoolbox.torchtrain.train_loop.train_loop import TrainLoop
+    from aitoolbox.torchtrain.train_loop.train_loop_tracking import TrainLoopCheckpointEndSave
+
+    assert TrainLoop is EngineTrainLoop and issubclass(TrainLoopCheckpointEndSave, TrainLoop)
+    assert AbstractModelFeedDefinition is aitoolbox.torchtrain.AbstractModelFeedDefinition
+    assert BasicDataset([1, 2])[1] == 2 and ListDataset([1, 2], [3, 4])[0] == (1, 3)
+    assert ModelPerformancePrintReport.__module__ == ModelTrainHistoryPlot.__module__
 
 
 def test_import_adds_little_over_torch() -> None:

@@ -5,6 +5,8 @@ The real multi-process runs (torchrun, gloo) are in the repository's ``tests/tes
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, WeightedRandomSampler
@@ -102,7 +104,9 @@ def test_launch_is_detected_from_torchrun_environment(monkeypatch: pytest.Monkey
     assert _distributed.rank_device("cpu") == "cpu"
 
 
-def test_gpu_mode_ddp_without_gpus_needs_a_process_count(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_mode_ddp_without_gpus_uses_two_cpu_processes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from torch import nn
 
     from aitoolbox.loop import TrainLoop
@@ -115,8 +119,12 @@ def test_gpu_mode_ddp_without_gpus_needs_a_process_count(monkeypatch: pytest.Mon
     tl = TrainLoop(model, make_classification_loader(32), None, None, torch.optim.SGD(model.parameters(), lr=0.1),
                    nn.CrossEntropyLoss(), device="cpu", gpu_mode="ddp")  # fmt: skip
     assert tl.is_main_process and tl.distributed is None
-    with pytest.raises(LoopConfigError, match=r"gpu_mode='ddp' needs num_processes=N here"):
-        tl.fit(num_epochs=1)
+    from aitoolbox.loop._launch import _processes
+
+    with caplog.at_level("WARNING"):
+        assert _processes(None) == min(2, os.cpu_count() or 1)  # the original's DDP script runs on a laptop
+        assert _processes(3) == 3
+    assert "gpu_mode='ddp' without a GPU: training with" in caplog.text and "num_processes=N" in caplog.text
 
 
 def test_a_launching_process_picks_its_device_without_initialising_cuda(monkeypatch: pytest.MonkeyPatch) -> None:

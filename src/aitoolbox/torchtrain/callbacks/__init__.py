@@ -1,28 +1,59 @@
-"""TrainLoop callbacks: the base class and the built-in ones."""
+"""TrainLoop callbacks: the base class, the built-in ones, and the original AIToolbox's under its names."""
 
-from aitoolbox.loop.callbacks import (
-    AbstractCallback,
-    Callback,
+from aitoolbox.loop.callbacks import Callback, LRSchedulerCallback, ProgressBar
+from aitoolbox.torchtrain.callbacks.abstract import AbstractCallback, AbstractExperimentCallback
+from aitoolbox.torchtrain.callbacks.basic import (
+    AllPredictionsSame,
+    DataSubsetTestRun,
     EarlyStopping,
+    EmailNotification,
+    FunctionOnTrainLoop,
+    ListRegisteredCallbacks,
+    LogUpload,
+    TerminateOnNaN,
+    ThresholdEarlyStopping,
+)
+from aitoolbox.torchtrain.callbacks.gradient import (
+    GradientCallbackBase,
+    GradientStatsPrint,
     GradNormClip,
     GradValueClip,
-    LRSchedulerCallback,
-    ProgressBar,
-    TerminateOnNaN,
 )
 from aitoolbox.torchtrain.callbacks.loggers import CSVHistoryWriter, TensorBoardLogger
-from aitoolbox.torchtrain.callbacks.performance_eval import ModelPerformanceEvaluation
+from aitoolbox.torchtrain.callbacks.performance_eval import (
+    MetricHistoryRename,
+    ModelPerformanceEvaluation,
+    ModelPerformancePrintReport,
+    ModelTrainHistoryFileWriter,
+    ModelTrainHistoryPlot,
+    TrainHistoryFormatter,
+)
 
 __all__ = [
     "AbstractCallback",
+    "AbstractExperimentCallback",
+    "AllPredictionsSame",
     "CSVHistoryWriter",
     "Callback",
+    "DataSubsetTestRun",
     "EarlyStopping",
+    "EmailNotification",
+    "FunctionOnTrainLoop",
     "GradNormClip",
     "GradValueClip",
+    "GradientCallbackBase",
+    "GradientStatsPrint",
     "LRSchedulerCallback",
+    "ListRegisteredCallbacks",
+    "LogUpload",
+    "MetricHistoryRename",
     "ModelPerformanceEvaluation",
+    "ModelPerformancePrintReport",
+    "ModelTrainHistoryFileWriter",
+    "ModelTrainHistoryPlot",
     "ProgressBar",
     "TensorBoardLogger",
     "TerminateOnNaN",
+    "ThresholdEarlyStopping",
+    "TrainHistoryFormatter",
 ]

@@ -12,11 +12,12 @@ from aitoolbox.loop.errors import (
     ResumeMismatchError,
 )
 from aitoolbox.loop.history import TrainingHistory
-from aitoolbox.loop.model import ModelWrap, TTModel, as_ttmodel
+from aitoolbox.loop.model import AbstractModelFeedDefinition, ModelWrap, TTBasicModel, TTModel, as_ttmodel
 from aitoolbox.loop.preemption import Preempted, Preemption
 from aitoolbox.loop.train_loop import TrainLoop
 
 __all__ = [
+    "AbstractModelFeedDefinition",
     "AmpConfig",
     "LoopConfigError",
     "LoopError",
@@ -26,6 +27,7 @@ __all__ = [
     "Preempted",
     "Preemption",
     "ResumeMismatchError",
+    "TTBasicModel",
     "TTModel",
     "TrainLoop",
     "TrainingHistory",

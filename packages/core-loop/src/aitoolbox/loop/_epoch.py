@@ -207,12 +207,15 @@ def train(loop: Any, run: FitRun) -> None:
         loop.callbacks.append(ProgressBar())
     for cb in loop.callbacks:
         cb.register_train_loop_object(loop)
-    loop.callback_handler = handler = CallbackHandler(loop.callbacks)
+    local_rank = getattr(loop.runtime, "local_rank", None)  # set in a distributed run
+    loop.callback_handler = handler = CallbackHandler(loop.callbacks, local_rank)
     for ext in loop.extensions:
         ext.on_fit_start(loop)
     runner = EpochRunner(loop, loop.runtime.wrapped)
     log = logger.info if loop.is_main_process else logger.debug
     loop.tt_model.train()
+    if local_rank is not None:
+        handler.call("on_multiprocess_start")
     handler.call("on_train_begin")
     start = time.perf_counter()
     while not state.done():

@@ -155,9 +155,14 @@ def _concat(parts: list[Any]) -> Any:
 
 
 def predict(
-    model: TTModel, loader: Iterable[Any], device: torch.device, amp: AmpConfig
+    model: TTModel,
+    loader: Iterable[Any],
+    device: torch.device,
+    amp: AmpConfig,
+    on_batch: Callable[[Any, Any, Any], None] | None = None,
 ) -> tuple[Any, Any, dict[str, Any] | None]:
-    """Run ``model.get_predictions`` over ``loader`` and concatenate ``(y_pred, y_true, metadata)`` on the CPU."""
+    """Run ``model.get_predictions`` over ``loader`` and concatenate ``(y_pred, y_true, metadata)`` on the CPU;
+    ``on_batch(y_pred, y_true, metadata)`` sees each batch's outputs first."""
     was_training = model.training
     model.eval()
     preds: list[Any] = []
@@ -169,6 +174,8 @@ def predict(
                 batch = move_to_device(batch, device)
                 out = model.get_predictions(batch, device)
                 y_pred, y_true, metadata = out if preds else _check_predictions(model, out)
+                if on_batch is not None:
+                    on_batch(y_pred, y_true, metadata)
                 preds.append(_to_host(y_pred))
                 trues.append(_to_host(y_true))
                 if metadata is not None:
@@ -196,11 +203,24 @@ def evaluate_named(loop: Any, name: str) -> float:
     return float(total / count)
 
 
-def predict_named(loop: Any, name: str) -> tuple[Any, Any, dict[str, Any] | None]:
-    """Predictions over ``loop``'s loader ``name``; gathered in dataset order when sharded."""
+_SPLIT = {"train_loader": "train", "validation_loader": "validation", "test_loader": "test"}
+
+
+def predict_named(loop: Any, name: str, execute_callbacks: bool = False) -> tuple[Any, Any, dict[str, Any] | None]:
+    """Predictions over ``loop``'s loader ``name``; gathered in dataset order when sharded. With
+    ``execute_callbacks``, the callbacks' ``on_after_batch_prediction`` see every batch."""
     start_rank(loop)
     loader, sharded = loop.loaders.evaluation(name, _given(loop, name))
-    out = predict(loop.tt_model, loader, loop.device, loop.amp)
+    on_batch = None
+    hooked = loop.callback_handler.by_hook["on_after_batch_prediction"] if execute_callbacks else []
+    if hooked:
+        info = {"type": _SPLIT[name]}
+
+        def on_batch(y_pred: Any, y_true: Any, metadata: Any) -> None:
+            for cb in hooked:
+                cb.on_after_batch_prediction(y_pred, y_true, metadata, info)
+
+    out = predict(loop.tt_model, loader, loop.device, loop.amp, on_batch)
     if sharded:
         out = loop.runtime.gather_predictions(out, len(_given(loop, name).dataset))
     return out
@@ -216,28 +236,38 @@ def _given(loop: Any, name: str) -> Any:
 class EvaluationAPI:
     """The TrainLoop's evaluation methods (of the original AIToolbox): losses and predictions per split."""
 
-    def evaluate_loss_on_train_set(self) -> float:
+    # ``force_prediction`` and ``float_dict_format`` are the original AIToolbox's arguments: nothing is cached here
+    # (every call computes), and a loss is one float.
+
+    def evaluate_loss_on_train_set(self, force_prediction: bool = False, float_dict_format: bool = False) -> float:
         """Loss over the training set, weighted by batch size, in eval mode (global RNG untouched); in distributed
         runs each rank evaluates its share (no sample twice) and the sums are reduced."""
         return evaluate_named(self, "train_loader")
 
-    def evaluate_loss_on_validation_set(self) -> float:
+    def evaluate_loss_on_validation_set(self, force_prediction: bool = False, float_dict_format: bool = False) -> float:
         """Loss over the validation set, weighted by batch size, in eval mode (global RNG untouched)."""
         return evaluate_named(self, "validation_loader")
 
-    def evaluate_loss_on_test_set(self) -> float:
+    def evaluate_loss_on_test_set(self, force_prediction: bool = False, float_dict_format: bool = False) -> float:
         """Loss over the test set, weighted by batch size, in eval mode (global RNG untouched)."""
         return evaluate_named(self, "test_loader")
 
-    def predict_on_train_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
+    def predict_on_train_set(
+        self, force_prediction: bool = False, execute_callbacks: bool = False
+    ) -> tuple[Any, Any, dict[str, Any] | None]:
         """``(y_pred, y_true, metadata)`` over the training set, concatenated on the CPU; in distributed runs every
-        rank predicts its share and gets the whole set back, in dataset order."""
-        return predict_named(self, "train_loader")
+        rank predicts its share and gets the whole set back, in dataset order. ``execute_callbacks``: call the
+        callbacks' ``on_after_batch_prediction`` after each batch."""
+        return predict_named(self, "train_loader", execute_callbacks)
 
-    def predict_on_validation_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
+    def predict_on_validation_set(
+        self, force_prediction: bool = False, execute_callbacks: bool = False
+    ) -> tuple[Any, Any, dict[str, Any] | None]:
         """``(y_pred, y_true, metadata)`` over the validation set, concatenated on the CPU."""
-        return predict_named(self, "validation_loader")
+        return predict_named(self, "validation_loader", execute_callbacks)
 
-    def predict_on_test_set(self) -> tuple[Any, Any, dict[str, Any] | None]:
+    def predict_on_test_set(
+        self, force_prediction: bool = False, execute_callbacks: bool = False
+    ) -> tuple[Any, Any, dict[str, Any] | None]:
         """``(y_pred, y_true, metadata)`` over the test set, concatenated on the CPU."""
-        return predict_named(self, "test_loader")
+        return predict_named(self, "test_loader", execute_callbacks)

@@ -34,14 +34,22 @@ def will_launch(gpu_mode: str) -> bool:
     return gpu_mode == "ddp" and not launched()
 
 
+#: workers of ``gpu_mode='ddp'`` on a machine without GPU when ``num_processes`` is not given
+CPU_DEFAULT_PROCESSES = 2
+
+
 def _processes(num_processes: int | None) -> int:
     if num_processes is not None:
         return num_processes
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
         return torch.cuda.device_count()
-    raise LoopConfigError(
-        "gpu_mode='ddp' needs num_processes=N here: there is no GPU to count (on CPU the workers use gloo)"
+    n = min(CPU_DEFAULT_PROCESSES, os.cpu_count() or 1)
+    logger.warning(
+        "gpu_mode='ddp' without a GPU: training with %d CPU processes (gloo), one thread each; "
+        "set num_processes=N to choose",
+        n,
     )
+    return n
 
 
 def launch(loop: Any, kwargs: dict[str, Any]) -> None:

@@ -6,7 +6,30 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["TrainingHistory"]
+__all__ = ["ORIGINAL_METRIC_NAMES", "TrainingHistory", "canonical_metric"]
+
+#: The original AIToolbox's metric names and this project's (the result packages' names), for the same quantity.
+ORIGINAL_METRIC_NAMES = {
+    "Accuracy": "accuracy",
+    "ROC_AUC": "roc_auc",
+    "PrecisionRecall_AUC": "pr_auc",
+    "Mean_squared_error": "mse",
+    "Mean_absolute_error": "mae",
+}
+_SPLITS = ("train_end_train_", "train_end_val_", "train_", "val_", "test_", "")
+
+
+def canonical_metric(name: str) -> str:
+    """This project's history key for a metric named the original AIToolbox's way (``'val_Accuracy'`` ->
+    ``'val_accuracy'``); other names unchanged.
+
+    >>> canonical_metric("train_Accuracy"), canonical_metric("val_loss")
+    ('train_accuracy', 'val_loss')
+    """
+    for split in _SPLITS:
+        if name.startswith(split) and name[len(split) :] in ORIGINAL_METRIC_NAMES:
+            return split + ORIGINAL_METRIC_NAMES[name[len(split) :]]
+    return name
 
 
 class TrainingHistory(Mapping[str, list[Any]]):
@@ -20,13 +43,18 @@ class TrainingHistory(Mapping[str, list[Any]]):
         >>> h.insert_single_result_into_history("loss", 0.5)
         >>> h["loss"], h.get_last("loss"), "val_loss" in h
         ([0.5], 0.5, False)
+
+    A metric may be read by its original AIToolbox name too: ``h["val_Accuracy"]`` is ``h["val_accuracy"]``.
     """
 
     def __init__(self, history: Mapping[str, list[Any]] | None = None) -> None:
         self._history: dict[str, list[Any]] = {k: list(v) for k, v in (history or {}).items()}
 
     def __getitem__(self, name: str) -> list[Any]:
-        return self._history[name]
+        try:
+            return self._history[name]
+        except KeyError:
+            return self._history[canonical_metric(name)]  # the original's metric names (``'val_Accuracy'``) too
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._history)
@@ -43,7 +71,7 @@ class TrainingHistory(Mapping[str, list[Any]]):
 
     def get_last(self, name: str, default: Any = None) -> Any:
         """The latest value of ``name``, or ``default`` when it has none."""
-        values = self._history.get(name)
+        values = self._history.get(name) or self._history.get(canonical_metric(name))
         return values[-1] if values else default
 
     def last_numbers(self) -> dict[str, float]:

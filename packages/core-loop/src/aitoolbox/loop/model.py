@@ -11,7 +11,7 @@ from torch import nn
 
 from aitoolbox.loop.errors import ModelNotSupportedError, check_int
 
-__all__ = ["ModelWrap", "TTModel", "as_ttmodel"]
+__all__ = ["AbstractModelFeedDefinition", "ModelWrap", "TTBasicModel", "TTModel", "as_ttmodel"]
 
 
 class TTModel(nn.Module, abc.ABC):
@@ -69,16 +69,61 @@ class TTModel(nn.Module, abc.ABC):
         """
 
 
-class ModelWrap(TTModel):
-    """Adapts a plain ``nn.Module`` whose batches are ``(input_1, ..., input_k, target)`` to :class:`TTModel`.
+class TTBasicModel(TTModel):
+    """A :class:`TTModel` for ``forward(*inputs)`` models whose batches are ``(input_1, ..., input_k, target)``.
 
-    The loss is ``criterion(module(input_1, ..., input_k), target)`` and the predictions are the module's raw outputs
-    (e.g. logits or log-probabilities; result packages take the argmax where needed). ``TrainLoop`` wraps plain modules
-    automatically; use this class directly only to change ``num_inputs``.
+    Subclass it, define ``forward``, and ``get_loss``/``get_predictions`` come ready: the loss is
+    ``criterion(self(*inputs), target)``, the predictions are the raw outputs (the original AIToolbox class).
+    """
+
+    def get_loss(self, batch: Any, criterion: Callable[..., torch.Tensor] | None, device: torch.device) -> torch.Tensor:
+        inputs, target = split_batch(batch, None, type(self).__name__)
+        assert criterion is not None  # guaranteed by TrainLoop's validation
+        return criterion(self(*move_all(inputs, device)), move_all([target], device)[0])
+
+    def get_predictions(self, batch: Any, device: torch.device) -> tuple[Any, Any, dict[str, Any] | None]:
+        inputs, target = split_batch(batch, None, type(self).__name__)
+        return self(*move_all(inputs, device)), target, {}
+
+
+class AbstractModelFeedDefinition(abc.ABC):
+    """How a plain ``nn.Module`` is fed a batch, for :class:`ModelWrap` (the original AIToolbox contract).
+
+    The methods are a :class:`TTModel`'s with the model as first argument.
+    """
+
+    @abc.abstractmethod
+    def get_loss(
+        self, model: nn.Module, batch_data: Any, criterion: Callable[..., torch.Tensor] | None, device: torch.device
+    ) -> torch.Tensor:
+        """Return the scalar training loss of ``model`` on ``batch_data``."""
+
+    def get_loss_eval(
+        self, model: nn.Module, batch_data: Any, criterion: Callable[..., torch.Tensor] | None, device: torch.device
+    ) -> torch.Tensor:
+        """The evaluation loss; by default :meth:`get_loss`."""
+        return self.get_loss(model, batch_data, criterion, device)
+
+    @abc.abstractmethod
+    def get_predictions(
+        self, model: nn.Module, batch_data: Any, device: torch.device
+    ) -> tuple[Any, Any, dict[str, Any] | None]:
+        """Return ``(y_pred, y_true, metadata)`` for ``batch_data``."""
+
+
+class ModelWrap(TTModel):
+    """Adapts a plain ``nn.Module`` to :class:`TTModel`, by a feed definition or for ``(inputs..., target)`` batches.
+
+    With ``batch_model_feed_def`` (an :class:`AbstractModelFeedDefinition`, or any object with its methods) the loss
+    and predictions are what it computes from ``(module, batch, ...)``. Without, batches are
+    ``(input_1, ..., input_k, target)``: the loss is ``criterion(module(input_1, ..., input_k), target)`` and the
+    predictions are the module's raw outputs (e.g. logits; result packages take the argmax where needed). ``TrainLoop``
+    wraps plain modules this way automatically. Checkpoints hold the module's ``state_dict`` under ``module.``.
 
     Args:
         module: the model to adapt.
-        num_inputs: how many leading batch elements are inputs; ``None`` means all but the last.
+        batch_model_feed_def: how to feed it (the original AIToolbox's ``ModelWrap(model, feed_def)``).
+        num_inputs: without a feed definition, how many leading batch elements are inputs (``None``: all but the last).
 
     Example:
         >>> import torch
@@ -90,34 +135,66 @@ class ModelWrap(TTModel):
         torch.Size([])
     """
 
-    def __init__(self, module: nn.Module, *, num_inputs: int | None = None) -> None:
+    def __init__(self, module: nn.Module, batch_model_feed_def: Any = None, *, num_inputs: int | None = None) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
             raise ModelNotSupportedError(f"ModelWrap needs an nn.Module, got {type(module).__name__}")
         check_int("num_inputs", num_inputs, 1, optional=True, expected="a positive int")
+        if batch_model_feed_def is not None:
+            missing = [
+                m for m in ("get_loss", "get_predictions") if not callable(getattr(batch_model_feed_def, m, None))
+            ]
+            if missing or num_inputs is not None:
+                raise ModelNotSupportedError(
+                    f"batch_model_feed_def must define get_loss(model, batch, criterion, device) and "
+                    f"get_predictions(model, batch, device) (subclass AbstractModelFeedDefinition); "
+                    f"{type(batch_model_feed_def).__name__} lacks {missing}"
+                    if missing
+                    else "num_inputs applies only without a batch_model_feed_def; pass one or the other"
+                )
         self.module = module
+        self.batch_model_feed_def = batch_model_feed_def
         self.num_inputs = num_inputs
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
 
-    def _split(self, batch: Any) -> tuple[Sequence[Any], Any]:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ModelNotSupportedError(
-                f"{type(self.module).__name__} is a plain nn.Module, so batches must be (inputs..., target) "
-                f"tuples or lists, got {type(batch).__name__}; subclass TTModel to handle other batch layouts"
-            )
-        n = len(batch) - 1 if self.num_inputs is None else self.num_inputs
-        return batch[:n], batch[-1]
-
     def get_loss(self, batch: Any, criterion: Callable[..., torch.Tensor] | None, device: torch.device) -> torch.Tensor:
-        inputs, target = self._split(batch)
+        if self.batch_model_feed_def is not None:
+            return self.batch_model_feed_def.get_loss(self.module, batch, criterion, device)  # type: ignore[no-any-return]
+        inputs, target = split_batch(batch, self.num_inputs, type(self.module).__name__)
         assert criterion is not None  # guaranteed by TrainLoop's validation
         return criterion(self.module(*inputs), target)
 
+    def get_loss_eval(
+        self, batch: Any, criterion: Callable[..., torch.Tensor] | None, device: torch.device
+    ) -> torch.Tensor:
+        feed = self.batch_model_feed_def
+        if feed is not None and callable(getattr(feed, "get_loss_eval", None)):
+            return feed.get_loss_eval(self.module, batch, criterion, device)  # type: ignore[no-any-return]
+        return self.get_loss(batch, criterion, device)
+
     def get_predictions(self, batch: Any, device: torch.device) -> tuple[Any, Any, dict[str, Any] | None]:
-        inputs, target = self._split(batch)
+        if self.batch_model_feed_def is not None:
+            return self.batch_model_feed_def.get_predictions(self.module, batch, device)  # type: ignore[no-any-return]
+        inputs, target = split_batch(batch, self.num_inputs, type(self.module).__name__)
         return self.module(*inputs), target, None
+
+
+def split_batch(batch: Any, num_inputs: int | None, model_name: str) -> tuple[Sequence[Any], Any]:
+    """``(inputs, target)`` of an ``(input_1, ..., input_k, target)`` batch, or a clear error for another layout."""
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise ModelNotSupportedError(
+            f"{model_name}: batches must be (inputs..., target) tuples or lists, got {type(batch).__name__}; "
+            "subclass TTModel (or give ModelWrap a batch_model_feed_def) to handle other batch layouts"
+        )
+    n = len(batch) - 1 if num_inputs is None else num_inputs
+    return batch[:n], batch[-1]
+
+
+def move_all(items: Sequence[Any], device: torch.device) -> list[Any]:
+    """Each tensor of ``items`` on ``device`` (``non_blocking``); other items unchanged."""
+    return [x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x for x in items]
 
 
 def as_ttmodel(model: object) -> TTModel:

@@ -248,6 +248,10 @@ class TrainLoop(EvaluationAPI):
         after_fit(self)
         return self.model
 
+    def __call__(self, *args: Any, **kwargs: Any) -> TTModel | nn.Module:
+        """``tl(num_epochs=...)`` is :meth:`fit` (the original AIToolbox spelling)."""
+        return self.fit(*args, **kwargs)
+
     def state_dict(self) -> dict[str, Any]:
         """The loop's resumable state: position, history, loss accumulators, sampling RNG and GradScaler.
 

@@ -22,6 +22,8 @@ HOOKS: dict[str, int] = {
     "on_batch_end": 0,
     "on_after_gradient_update": 1,
     "on_after_optimizer_step": 0,
+    "on_multiprocess_start": 0,
+    "on_after_batch_prediction": 4,
 }
 
 
@@ -34,7 +36,9 @@ def _check_signature(cb: Callback, hook: str, nargs: int) -> None:
     try:
         signature.bind(*([None] * nargs))
     except TypeError as err:
-        expected = "self, optimizer_idx" if nargs else "self"
+        expected = {0: "self", 1: "self, optimizer_idx"}.get(
+            nargs, "self, y_pred_batch, y_test_batch, metadata_batch, dataset_info"
+        )
         raise LoopConfigError(
             f"{type(cb).__name__}.{hook}{signature} cannot be called as {hook}({expected}); "
             f"change its parameters to ({expected})"
@@ -70,10 +74,18 @@ def validate_callbacks(callbacks: Iterable[object] | None) -> list[Callback]:
 
 
 class CallbackHandler:
-    """The registered callbacks, sorted by ``execution_order``, and per hook the ones that override it."""
+    """The registered callbacks, sorted by ``execution_order``, and per hook the ones that override it.
 
-    def __init__(self, callbacks: list[Callback]) -> None:
-        self.callbacks = sorted(callbacks, key=lambda c: c.execution_order)
+    ``local_rank``: in a distributed run, this process's local rank; a callback with another ``device_idx_execution``
+    is left out here. ``None`` (one process): every callback runs.
+    """
+
+    def __init__(self, callbacks: list[Callback], local_rank: int | None = None) -> None:
+        def runs_here(cb: Callback) -> bool:
+            where = getattr(cb, "device_idx_execution", None)
+            return local_rank is None or where is None or where == local_rank
+
+        self.callbacks = sorted((cb for cb in callbacks if runs_here(cb)), key=lambda c: c.execution_order)
         self.by_hook: dict[str, list[Callback]] = {
             hook: [cb for cb in self.callbacks if _overrides(cb, hook)] for hook in HOOKS
         }

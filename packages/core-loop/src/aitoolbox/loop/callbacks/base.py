@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.history import canonical_metric
 
 __all__ = ["AbstractCallback", "Callback", "callback_states", "check_metric_will_exist", "load_callback_states"]
 
@@ -23,6 +24,7 @@ class Callback:
 
         on_train_loop_registration()          # once, when fit() registers the callback
         on_train_begin()
+        on_multiprocess_start()               # distributed runs: in every process
         for each epoch:
             on_epoch_begin()
             for each batch:
@@ -40,6 +42,8 @@ class Callback:
     Args:
         callback_name: a name used in logs and in checkpoints of callback state.
         execution_order: callbacks run in increasing ``execution_order``; ties keep the order they were given in.
+        device_idx_execution: in a distributed run, only the process of this local rank (its GPU index) calls the
+            callback's hooks; ``None`` (default): every process. A single process calls every callback.
 
     Example:
         .. code-block:: python
@@ -55,9 +59,21 @@ class Callback:
     #: Callbacks that never stop mid-epoch set it to False (no per-batch collective).
     stops_mid_epoch: bool = True
 
-    def __init__(self, callback_name: str | None = None, execution_order: int = 0) -> None:
+    def __init__(
+        self, callback_name: str | None = None, execution_order: int = 0, device_idx_execution: int | None = None
+    ) -> None:
+        if device_idx_execution is not None and (
+            not isinstance(device_idx_execution, int)
+            or isinstance(device_idx_execution, bool)
+            or device_idx_execution < 0
+        ):
+            raise LoopConfigError(
+                f"device_idx_execution must be None (every process) or a local rank >= 0, got {device_idx_execution!r}"
+            )
         self.callback_name = callback_name or type(self).__name__
         self.execution_order = execution_order
+        #: in a distributed run, the local rank (GPU index) whose process runs this callback; ``None``: every rank
+        self.device_idx_execution = device_idx_execution
         #: the running TrainLoop (typed ``Any``: this module does not import the engine)
         self.train_loop_obj: Any = None
 
@@ -93,6 +109,15 @@ class Callback:
 
     def on_after_optimizer_step(self) -> None:
         """Called after every optimizer step."""
+
+    def on_multiprocess_start(self) -> None:
+        """Called in every process of a distributed run (after the process group is up), before ``on_train_begin``."""
+
+    def on_after_batch_prediction(
+        self, y_pred_batch: Any, y_test_batch: Any, metadata_batch: Any, dataset_info: dict[str, Any]
+    ) -> None:
+        """Called after each batch of a ``predict_on_*_set(execute_callbacks=True)`` with that batch's outputs
+        (on the device) and ``{"type": "train" | "validation" | "test"}``."""
 
     def provided_metrics(self) -> Sequence[str] | None:
         """The training-history metrics this callback adds, or ``None`` when it cannot say (the default).
@@ -131,7 +156,7 @@ def check_metric_will_exist(tl: Any, monitor: str, what: str) -> None:
         if provided is None:
             return
         known.update(provided)
-    if monitor not in known:
+    if canonical_metric(monitor) not in known:
         raise LoopConfigError(
             f"{what} {monitor!r}, which nothing in this run puts in the training history (it will have "
             f"{sorted(known)}); monitor one of those, or add the callback that records it "

@@ -1,0 +1,44 @@
+"""Distributed data parallel from a plain `python` run: TrainLoop(..., gpu_mode='ddp').fit(...)."""
+
+import torch.nn as nn
+import torch.optim as optim
+from _data import mnist_loader
+from _net import MNISTNet
+
+from aitoolbox import TrainLoop, TTModel
+from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
+from aitoolbox.torchtrain.callbacks.performance_eval import ModelPerformanceEvaluation, ModelPerformancePrintReport
+
+
+class Net(TTModel):
+    def __init__(self):
+        super().__init__()
+        self.net = MNISTNet()
+
+    def forward(self, x):
+        return self.net(x)
+
+    def get_loss(self, batch_data, criterion, device):
+        data, target = batch_data
+        return criterion(self(data.to(device)), target.to(device))
+
+    def get_predictions(self, batch_data, device):
+        data, y_test = batch_data
+        return self(data.to(device)).argmax(dim=1).cpu(), y_test, {}
+
+
+if __name__ == "__main__":
+    model = Net()
+    callbacks = [
+        ModelPerformanceEvaluation(ClassificationResultPackage(), {}, on_train_data=True, on_val_data=True),
+        ModelPerformancePrintReport(["train_Accuracy", "val_Accuracy"]),
+    ]
+    TrainLoop(
+        model,
+        mnist_loader(True, 100),
+        mnist_loader(False, 100),
+        mnist_loader(False, 100),
+        optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)),
+        nn.NLLLoss(),
+        gpu_mode="ddp",
+    ).fit(num_epochs=10, callbacks=callbacks)
