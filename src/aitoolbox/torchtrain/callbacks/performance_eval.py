@@ -100,7 +100,9 @@ class ModelPerformanceEvaluation(Callback):
                 "ModelPerformanceEvaluation(on_val_data=True) needs a validation_loader; pass one to the TrainLoop"
             )
 
-    def provided_metrics(self) -> tuple[str, ...]:
+    def provided_metrics(self) -> tuple[str, ...] | None:
+        if not self.result_package.metrics_known:
+            return None  # an original-style package names its results when it has computed them
         prefixes = [p for p, on in (("train", self.on_train_data), ("val", self.on_val_data)) if on]
         names = [f"{prefix}_{name}" for prefix in prefixes for name in self.result_package.metrics]
         return (*names, *(TRAIN_END + n for n in names))

@@ -3,5 +3,19 @@
 from aitoolbox.experiment._version import __version__
 from aitoolbox.experiment.errors import ExperimentWriteError, ResultPackageError, ResultsError
 from aitoolbox.experiment.experiment_writer import ExperimentWriter
+from aitoolbox.experiment.result_package.basic_packages import (  # the original's names here
+    BinaryClassificationResultPackage,
+    ClassificationResultPackage,
+    RegressionResultPackage,
+)
 
-__all__ = ["ExperimentWriteError", "ExperimentWriter", "ResultPackageError", "ResultsError", "__version__"]
+__all__ = [
+    "BinaryClassificationResultPackage",
+    "ClassificationResultPackage",
+    "ExperimentWriteError",
+    "ExperimentWriter",
+    "RegressionResultPackage",
+    "ResultPackageError",
+    "ResultsError",
+    "__version__",
+]

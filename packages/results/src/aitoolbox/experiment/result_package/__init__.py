@@ -1,6 +1,10 @@
 """Result packages: named sets of metrics computed from targets and predictions."""
 
 from aitoolbox.experiment.result_package.abstract import AbstractResultPackage, CombinedResultPackage
+from aitoolbox.experiment.result_package.abstract_result_packages import (
+    MultipleResultPackageWrapper,
+    PreCalculatedResultPackage,
+)
 from aitoolbox.experiment.result_package.basic_packages import (
     BinaryClassificationResultPackage,
     ClassificationResultPackage,
@@ -14,5 +18,7 @@ __all__ = [
     "ClassificationResultPackage",
     "CombinedResultPackage",
     "GeneralResultPackage",
+    "MultipleResultPackageWrapper",
+    "PreCalculatedResultPackage",
     "RegressionResultPackage",
 ]

@@ -53,7 +53,8 @@ class ClassificationResultPackage(AbstractResultPackage):
         out: dict[str, Any] = {
             "accuracy": float(skm.accuracy_score(t, p)),
             "balanced_accuracy": float(_quiet(skm.balanced_accuracy_score, t, p)),
-            "confusion_matrix": skm.confusion_matrix(t, p, labels=labels).tolist(),
+            # one class only (a tiny split) is a valid 1x1 matrix; scikit-learn warns about it
+            "confusion_matrix": _quiet(skm.confusion_matrix, t, p, labels=labels).tolist(),
             "classification_report": skm.classification_report(t, p, output_dict=True, zero_division=0),
         }
         for avg in ("macro", "weighted"):
@@ -62,12 +63,12 @@ class ClassificationResultPackage(AbstractResultPackage):
         return out
 
 
-def _quiet(fn: Callable[..., Any], *args: Any) -> Any:
+def _quiet(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true": the score is still defined
-        return fn(*args)
+        return fn(*args, **kwargs)
 
 
 class BinaryClassificationResultPackage(AbstractResultPackage):
@@ -77,7 +78,8 @@ class BinaryClassificationResultPackage(AbstractResultPackage):
     outside [0, 1]: thresholded at 0 after a sigmoid), hard labels, or two-column scores ``(n, 2)``.
 
     Args:
-        threshold: the probability at or above which a prediction counts as positive.
+        threshold: the probability at or above which a prediction counts as positive (``positive_class_thresh``:
+            the original's name).
 
     Example:
         >>> pkg = BinaryClassificationResultPackage(metrics=["accuracy", "roc_auc"])
@@ -87,8 +89,17 @@ class BinaryClassificationResultPackage(AbstractResultPackage):
 
     METRICS = (*ClassificationResultPackage.METRICS, "roc_auc", "pr_auc")
 
-    def __init__(self, metrics: Sequence[str] | None = None, threshold: float = 0.5, pkg_name: str | None = None):
-        super().__init__(metrics, pkg_name)
+    def __init__(
+        self,
+        metrics: Sequence[str] | None = None,
+        threshold: float = 0.5,
+        pkg_name: str | None = None,
+        *,
+        positive_class_thresh: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(metrics, pkg_name, **kwargs)
+        threshold = threshold if positive_class_thresh is None else positive_class_thresh  # the original's name
         if not 0.0 < threshold < 1.0:
             raise ResultPackageError(f"threshold must be between 0 and 1, got {threshold!r}")
         self.threshold = threshold

@@ -1,0 +1,241 @@
+"""The original AIToolbox loop API that is not in its example scripts: models, callbacks, hooks, evaluation
+arguments, names. Real training on small data."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from aitoolbox import ModelWrap, TrainLoop, TTModel
+from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
+from aitoolbox.loop import LoopConfigError
+from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+from aitoolbox.torchtrain.callbacks.abstract import AbstractCallback
+from aitoolbox.torchtrain.callbacks.basic import (
+    AllPredictionsSame,
+    DataSubsetTestRun,
+    EmailNotification,
+    FunctionOnTrainLoop,
+    TerminateOnNaN,
+    ThresholdEarlyStopping,
+)
+from aitoolbox.torchtrain.callbacks.gradient import GradNormClip, GradValueClip
+from aitoolbox.torchtrain.callbacks.performance_eval import (
+    MetricHistoryRename,
+    ModelPerformanceEvaluation,
+    ModelPerformancePrintReport,
+    ModelTrainHistoryFileWriter,
+)
+from aitoolbox.torchtrain.data.batch_model_feed_defs import AbstractModelFeedDefinition
+from aitoolbox.torchtrain.model import MultiGPUModelWrap, TTBasicModel
+from aitoolbox.torchtrain.parallel import TTDataParallel
+
+
+def loaders(n: int = 96) -> tuple[Any, Any]:
+    return make_classification_loader(n, batch_size=16), make_classification_loader(48, batch_size=16, seed=1)
+
+
+class Feed(AbstractModelFeedDefinition):
+    def __init__(self) -> None:
+        self.calls = {"loss": 0, "eval": 0, "pred": 0}
+
+    def get_loss(self, model: nn.Module, batch_data: Any, criterion: Any, device: Any) -> torch.Tensor:
+        self.calls["loss"] += 1
+        x, y = batch_data
+        return criterion(model(x.to(device)), y.to(device))
+
+    def get_loss_eval(self, model: nn.Module, batch_data: Any, criterion: Any, device: Any) -> torch.Tensor:
+        self.calls["eval"] += 1
+        return self.get_loss(model, batch_data, criterion, device)
+
+    def get_predictions(self, model: nn.Module, batch_data: Any, device: Any) -> tuple[Any, Any, Any]:
+        self.calls["pred"] += 1
+        x, y = batch_data
+        return model(x.to(device)).argmax(1), y, {"n": [len(y)]}
+
+
+def test_model_wrap_with_a_feed_definition_trains_and_saves_the_module() -> None:
+    train, val = loaders()
+    net, feed = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)), Feed()
+    tl = TrainLoop(ModelWrap(net, feed), train, val, None, torch.optim.Adam(net.parameters(), lr=0.05),
+                   nn.CrossEntropyLoss())  # fmt: skip
+    tl(num_epochs=3)  # the original's call form
+    assert feed.calls["eval"] == 3 * len(val)  # val_loss every epoch, by the feed's get_loss_eval
+    assert feed.calls["loss"] == 3 * len(train) + feed.calls["eval"]  # (which calls its get_loss)
+    _, _, meta = tl.predict_on_validation_set()
+    assert feed.calls["pred"] == len(val) and meta == {"n": [16, 16, 16]}
+    assert tl.train_history["val_loss"][-1] < tl.train_history["val_loss"][0]
+    assert set(tl.model.state_dict()) == {f"module.{k}" for k in net.state_dict()}
+    with pytest.raises(Exception, match="get_predictions"):
+        ModelWrap(net, object())
+    with pytest.raises(Exception, match="num_inputs applies only without"):
+        ModelWrap(net, feed, num_inputs=1)
+
+
+def test_tt_basic_model_and_multi_gpu_model_wrap() -> None:
+    class Basic(TTBasicModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x)
+
+    for model in (Basic(), MultiGPUModelWrap(nn.Linear(8, 3))):
+        train, val = loaders()
+        tl = TrainLoop(model, train, val, None, torch.optim.SGD(model.parameters(), lr=0.5), nn.CrossEntropyLoss())
+        tl.fit(num_epochs=4)
+        assert tl.train_history["loss"][-1] < tl.train_history["loss"][0]
+        y_pred, y_true, _ = tl.predict_on_validation_set()
+        assert y_pred.shape == (48, 3) and y_true.shape == (48,)
+
+
+def test_data_parallel_is_refused_with_the_replacement() -> None:
+    with pytest.raises(LoopConfigError, match="gpu_mode='ddp'"):
+        TTDataParallel(nn.Linear(2, 2))
+    with pytest.raises(LoopConfigError, match="FunctionOnTrainLoop"):
+        EmailNotification("me", "me@example.com", "you@example.com")
+
+
+def test_original_callbacks_behave() -> None:
+    train, val = loaders()
+    model = TinyClassifier()
+    seen: list[int] = []
+    report = io.StringIO()
+    callbacks = [
+        ModelPerformanceEvaluation(ClassificationResultPackage(metrics=["accuracy"]), {"lr": 0.05}, eval_frequency=2),
+        MetricHistoryRename("loss", "train_loss_copy"),
+        ModelPerformancePrintReport(["val_Accuracy"], on_each_epoch=False, stream=report),
+        FunctionOnTrainLoop(lambda tl: seen.append(tl.epoch), epoch_end=True),
+        GradNormClip(max_grad_norm=1.0),
+        GradValueClip(max_grad_value=5.0),
+        ThresholdEarlyStopping("loss", threshold=-1.0, patience=2),  # a loss never below -1: stops after 3 epochs
+    ]
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters(), lr=0.05), nn.CrossEntropyLoss())
+    tl.fit(num_epochs=10, callbacks=callbacks)
+    assert seen == [0, 1, 2] and tl.epochs_done == 3
+    assert len(tl.train_history["val_accuracy"]) == 2  # epochs 0 and 2 (eval_frequency=2)
+    assert tl.train_history["train_loss_copy"] == tl.train_history["loss"]
+    assert (
+        report.getvalue().splitlines()[1] == f"train_end_val_Accuracy: {tl.train_history['train_end_val_accuracy'][0]}"
+    )
+    with pytest.raises(LoopConfigError, match="give max_norm= \\(or the original's max_grad_norm=\\)"):
+        GradNormClip()
+
+
+def test_print_report_strict_about_missing_metrics() -> None:
+    train, val = loaders()
+    model = TinyClassifier()
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+    with pytest.raises(LoopConfigError, match="metric val_Accuracy is not in the training history"):
+        tl.fit(num_epochs=1, callbacks=[ModelPerformancePrintReport(["val_Accuracy"], stream=io.StringIO())])
+
+
+def test_terminate_on_nan_by_monitor_and_all_predictions_same() -> None:
+    train, val = loaders()
+    model = TinyClassifier()
+    nan_metric = FunctionOnTrainLoop(lambda tl: tl.train_history.insert_single_result_into_history("acc", math.nan),
+                                     epoch_end=True)  # fmt: skip
+    same = AllPredictionsSame(value=-1, stop_training=True)  # never true: class indices are >= 0
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+    tl.fit(num_epochs=5, callbacks=[nan_metric, TerminateOnNaN(monitor="acc"), same])
+    assert tl.epochs_done == 1 and "acc = nan" in (tl.stop_reason or "")
+
+
+def test_data_subset_test_run() -> None:
+    train, val = loaders()
+    model = TinyClassifier()
+    batches: list[int] = []
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+    count = FunctionOnTrainLoop(lambda t: batches.append(t.iteration), epoch_end=True)
+    tl.fit(num_epochs=2, callbacks=[DataSubsetTestRun(num_train_batches=2, num_val_batches=1), count])
+    assert batches == [2, 4]  # two batches per epoch
+    assert len(tl.predict_on_validation_set()[1]) == 16  # one validation batch
+
+
+class BatchSpy(AbstractCallback):
+    def __init__(self) -> None:
+        super().__init__("spy")
+        self.seen: list[tuple[int, str]] = []
+
+    def on_after_batch_prediction(self, y_pred_batch: Any, y_test_batch: Any, metadata_batch: Any,
+                                  dataset_info: dict[str, Any]) -> None:  # fmt: skip
+        self.seen.append((len(y_test_batch), dataset_info["type"]))
+
+
+def test_on_after_batch_prediction_and_evaluation_arguments() -> None:
+    train, val = loaders()
+    model = TinyClassifier()
+    spy = BatchSpy()
+    tl = TrainLoop(model, train, val, val, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+    tl.fit(num_epochs=1, callbacks=[spy])
+    tl.predict_on_validation_set()
+    assert spy.seen == []  # only with execute_callbacks=True, as the original
+    tl.predict_on_test_set(force_prediction=True, execute_callbacks=True)
+    assert spy.seen == [(16, "test")] * 3
+    assert tl.evaluate_loss_on_validation_set(force_prediction=True, float_dict_format=True) == pytest.approx(
+        tl.train_history["val_loss"][-1]
+    )
+
+
+def test_original_metric_names_read_as_ours() -> None:
+    from aitoolbox.loop import TrainingHistory
+    from aitoolbox.loop.history import canonical_metric
+
+    h = TrainingHistory({"val_accuracy": [0.5], "train_end_val_mse": [1.0]})
+    assert h["val_Accuracy"] == [0.5] and "val_Accuracy" in h and h.get_last("val_Accuracy") == 0.5
+    assert canonical_metric("train_end_val_Mean_squared_error") == "train_end_val_mse"
+    with pytest.raises(KeyError):
+        h["val_Precision"]
+
+
+def test_device_idx_execution_is_checked() -> None:
+    with pytest.raises(LoopConfigError, match="device_idx_execution must be None"):
+        AbstractCallback("x", device_idx_execution=-1)
+
+
+def test_history_file_writer_needs_a_folder_with_a_plain_loop(tmp_path: Path) -> None:
+    train, val = loaders()
+    model = TinyClassifier()
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+    with pytest.raises(LoopConfigError, match="needs \\['project_name', 'experiment_name'"):
+        tl.fit(num_epochs=1, callbacks=[ModelTrainHistoryFileWriter()])
+    writer = ModelTrainHistoryFileWriter(project_name="p", experiment_name="e", local_model_result_folder_path=tmp_path)
+    tl.fit(num_epochs=2, callbacks=[writer])
+    (folder,) = (tmp_path / "p").iterdir()
+    assert (folder / "results" / "training_history.csv").read_text().count("\n") == 3  # header + 2 epochs
+
+
+class RankRecorder(AbstractCallback):
+    def __init__(self, folder: str) -> None:
+        super().__init__("rank recorder", device_idx_execution=1)
+        self.folder = folder
+
+    def on_multiprocess_start(self) -> None:
+        Path(self.folder, f"start-{self.train_loop_obj.distributed.rank}").touch()
+
+    def on_epoch_end(self) -> None:
+        Path(self.folder, f"epoch-{self.train_loop_obj.distributed.rank}-{self.train_loop_obj.epoch}").touch()
+
+
+@pytest.mark.slow
+def test_multiprocess_start_and_device_idx_execution_in_ddp(tmp_path: Path) -> None:
+    train, val = loaders()
+    model = TinyClassifier()
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
+                   gpu_mode="ddp", num_processes=2)  # fmt: skip
+    tl.fit(num_epochs=2, callbacks=[RankRecorder(str(tmp_path))])
+    # device_idx_execution=1: only local rank 1 runs the callback's hooks
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1-0", "epoch-1-1", "start-1"]
+
+
+def test_tt_model_is_the_engine_class() -> None:
+    from aitoolbox.loop import TTModel as EngineTTModel
+
+    assert TTModel is EngineTTModel
