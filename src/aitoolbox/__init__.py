@@ -30,6 +30,7 @@ __all__ = [
     "EmailNotification",
     "GradNormClip",
     "GradValueClip",
+    "LinearWithWarmupScheduler",
     "LogUpload",
     "ModelPerformanceEvaluation",
     "ModelPerformancePrintReport",
@@ -37,6 +38,8 @@ __all__ = [
     "ModelTrainHistoryPlot",
     "ModelWrap",
     "MultiGPUModelWrap",
+    "ReduceLROnPlateauMetricScheduler",
+    "ReduceLROnPlateauScheduler",
     "RegressionResultPackage",
     "TTBasicModel",
     "TTDataParallel",
@@ -121,6 +124,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names reso
     )
     from aitoolbox.torchtrain.parallel import (
         TTDataParallel as TTDataParallel,
+    )
+    from aitoolbox.torchtrain.schedulers.basic import (
+        ReduceLROnPlateauMetricScheduler as ReduceLROnPlateauMetricScheduler,
+    )
+    from aitoolbox.torchtrain.schedulers.basic import (
+        ReduceLROnPlateauScheduler as ReduceLROnPlateauScheduler,
+    )
+    from aitoolbox.torchtrain.schedulers.warmup import (
+        LinearWithWarmupScheduler as LinearWithWarmupScheduler,
     )
     from aitoolbox.torchtrain.train_loop import (
         TrainLoop as TrainLoop,

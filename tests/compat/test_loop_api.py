@@ -239,3 +239,66 @@ def test_tt_model_is_the_engine_class() -> None:
     from aitoolbox.loop import TTModel as EngineTTModel
 
     assert TTModel is EngineTTModel
+
+
+def test_scheduler_callbacks() -> None:
+    from aitoolbox.torchtrain.callbacks import LinearWithWarmupScheduler, ReduceLROnPlateauMetricScheduler
+    from aitoolbox.torchtrain.schedulers.basic import StepLRScheduler
+
+    train, val = loaders()  # 6 batches per epoch
+    model = TinyClassifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = StepLRScheduler(step_size=1, gamma=0.5)
+    tl = TrainLoop(model, train, val, None, opt, nn.CrossEntropyLoss())
+    tl.fit(num_epochs=3, callbacks=[step])
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**3) and tl.get_schedulers() == [step]
+
+    model = TinyClassifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tl = TrainLoop(model, train, val, None, opt, nn.CrossEntropyLoss())
+    tl.num_epochs, tl.grad_accumulation = 2, 2  # what fit sets: get_num_training_steps reads them
+    total = tl.get_num_training_steps()
+    assert total == 6 // 2 * 2
+    warm = LinearWithWarmupScheduler(num_warmup_steps=2, num_training_steps=total)
+    tl.fit(num_epochs=2, grad_accumulation=2, callbacks=[warm])
+    # stepped after each of the 6 optimizer steps: lr = 0.1 * (total - 6) / (total - 2) = 0
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0)
+
+    model = TinyClassifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    plateau = ReduceLROnPlateauMetricScheduler("val_Accuracy", mode="max", patience=0, factor=0.5, threshold=10.0)
+    tl = TrainLoop(model, train, val, None, opt, nn.CrossEntropyLoss())
+    evaluation = ModelPerformanceEvaluation(ClassificationResultPackage(metrics=["accuracy"]), {})
+    tl.fit(num_epochs=2, callbacks=[evaluation, plateau])
+    # the first epoch sets the best; the second does not improve on it by a factor 10: halved once
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5)
+
+
+def test_original_loop_helpers(caplog: pytest.LogCaptureFixture) -> None:
+    import re
+
+    train, val = loaders()
+    model = TinyClassifier()
+    kept: list[Any] = []
+
+    def collate(batch_pred: Any, preds: list[Any]) -> list[Any]:
+        kept.append(batch_pred)
+        return [*preds, batch_pred]
+
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
+                   collate_batch_pred_fn=collate, pred_transform_fn=list, print_callbacks=True)  # fmt: skip
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", tl.experiment_timestamp)
+    assert tl.is_main_process and tl.is_main_process() is True
+    with caplog.at_level("INFO", logger="aitoolbox.loop._epoch"):
+        tl.fit(num_epochs=1, callbacks=[BatchSpy()])
+    assert "callbacks: ['spy']" in caplog.text
+    y_pred, _, _ = tl.predict_on_validation_set()
+    assert isinstance(y_pred, list) and len(y_pred) == 3 and len(kept) == 6  # y_pred and y_true of 3 batches
+    tl.insert_metric_result_into_history("custom", {"a": 1.0})
+    history = tl.train_history
+    history["other"] = 2.0  # the original's __setitem__ appends
+    assert history["other"] == [2.0] and history.get_train_history()["custom"] == [{"a": 1.0}]
+    assert history.get_train_history_dict(flatten_dict=True)["custom"] == [{"a": 1.0}]
+    from aitoolbox.loop import TrainingHistory
+
+    assert TrainingHistory().wrap_pre_prepared_history({"loss": [1.0]})["loss"] == [1.0]

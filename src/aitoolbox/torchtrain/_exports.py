@@ -42,6 +42,10 @@ CALLBACKS = {
     "ModelTrainHistoryPlot": f"{_CB}.performance_eval",
     "GradNormClip": f"{_CB}.gradient",
     "GradValueClip": f"{_CB}.gradient",
+    # the original re-exported these schedulers here "for back-compatibility"
+    "LinearWithWarmupScheduler": f"{_TT}.schedulers.warmup",
+    "ReduceLROnPlateauScheduler": f"{_TT}.schedulers.basic",
+    "ReduceLROnPlateauMetricScheduler": f"{_TT}.schedulers.basic",
 }
 
 #: ``aitoolbox.experiment``'s names in the original (its result packages)

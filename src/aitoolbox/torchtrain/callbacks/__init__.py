@@ -28,6 +28,8 @@ from aitoolbox.torchtrain.callbacks.performance_eval import (
     ModelTrainHistoryPlot,
     TrainHistoryFormatter,
 )
+from aitoolbox.torchtrain.schedulers.basic import ReduceLROnPlateauMetricScheduler, ReduceLROnPlateauScheduler
+from aitoolbox.torchtrain.schedulers.warmup import LinearWithWarmupScheduler
 
 __all__ = [
     "AbstractCallback",
@@ -44,6 +46,7 @@ __all__ = [
     "GradientCallbackBase",
     "GradientStatsPrint",
     "LRSchedulerCallback",
+    "LinearWithWarmupScheduler",
     "ListRegisteredCallbacks",
     "LogUpload",
     "MetricHistoryRename",
@@ -52,6 +55,8 @@ __all__ = [
     "ModelTrainHistoryFileWriter",
     "ModelTrainHistoryPlot",
     "ProgressBar",
+    "ReduceLROnPlateauMetricScheduler",
+    "ReduceLROnPlateauScheduler",
     "TensorBoardLogger",
     "TerminateOnNaN",
     "ThresholdEarlyStopping",

@@ -208,6 +208,8 @@ def train(loop: Any, run: FitRun) -> None:
     for cb in loop.callbacks:
         cb.register_train_loop_object(loop)
     local_rank = getattr(loop.runtime, "local_rank", None)  # set in a distributed run
+    if loop.print_callbacks:
+        logger.info("callbacks: %s", [cb.callback_name for cb in loop.callbacks])
     loop.callback_handler = handler = CallbackHandler(loop.callbacks, local_rank)
     for ext in loop.extensions:
         ext.on_fit_start(loop)

@@ -160,9 +160,13 @@ def predict(
     device: torch.device,
     amp: AmpConfig,
     on_batch: Callable[[Any, Any, Any], None] | None = None,
+    collate: Callable[[Any, list[Any]], list[Any]] | None = None,
+    transform: Callable[[list[Any]], Any] | None = None,
 ) -> tuple[Any, Any, dict[str, Any] | None]:
     """Run ``model.get_predictions`` over ``loader`` and concatenate ``(y_pred, y_true, metadata)`` on the CPU;
-    ``on_batch(y_pred, y_true, metadata)`` sees each batch's outputs first."""
+    ``on_batch(y_pred, y_true, metadata)`` sees each batch's outputs first. ``collate(batch, list) -> list`` and
+    ``transform(list)`` replace the append and the concatenation (the original's ``collate_batch_pred_fn`` and
+    ``pred_transform_fn``)."""
     was_training = model.training
     model.eval()
     preds: list[Any] = []
@@ -176,8 +180,11 @@ def predict(
                 y_pred, y_true, metadata = out if preds else _check_predictions(model, out)
                 if on_batch is not None:
                     on_batch(y_pred, y_true, metadata)
-                preds.append(_to_host(y_pred))
-                trues.append(_to_host(y_true))
+                if collate is None:
+                    preds.append(_to_host(y_pred))
+                    trues.append(_to_host(y_true))
+                else:
+                    preds, trues = collate(_to_host(y_pred), preds), collate(_to_host(y_true), trues)
                 if metadata is not None:
                     meta = {} if meta is None else meta
                     for k, v in metadata.items():
@@ -185,7 +192,8 @@ def predict(
     finally:
         model.train(was_training)
     metadata_out = None if meta is None else {k: _concat(v) for k, v in meta.items()}
-    return _concat(preds), _concat(trues), metadata_out
+    join = _concat if transform is None else transform
+    return join(preds), join(trues), metadata_out
 
 
 def evaluate_named(loop: Any, name: str) -> float:
@@ -220,7 +228,8 @@ def predict_named(loop: Any, name: str, execute_callbacks: bool = False) -> tupl
             for cb in hooked:
                 cb.on_after_batch_prediction(y_pred, y_true, metadata, info)
 
-    out = predict(loop.tt_model, loader, loop.device, loop.amp, on_batch)
+    collate, transform = loop.collate_batch_pred_fn, loop.pred_transform_fn
+    out = predict(loop.tt_model, loader, loop.device, loop.amp, on_batch, collate, transform)
     if sharded:
         out = loop.runtime.gather_predictions(out, len(_given(loop, name).dataset))
     return out

@@ -69,6 +69,23 @@ class TrainingHistory(Mapping[str, list[Any]]):
         """Append ``value`` to the list of ``name`` (created on first use)."""
         self._history.setdefault(name, []).append(value)
 
+    def __setitem__(self, name: str, value: Any) -> None:
+        """``history[name] = value`` appends, as :meth:`insert_single_result_into_history` (the original's meaning)."""
+        self.insert_single_result_into_history(name, value)
+
+    def get_train_history(self) -> dict[str, list[Any]]:
+        """The history as a plain dict (a copy; the original returned its own dict)."""
+        return self.to_dict()
+
+    def get_train_history_dict(self, flatten_dict: bool = False) -> dict[str, list[Any]]:
+        """The history as a dict. ``flatten_dict`` has nothing to flatten: every value is a list."""
+        return self.to_dict()
+
+    def wrap_pre_prepared_history(self, history: Mapping[str, list[Any]]) -> TrainingHistory:
+        """Replace the content with ``history`` (``{name: [values]}``) and return ``self``."""
+        self.load_state_dict(history)
+        return self
+
     def get_last(self, name: str, default: Any = None) -> Any:
         """The latest value of ``name``, or ``default`` when it has none."""
         values = self._history.get(name) or self._history.get(canonical_metric(name))

@@ -6,6 +6,7 @@ where it runs (one process or a rank of a distributed job) is a :class:`~aitoolb
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from aitoolbox.loop._epoch import train
 from aitoolbox.loop._evaluation import EvaluationAPI
 from aitoolbox.loop._launch import launch, will_launch
 from aitoolbox.loop._loaders import RunLoaders, resolve_fast_collate
+from aitoolbox.loop._original import CallableBool, OriginalLoopAPI
 from aitoolbox.loop._resume import capture_data_rng, data_layout, load_loop_state
 from aitoolbox.loop._runtime import Runtime
 from aitoolbox.loop._state import LoopState, StateField
@@ -33,7 +35,7 @@ from aitoolbox.loop.preemption import Preempted, Preemption, PreemptionWatch
 __all__ = ["TrainLoop"]
 
 
-class TrainLoop(EvaluationAPI):
+class TrainLoop(EvaluationAPI, OriginalLoopAPI):
     """Train a model with plain PyTorch components: loaders, optimizer and loss exactly as you would write them.
 
     Args:
@@ -71,6 +73,10 @@ class TrainLoop(EvaluationAPI):
             raise :class:`~aitoolbox.loop.preemption.Preempted` (exit code 143) after the extensions saved: a
             :class:`~aitoolbox.loop.preemption.Preemption` (grace period, exit code, signals), ``True``/``False``;
             ``None``: on in the checkpointing variants, off here.
+        collate_batch_pred_fn, pred_transform_fn: the original's prediction collation: ``collate(batch_pred, list)``
+            adds one batch's ``y_pred`` (and ``y_true``) to the list, ``transform(list)`` joins them (default: CPU
+            tensors concatenated). ``print_callbacks``: log the callbacks per hook when ``fit`` starts.
+            ``lazy_experiment_save`` is accepted: nothing is written before ``fit`` starts anyway.
 
     Example:
         .. code-block:: python
@@ -116,6 +122,10 @@ class TrainLoop(EvaluationAPI):
         ddp_options: dict[str, Any] | None = None,
         extensions: Sequence[LoopExtension] = (),
         preemption: Preemption | bool | None = None,
+        collate_batch_pred_fn: Callable[[list[Any], Any], Any] | None = None,
+        pred_transform_fn: Callable[[list[Any]], Any] | None = None,
+        lazy_experiment_save: bool = False,
+        print_callbacks: bool = False,
     ) -> None:
         self.tt_model: TTModel = as_ttmodel(model)
         self.model = model
@@ -150,6 +160,9 @@ class TrainLoop(EvaluationAPI):
         self.state = LoopState()
         self.callbacks: list[Callback] = []
         self.callback_handler = CallbackHandler([])
+        self.collate_batch_pred_fn, self.pred_transform_fn = collate_batch_pred_fn, pred_transform_fn
+        self.lazy_experiment_save, self.print_callbacks = lazy_experiment_save, print_callbacks
+        self.experiment_timestamp = time.strftime("%Y-%m-%d_%H-%M-%S")  # the original's, when the loop was made
         self.extensions = _checks.check_extensions(extensions)
         for ext in self.extensions:
             ext.attach(self)
@@ -160,9 +173,10 @@ class TrainLoop(EvaluationAPI):
         return self.state.epochs_done
 
     @property
-    def is_main_process(self) -> bool:
-        """True where this process writes checkpoints and results and logs: rank 0, or any non-distributed run."""
-        return self.runtime.is_main
+    def is_main_process(self) -> CallableBool:
+        """True where this process writes checkpoints and results and logs: rank 0, or any non-distributed run
+        (``tl.is_main_process()``, the original's call, works too)."""
+        return CallableBool(self.runtime.is_main)
 
     @property
     def distributed(self) -> _distributed.DistributedContext | None:
@@ -247,10 +261,6 @@ class TrainLoop(EvaluationAPI):
                 raise
         after_fit(self)
         return self.model
-
-    def __call__(self, *args: Any, **kwargs: Any) -> TTModel | nn.Module:
-        """``tl(num_epochs=...)`` is :meth:`fit` (the original AIToolbox spelling)."""
-        return self.fit(*args, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         """The loop's resumable state: position, history, loss accumulators, sampling RNG and GradScaler.
