@@ -38,6 +38,8 @@ __all__ = [
     "ModelTrainHistoryPlot",
     "ModelWrap",
     "MultiGPUModelWrap",
+    "MultiLoss",
+    "MultiOptimizer",
     "ReduceLROnPlateauMetricScheduler",
     "ReduceLROnPlateauScheduler",
     "RegressionResultPackage",
@@ -121,6 +123,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names reso
     )
     from aitoolbox.torchtrain.model import (
         TTModel as TTModel,
+    )
+    from aitoolbox.torchtrain.multi_loss_optim import (
+        MultiLoss as MultiLoss,
+    )
+    from aitoolbox.torchtrain.multi_loss_optim import (
+        MultiOptimizer as MultiOptimizer,
     )
     from aitoolbox.torchtrain.parallel import (
         TTDataParallel as TTDataParallel,

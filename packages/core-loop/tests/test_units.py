@@ -108,9 +108,9 @@ def test_model_wrap_and_as_ttmodel() -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(aitoolbox.loop.__all__) == [
         "AbstractModelFeedDefinition", "AmpConfig", "LoopConfigError", "LoopError", "ModelNotSupportedError",
-        "ModelWrap", "NonFiniteLossError", "Preempted", "Preemption", "ResumeMismatchError", "TTBasicModel", "TTModel",
-        "TrainLoop", "TrainingHistory", "__version__", "as_ttmodel", "move_to_device", "resolve_amp", "resolve_device",
-        "resolve_mode",
+        "ModelWrap", "MultiLoss", "MultiOptimizer", "NonFiniteLossError", "Preempted", "Preemption",
+        "ResumeMismatchError", "TTBasicModel", "TTModel", "TrainLoop", "TrainingHistory", "__version__", "as_ttmodel",
+        "move_to_device", "resolve_amp", "resolve_device", "resolve_mode",
     ]  # fmt: skip
     assert sorted(aitoolbox.loop.callbacks.__all__) == [
         "AbstractCallback", "Callback", "EarlyStopping", "GradNormClip", "GradValueClip", "LRSchedulerCallback",

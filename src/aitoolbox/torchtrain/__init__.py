@@ -17,6 +17,8 @@ __all__ = [
     "BasicDataset",
     "ModelWrap",
     "MultiGPUModelWrap",
+    "MultiLoss",
+    "MultiOptimizer",
     "TTBasicModel",
     "TTDataParallel",
     "TTModel",
@@ -45,6 +47,12 @@ if TYPE_CHECKING:
     )
     from aitoolbox.torchtrain.model import (
         TTModel as TTModel,
+    )
+    from aitoolbox.torchtrain.multi_loss_optim import (
+        MultiLoss as MultiLoss,
+    )
+    from aitoolbox.torchtrain.multi_loss_optim import (
+        MultiOptimizer as MultiOptimizer,
     )
     from aitoolbox.torchtrain.parallel import (
         TTDataParallel as TTDataParallel,

@@ -24,6 +24,8 @@ TORCHTRAIN = {
     "TrainLoopCheckpointEndSave": f"{_TT}.train_loop",
     "AbstractModelFeedDefinition": f"{_TT}.data.batch_model_feed_defs",
     "BasicDataset": f"{_TT}.data.dataset",
+    "MultiLoss": f"{_TT}.multi_loss_optim",
+    "MultiOptimizer": f"{_TT}.multi_loss_optim",
 }
 
 #: ``aitoolbox.torchtrain.callbacks``' names

@@ -13,6 +13,7 @@ from aitoolbox.loop.errors import (
 )
 from aitoolbox.loop.history import TrainingHistory
 from aitoolbox.loop.model import AbstractModelFeedDefinition, ModelWrap, TTBasicModel, TTModel, as_ttmodel
+from aitoolbox.loop.multi_loss import MultiLoss, MultiOptimizer
 from aitoolbox.loop.preemption import Preempted, Preemption
 from aitoolbox.loop.train_loop import TrainLoop
 
@@ -23,6 +24,8 @@ __all__ = [
     "LoopError",
     "ModelNotSupportedError",
     "ModelWrap",
+    "MultiLoss",
+    "MultiOptimizer",
     "NonFiniteLossError",
     "Preempted",
     "Preemption",

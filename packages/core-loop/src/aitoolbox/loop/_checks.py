@@ -62,6 +62,8 @@ def check_loaders(train_loader: object, validation_loader: object, test_loader: 
 
 def check_optimizers(optimizer: object, tt: TTModel) -> list[torch.optim.Optimizer]:
     """The optimizer (or list of them) as a list, each holding some of the model's parameters."""
+    if hasattr(optimizer, "optimizer_list"):  # MultiOptimizer
+        optimizer = optimizer.optimizer_list
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     classes = [o for o in opts if isinstance(o, type)]
     if classes:

@@ -34,6 +34,7 @@ from aitoolbox.loop.callbacks.progress_bar import ProgressBar
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.extensions import FitRun
 from aitoolbox.loop.model import TTModel
+from aitoolbox.loop.multi_loss import MultiLoss, backward_multi
 
 __all__ = ["Engine", "EpochRunner", "train"]
 
@@ -92,6 +93,7 @@ class EpochRunner:
         needs_agreement = runtime.distributed and any(cb.stops_mid_epoch for h in _BATCH_HOOKS for cb in by_hook[h])
         self.agree_stop: Callable[[bool], bool] | None = runtime.any if needs_agreement else None
         self.stop_point = StopPoint.build(loop.preemption_watch, runtime, self.state)
+        self.params: list[list[torch.Tensor]] = []  # each optimizer's trainable parameters, for a MultiLoss
         self.prefetch = device.type == "cuda" and loop.prefetch
         self.move = None if device.type == "cpu" or self.prefetch else move_to_device
 
@@ -130,6 +132,7 @@ class EpochRunner:
         last = None if remaining is None else n + remaining  # the epoch's batch count (resumed ones included)
         synced = contextlib.nullcontext()  # reusable: nothing is allocated per step
         unchecked = True  # the first loss of the epoch is checked (one branch per step, no sync)
+        multi = False  # get_loss returns a MultiLoss (one branch per step)
         for batch in loader:
             state.total_iteration_idx = state.iteration
             for cb in cb_begin:
@@ -141,10 +144,14 @@ class EpochRunner:
             with no_sync() if local else synced:  # type: ignore[misc]  # both context managers
                 loss = forward(batch, criterion, device)
                 if unchecked:
-                    check_loss(loop.tt_model, "get_loss", loss, needs_grad=torch.is_grad_enabled())
+                    multi = self.check_first_loss(loss)
                     unchecked = False
+                if multi:
+                    backward_multi(loss, self.params, accum, loop.grad_scaler)  # type: ignore[arg-type]
+                    loss = loss.total()  # type: ignore[attr-defined]
+                else:
+                    backward(loss if accum == 1 else loss / accum)
                 state.last_loss = loss
-                backward(loss if accum == 1 else loss / accum)
             if loss_dev is None:
                 loss_host += loss.item()  # free on CPU: no device to wait for
                 state.loss_sum_host = loss_host
@@ -164,6 +171,22 @@ class EpochRunner:
             if state.early_stop or (stop_at and state.iteration >= stop_at):
                 break
         return self.finish(n)
+
+    def check_first_loss(self, loss: Any) -> bool:
+        """Check the epoch's first loss; True for a :class:`~aitoolbox.loop.multi_loss.MultiLoss`."""
+        loop, grad = self.loop, torch.is_grad_enabled()
+        if not isinstance(loss, MultiLoss):
+            check_loss(loop.tt_model, "get_loss", loss, needs_grad=grad)
+            return False
+        if loop.runtime.distributed:
+            raise LoopConfigError(
+                "MultiLoss is not supported in distributed training yet (DDP reduces gradients once per backward); "
+                "train it in one process, or return one loss (e.g. their sum) from get_loss"
+            )
+        for name, value in loss.items():
+            check_loss(loop.tt_model, f"get_loss()[{name!r}]", value, needs_grad=grad)
+        self.params = [[p for g in opt.param_groups for p in g["params"] if p.requires_grad] for opt in loop.optimizers]
+        return True
 
     def finish(self, n: int) -> float:
         if n == 0:

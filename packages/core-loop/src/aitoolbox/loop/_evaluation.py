@@ -15,6 +15,7 @@ from aitoolbox.loop._distributed import start_rank
 from aitoolbox.loop.amp import AmpConfig
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.model import TTModel
+from aitoolbox.loop.multi_loss import MultiLoss
 
 __all__ = [
     "EvaluationAPI",
@@ -115,6 +116,8 @@ def evaluate_loss_sum(
                 batch = move_to_device(batch, device)
                 n = infer_batch_size(batch)
                 loss = model.get_loss_eval(batch, criterion, device)
+                if isinstance(loss, MultiLoss):
+                    loss = loss.total()
                 if not count:
                     check_loss(model, "get_loss_eval", loss, needs_grad=False)
                 total += loss.detach().to(torch.float64) * n
