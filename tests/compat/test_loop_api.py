@@ -225,14 +225,32 @@ class RankRecorder(AbstractCallback):
 
 
 @pytest.mark.slow
-def test_multiprocess_start_and_device_idx_execution_in_ddp(tmp_path: Path) -> None:
+def test_multiprocess_start_device_idx_execution_and_the_original_ddp_fit_arguments(tmp_path: Path) -> None:
     train, val = loaders()
     model = TinyClassifier()
     tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
-                   gpu_mode="ddp", num_processes=2)  # fmt: skip
-    tl.fit(num_epochs=2, callbacks=[RankRecorder(str(tmp_path))])
+                   gpu_mode="ddp")  # fmt: skip
+    # the original's fit(**ddp_kwargs): num_gpus -> processes, ddp_model_args -> DDP options,
+    # in_process_data_load -> callbacks whose on_multiprocess_start runs in every process
+    tl.fit(num_epochs=2, num_gpus=2, ddp_model_args={"bucket_cap_mb": 10}, backend="gloo",
+           in_process_data_load=RankRecorder(str(tmp_path)))  # fmt: skip
+    assert tl.num_processes == 2 and tl.ddp_options == {"bucket_cap_mb": 10}
     # device_idx_execution=1: only local rank 1 runs the callback's hooks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1-0", "epoch-1-1", "start-1"]
+
+
+def test_original_ddp_fit_arguments_refused_where_they_mean_nothing() -> None:
+    train, val = loaders()
+    model = TinyClassifier()
+    single = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+    with pytest.raises(LoopConfigError, match="configure gpu_mode='ddp'; this TrainLoop is gpu_mode='single'"):
+        single.fit(num_epochs=1, ddp_model_args={})
+    ddp = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
+                    gpu_mode="ddp")  # fmt: skip
+    with pytest.raises(LoopConfigError, match="torchrun --nnodes=N --node-rank=R"):
+        ddp.fit(num_epochs=1, num_nodes=2, node_rank=1)
+    with pytest.raises(LoopConfigError, match="the loop uses nccl on CUDA and gloo on the CPU"):
+        ddp.fit(num_epochs=1, backend="mpi")
 
 
 def test_tt_model_is_the_engine_class() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from aitoolbox.loop.callbacks.lr_scheduler import LRSchedulerCallback
+from aitoolbox.loop.errors import LoopConfigError
 
-__all__ = ["CallableBool", "OriginalLoopAPI"]
+__all__ = ["ORIGINAL_DDP_KWARGS", "CallableBool", "OriginalLoopAPI", "take_ddp_kwargs"]
 
 
 class CallableBool(int):
@@ -40,3 +41,41 @@ class OriginalLoopAPI:
         if self.num_iterations:
             return int(self.num_iterations // self.grad_accumulation)
         return int(len(self.train_loader) // self.grad_accumulation * self.num_epochs)
+
+
+#: ``fit`` keyword arguments of the original's ``gpu_mode='ddp'`` (``TrainLoop._train_ddp``)
+ORIGINAL_DDP_KWARGS = (
+    "ddp_model_args", "in_process_data_load", "num_nodes", "node_rank", "num_gpus", "backend", "init_method", "on_gpu",
+)  # fmt: skip
+
+
+def take_ddp_kwargs(loop: Any, callbacks: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Apply the original's ``fit(**ddp_kwargs)`` where they mean something here; refuse, naming the replacement,
+    where they do not. Returns the callbacks (``in_process_data_load`` added) and the remaining options."""
+    given = {k: options[k] for k in ORIGINAL_DDP_KWARGS if k in options}
+    if not given:
+        return callbacks, options
+    if loop.gpu_mode != "ddp":
+        raise LoopConfigError(f"fit({', '.join(sorted(given))}=...) configure gpu_mode='ddp'; this TrainLoop is "
+                              f"gpu_mode={loop.gpu_mode!r}")  # fmt: skip
+    if (
+        given.get("num_nodes", 1) != 1
+        or given.get("node_rank", 0) != 0
+        or given.get("init_method", "env://") != "env://"
+    ):
+        raise LoopConfigError(
+            "several nodes: start the script on every node with `torchrun --nnodes=N --node-rank=R "
+            "--rdzv-endpoint=HOST:PORT script.py`; the TrainLoop joins that job (no num_nodes/node_rank/init_method)"
+        )
+    if given.get("on_gpu", True) is False and loop.device.type == "cuda":
+        raise LoopConfigError("on_gpu=False: pass device='cpu' to the TrainLoop (the workers then use gloo)")
+    if "backend" in given and given["backend"] not in ("nccl", "gloo"):
+        raise LoopConfigError(f"backend={given['backend']!r}: the loop uses nccl on CUDA and gloo on the CPU")
+    if given.get("ddp_model_args"):
+        loop.ddp_options.update(given["ddp_model_args"])
+    if given.get("num_gpus") is not None:
+        loop.num_processes = int(given["num_gpus"])
+    extra = given.get("in_process_data_load") or []
+    extra = [extra] if not isinstance(extra, (list, tuple)) else list(extra)
+    merged = None if callbacks is None and not extra else [*(callbacks or []), *extra]
+    return merged, {k: v for k, v in options.items() if k not in given}

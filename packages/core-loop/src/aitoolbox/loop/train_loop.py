@@ -19,7 +19,7 @@ from aitoolbox.loop._epoch import train
 from aitoolbox.loop._evaluation import EvaluationAPI
 from aitoolbox.loop._launch import launch, will_launch
 from aitoolbox.loop._loaders import RunLoaders, resolve_fast_collate
-from aitoolbox.loop._original import CallableBool, OriginalLoopAPI
+from aitoolbox.loop._original import CallableBool, OriginalLoopAPI, take_ddp_kwargs
 from aitoolbox.loop._resume import capture_data_rng, data_layout, load_loop_state
 from aitoolbox.loop._runtime import Runtime
 from aitoolbox.loop._state import LoopState, StateField
@@ -235,6 +235,7 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
             LoopConfigError: invalid arguments, an empty training loader, or a callback that is not a Callback.
         """
         _checks.check_fit_args(num_epochs, num_iterations, grad_accumulation, self.train_loader)
+        callbacks, options = take_ddp_kwargs(self, callbacks, options)  # the original's fit(**ddp_kwargs)
         run = FitRun(
             num_epochs, num_iterations, validate_callbacks(callbacks), grad_accumulation, fit_options(self, options)
         )
