@@ -49,6 +49,26 @@ class MultiLoss(MutableMapping[str, Any]):
                 raise LoopConfigError(f"loss_optimizer_map has no optimizer index for the losses {missing}")
         self.loss_optimizer_map = None if loss_optimizer_map is None else dict(loss_optimizer_map)
         self.retain_graph_until_last = retain_graph_until_last
+        #: backward passes left in :meth:`backward`'s count (the original's ``retain_graph`` bookkeeping)
+        self.loss_backward_remaining = len(self.loss_dict)
+
+    @property
+    def optimizer_loss_map(self) -> dict[int, str]:
+        """``{optimizer index: loss name}``."""
+        return {self.optimizer_index(name): name for name in self.loss_dict}
+
+    def backward(self, optimizer_idx: int, iteration: int = 0, amp_grad_scaler: Any = None) -> None:
+        """The original's per-optimizer backward: the loss of optimizer ``optimizer_idx`` (scaled by the GradScaler
+        when given), keeping the graph until the last loss when ``retain_graph_until_last``. The TrainLoop itself
+        back-propagates each loss into its optimizer's parameters only (see the module)."""
+        loss = self.loss_dict[self.optimizer_loss_map[optimizer_idx]]
+        if amp_grad_scaler is not None:
+            loss = amp_grad_scaler.scale(loss)
+        if self.retain_graph_until_last and self.loss_backward_remaining > 1:
+            loss.backward(retain_graph=True)
+        else:
+            loss.backward()
+        self.loss_backward_remaining -= 1
 
     def optimizer_index(self, name: str) -> int:
         """The index of the optimizer that loss ``name`` trains."""
@@ -65,8 +85,10 @@ class MultiLoss(MutableMapping[str, Any]):
         return out  # type: ignore[no-any-return]
 
     def _map(self, fn: Any) -> MultiLoss:
-        return MultiLoss({k: fn(v) for k, v in self.loss_dict.items()}, self.loss_optimizer_map,
-                         self.retain_graph_until_last)  # fmt: skip
+        out = MultiLoss({k: fn(v) for k, v in self.loss_dict.items()}, self.loss_optimizer_map,
+                        self.retain_graph_until_last)  # fmt: skip
+        out.loss_backward_remaining = self.loss_backward_remaining
+        return out
 
     def item(self) -> MultiLoss:
         return self._map(lambda v: v.item())
