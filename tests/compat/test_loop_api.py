@@ -320,3 +320,36 @@ def test_original_loop_helpers(caplog: pytest.LogCaptureFixture) -> None:
     from aitoolbox.loop import TrainingHistory
 
     assert TrainingHistory().wrap_pre_prepared_history({"loss": [1.0]})["loss"] == [1.0]
+
+
+def test_model_predictor_and_the_save_callbacks_refused(tmp_path: Path) -> None:
+    import json
+
+    from aitoolbox.torchtrain.callbacks.model_load import ModelLoadContinueTraining
+    from aitoolbox.torchtrain.callbacks.model_save import ModelCheckpoint, ModelIterationCheckpoint
+    from aitoolbox.torchtrain.model_predict import PyTorchModelPredictor
+
+    train, val = loaders()
+    model = TinyClassifier()
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters(), lr=0.05), nn.CrossEntropyLoss())
+    tl.fit(num_epochs=2)
+    predictor = PyTorchModelPredictor(model, val)
+    y_pred, y_true, _ = predictor.model_predict()
+    expected_pred, expected_true, _ = tl.predict_on_validation_set()
+    assert torch.equal(y_pred, expected_pred) and torch.equal(y_true, expected_true)
+    assert predictor.model_get_loss(nn.CrossEntropyLoss()) == pytest.approx(tl.evaluate_loss_on_validation_set())
+    pkg = predictor.evaluate_result_package(ClassificationResultPackage(metrics=["accuracy"]))
+    accuracy = float((expected_pred == expected_true).float().mean())
+    assert pkg.get_results() == {"accuracy": pytest.approx(accuracy)}  # type: ignore[union-attr]
+    folder = predictor.evaluate_model(ClassificationResultPackage(metrics=["accuracy"]), "p", "eval", tmp_path,
+                                      save_true_pred_labels=True)  # fmt: skip
+    results = json.loads((folder / "results" / "ClassificationResultPackage_results.json").read_text())
+    assert results == {"accuracy": pytest.approx(accuracy)}
+    with pytest.raises(LoopConfigError, match="saves locally only"):
+        predictor.evaluate_model(ClassificationResultPackage(), "p", "eval", tmp_path, cloud_save_mode="s3")
+    with pytest.raises(LoopConfigError, match="TrainLoopCheckpoint"):
+        ModelCheckpoint("p", "e", tmp_path, {})
+    with pytest.raises(LoopConfigError, match="iteration_save_freq=save_frequency"):
+        ModelIterationCheckpoint(10, "p", "e", tmp_path, {})
+    with pytest.raises(LoopConfigError, match="resume_from='latest'"):
+        ModelLoadContinueTraining("2020-01-01_00-00-00")
