@@ -353,3 +353,30 @@ def test_model_predictor_and_the_save_callbacks_refused(tmp_path: Path) -> None:
         ModelIterationCheckpoint(10, "p", "e", tmp_path, {})
     with pytest.raises(LoopConfigError, match="resume_from='latest'"):
         ModelLoadContinueTraining("2020-01-01_00-00-00")
+
+
+def test_source_dirs_are_zipped_into_the_experiment(tmp_path: Path) -> None:
+    import zipfile
+
+    from aitoolbox import ClassificationResultPackage as Classification
+    from aitoolbox import TrainLoopCheckpointEndSave
+
+    src = tmp_path / "mylib"
+    (src / "sub").mkdir(parents=True)
+    (src / "model.py").write_text("X = 1\n")
+    (src / "sub" / "data.py").write_text("Y = 2\n")
+    (src / "__pycache__").mkdir()
+    (src / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    train, val = loaders()
+    model = TinyClassifier()
+    tl = TrainLoopCheckpointEndSave(model, train, val, val, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
+                                    "p", "e", tmp_path / "runs", {}, test_result_package=Classification(),
+                                    source_dirs=[str(src)])  # fmt: skip
+    tl.fit(num_epochs=1)
+    with zipfile.ZipFile(tl.experiment_dir / "code" / "mylib.zip") as archive:
+        assert sorted(archive.namelist()) == ["mylib/model.py", "mylib/sub/data.py"]
+        assert archive.read("mylib/sub/data.py") == b"Y = 2\n"
+    with pytest.raises(LoopConfigError, match="are not folders"):
+        TrainLoopCheckpointEndSave(model, train, val, val, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
+                                   "p", "e", tmp_path / "runs", {}, test_result_package=Classification(),
+                                   source_dirs=[str(tmp_path / "nope")])  # fmt: skip

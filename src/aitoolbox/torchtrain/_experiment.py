@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import logging
 import os
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -44,6 +46,30 @@ def prepare_root(path: object) -> Path:
     if not os.access(root, os.W_OK | os.X_OK):
         raise LoopConfigError(f"local_model_result_folder_path={str(root)!r} is not writable; choose another folder")
     return root
+
+
+def check_source_dirs(source_dirs: object) -> list[Path]:
+    """The original's ``source_dirs``: existing folders, checked when the loop is made."""
+    if isinstance(source_dirs, str | os.PathLike):
+        source_dirs = [source_dirs]
+    if not isinstance(source_dirs, list | tuple):
+        raise LoopConfigError(f"source_dirs must be a list of folders, got {type(source_dirs).__name__}")
+    folders = [Path(d).expanduser() for d in source_dirs]
+    missing = [str(d) for d in folders if not d.is_dir()]
+    if missing:
+        raise LoopConfigError(f"source_dirs {missing} are not folders; give the folders of your source code")
+    return folders
+
+
+def zip_folder(folder: Path) -> bytes:
+    """``folder`` as a zip archive (its files under ``<folder name>/``; caches and ``.git`` left out)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if path.is_file() and not {"__pycache__", ".git"} & set(rel.parts):
+                archive.write(path, str(Path(folder.name) / rel))
+    return buf.getvalue()
 
 
 def new_experiment_dir(root: Path, project_name: str, experiment_name: str) -> Path:
@@ -121,8 +147,11 @@ class ExperimentFolder(LoopExtension):
     """The experiment folder ``<root>/<project>/<experiment>_<timestamp>/`` with ``hyperparams.json``: created by
     rank 0 when training first starts (every rank learns its path), or adopted from a resumed run."""
 
-    def __init__(self, project_name: str, experiment_name: str, root: object, hyperparams: object) -> None:
+    def __init__(
+        self, project_name: str, experiment_name: str, root: object, hyperparams: object, source_dirs: object = ()
+    ) -> None:
         validate_names(project_name, experiment_name)
+        self.source_dirs = check_source_dirs(source_dirs)
         if hyperparams is not None and not isinstance(hyperparams, Mapping):
             raise LoopConfigError(f"hyperparams must be a dict or None, got {type(hyperparams).__name__}")
         self.project_name, self.experiment_name = project_name, experiment_name
@@ -149,7 +178,10 @@ class ExperimentFolder(LoopExtension):
         path = None
         if loop.is_main_process:  # in distributed runs rank 0 creates the folder and tells the others
             path = new_experiment_dir(self.root, self.project_name, self.experiment_name)
-            ExperimentWriter(path).write_hyperparams(self.hyperparams)
+            writer = ExperimentWriter(path)
+            writer.write_hyperparams(self.hyperparams)
+            for folder in self.source_dirs:
+                writer.write_bytes(f"code/{folder.name}.zip", zip_folder(folder))
         self.use(loop, loop.runtime.broadcast(path), resumed=False)
 
     def export_run(self, loop: TrainLoop) -> Path | None:

@@ -33,9 +33,9 @@ Criterion = Callable[..., torch.Tensor] | None
 
 def _tracking(
     project_name: str, experiment_name: str, root: str | Path, hyperparams: Mapping[str, Any] | None,
-    cloud: CloudSettings,
+    cloud: CloudSettings, source_dirs: Sequence[str | Path] = (),
 ) -> tuple[ExperimentFolder, CloudMirror]:  # fmt: skip
-    folder = ExperimentFolder(project_name, experiment_name, root, hyperparams)
+    folder = ExperimentFolder(project_name, experiment_name, root, hyperparams, source_dirs)
     return folder, CloudMirror(cloud, folder)
 
 
@@ -88,6 +88,8 @@ class TrainLoopCheckpoint(_Tracked):
             ``'min'`` or ``'max'``. The direction is logged when training starts.
         num_best_checkpoints_kept: how many best checkpoints to keep (default 2 when ranking).
         iteration_save_freq: also checkpoint every N iterations (0: only at epoch ends).
+        source_dirs: folders of source code zipped into the experiment's ``code/`` (``code/<folder>.zip``) when
+            training starts, beside the copy of the running script.
         extensions: more :class:`~aitoolbox.loop.extensions.LoopExtension` objects, run after the built-in ones.
         **loop_options: the keyword options of :class:`TrainLoop` (``device``, ``use_amp``, ...: ``LoopOptions``).
             ``preemption`` is on here: on SIGTERM/SIGUSR1/SIGINT training stops at the next optimizer-step boundary,
@@ -129,13 +131,14 @@ class TrainLoopCheckpoint(_Tracked):
         iteration_save_freq: int = 0,
         rm_subopt_mode: str = "auto",
         cloud_options: Mapping[str, Any] | None = None,
+        source_dirs: Sequence[str | Path] = (),
         extensions: Sequence[LoopExtension] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
         retention = Retention(rm_subopt_local_models, num_best_checkpoints_kept, rm_subopt_mode)
         cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
         self._folder, self._mirror = _tracking(
-            project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud
+            project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud, source_dirs
         )
         self._checkpointing = Checkpointing(self._folder, self._mirror, retention, iteration_save_freq)
         super().__init__(
@@ -240,13 +243,14 @@ class TrainLoopEndSave(_Tracked):
         cloud_dir_prefix: str = "",
         *,
         cloud_options: Mapping[str, Any] | None = None,
+        source_dirs: Sequence[str | Path] = (),
         extensions: Sequence[LoopExtension] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
         self._end = EndSave(val_result_package, test_result_package, validation_loader, test_loader)
         cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
         self._folder, self._mirror = _tracking(
-            project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud
+            project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud, source_dirs
         )
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion,
@@ -298,6 +302,7 @@ class TrainLoopCheckpointEndSave(TrainLoopCheckpoint):
         iteration_save_freq: int = 0,
         rm_subopt_mode: str = "auto",
         cloud_options: Mapping[str, Any] | None = None,
+        source_dirs: Sequence[str | Path] = (),
         extensions: Sequence[LoopExtension] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
@@ -308,7 +313,8 @@ class TrainLoopCheckpointEndSave(TrainLoopCheckpoint):
             experiment_name, local_model_result_folder_path, hyperparams, cloud_save_mode, bucket_name,
             cloud_dir_prefix, rm_subopt_local_models=rm_subopt_local_models,
             num_best_checkpoints_kept=num_best_checkpoints_kept, iteration_save_freq=iteration_save_freq,
-            rm_subopt_mode=rm_subopt_mode, cloud_options=cloud_options, extensions=[end_save, *extensions],
+            rm_subopt_mode=rm_subopt_mode, cloud_options=cloud_options, source_dirs=source_dirs,
+            extensions=[end_save, *extensions],
             **loop_options,
         )  # fmt: skip
         self.val_result_package, self.test_result_package = val_result_package, test_result_package
