@@ -46,6 +46,8 @@ __all__ = [
     "TTBasicModel",
     "TTDataParallel",
     "TTModel",
+    "TensorboardFullTracking",
+    "TensorboardTrainHistoryMetric",
     "TerminateOnNaN",
     "ThresholdEarlyStopping",
     "TrainLoop",
@@ -105,6 +107,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names reso
     )
     from aitoolbox.torchtrain.callbacks.performance_eval import (
         ModelTrainHistoryPlot as ModelTrainHistoryPlot,
+    )
+    from aitoolbox.torchtrain.callbacks.tensorboard import (
+        TensorboardFullTracking as TensorboardFullTracking,
+    )
+    from aitoolbox.torchtrain.callbacks.tensorboard import (
+        TensorboardTrainHistoryMetric as TensorboardTrainHistoryMetric,
     )
     from aitoolbox.torchtrain.data.batch_model_feed_defs import (
         AbstractModelFeedDefinition as AbstractModelFeedDefinition,

@@ -380,3 +380,24 @@ def test_source_dirs_are_zipped_into_the_experiment(tmp_path: Path) -> None:
         TrainLoopCheckpointEndSave(model, train, val, val, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
                                    "p", "e", tmp_path / "runs", {}, test_result_package=Classification(),
                                    source_dirs=[str(tmp_path / "nope")])  # fmt: skip
+
+
+def test_tensorboard_callbacks_of_the_original(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from aitoolbox.torchtrain.callbacks import TensorboardFullTracking, TensorboardTrainHistoryMetric
+
+    train, val = loaders()  # 6 batches per epoch
+    model = TinyClassifier()
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+    full = TensorboardFullTracking(metric_names=["loss"], batch_log_frequency=2, project_name="p", experiment_name="e",
+                                   local_model_result_folder_path=tmp_path)  # fmt: skip
+    history_only = TensorboardTrainHistoryMetric(log_dir=tmp_path / "hist")
+    tl.fit(num_epochs=2, callbacks=[full, history_only])
+    acc = EventAccumulator(str(tmp_path / "p" / "e" / "tensorboard"))
+    acc.Reload()
+    assert sorted(acc.Tags()["scalars"]) == ["epoch/loss", "train/loss_step"]
+    assert [e.step for e in acc.Scalars("train/loss_step")] == [2, 4, 6, 8, 10, 12]
+    acc = EventAccumulator(str(tmp_path / "hist"))
+    acc.Reload()
+    assert sorted(acc.Tags()["scalars"]) == ["epoch/loss", "epoch/val_loss"]

@@ -44,6 +44,8 @@ CALLBACKS = {
     "ModelTrainHistoryPlot": f"{_CB}.performance_eval",
     "GradNormClip": f"{_CB}.gradient",
     "GradValueClip": f"{_CB}.gradient",
+    "TensorboardFullTracking": f"{_CB}.tensorboard",
+    "TensorboardTrainHistoryMetric": f"{_CB}.tensorboard",
     # the original re-exported these schedulers here "for back-compatibility"
     "LinearWithWarmupScheduler": f"{_TT}.schedulers.warmup",
     "ReduceLROnPlateauScheduler": f"{_TT}.schedulers.basic",

@@ -28,6 +28,7 @@ from aitoolbox.torchtrain.callbacks.performance_eval import (
     ModelTrainHistoryPlot,
     TrainHistoryFormatter,
 )
+from aitoolbox.torchtrain.callbacks.tensorboard import TensorboardFullTracking, TensorboardTrainHistoryMetric
 from aitoolbox.torchtrain.schedulers.basic import ReduceLROnPlateauMetricScheduler, ReduceLROnPlateauScheduler
 from aitoolbox.torchtrain.schedulers.warmup import LinearWithWarmupScheduler
 
@@ -58,6 +59,8 @@ __all__ = [
     "ReduceLROnPlateauMetricScheduler",
     "ReduceLROnPlateauScheduler",
     "TensorBoardLogger",
+    "TensorboardFullTracking",
+    "TensorboardTrainHistoryMetric",
     "TerminateOnNaN",
     "ThresholdEarlyStopping",
     "TrainHistoryFormatter",
