@@ -401,3 +401,38 @@ def test_tensorboard_callbacks_of_the_original(tmp_path: Path) -> None:
     acc = EventAccumulator(str(tmp_path / "hist"))
     acc.Reload()
     assert sorted(acc.Tags()["scalars"]) == ["epoch/loss", "epoch/val_loss"]
+
+
+def test_gradient_stats_print(caplog: pytest.LogCaptureFixture) -> None:
+    """Port of the original's test_gradient_callbacks.py::test_gradients_report (logged, not printed)."""
+    from aitoolbox.torchtrain.callbacks.gradient import GradientStatsPrint
+
+    class SmallFFNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(10, 8), nn.Linear(8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.l2(torch.relu(self.l1(x)))).squeeze(1)
+
+    model = SmallFFNet()
+
+    class LastGrads(AbstractCallback):  # the last step's gradients, read independently
+        def on_after_gradient_update(self, optimizer_idx: int) -> None:
+            self.grads = [torch.cat([p.grad.reshape(-1) for p in m.parameters()]) for m in (model.l1, model.l2)]
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.rand(100, 10, generator=g), torch.rand(100, generator=g))
+    spy = LastGrads()
+    tl = TrainLoop(model, torch.utils.data.DataLoader(data, batch_size=10), None, None,
+                   torch.optim.SGD(model.parameters(), lr=0.01), nn.BCELoss())  # fmt: skip
+    with caplog.at_level("INFO", logger="aitoolbox.torchtrain.callbacks.gradient"):
+        tl.fit(num_epochs=1, callbacks=[spy, GradientStatsPrint(lambda m: [m.l1, m.l2])])
+    (record,) = [r for r in caplog.records if "gradients stats" in r.getMessage()]  # once, at the epoch end
+    lines = record.getMessage().splitlines()
+    for i, flat in enumerate(spy.grads):
+        mean, std = (float(v) for v in lines[1 + 2 * i].split("Mean: ")[1].split("; Std "))
+        zeros = float(lines[2 + 2 * i].split(": ")[1])
+        assert mean == pytest.approx(float(flat.mean()), rel=1e-5, abs=1e-9)
+        assert std == pytest.approx(float(flat.std(unbiased=False)), rel=1e-5)
+        assert zeros == pytest.approx(float((flat == 0).float().mean()))

@@ -46,28 +46,49 @@ class GradientCallbackBase(Callback):
 
 
 class GradientStatsPrint(GradientCallbackBase):
-    """Log statistics of the gradients every ``on_every_grad_update`` steps: one host sync per report.
+    """Log, per layer, the mean, standard deviation and share of zeros of the gradients of the last optimizer step:
+    at every epoch end, or after every step with ``on_every_grad_update=True``.
+
+    The statistics are computed on the device at every step (no host sync) and read at the report, one sync per
+    report.
 
     Args:
-        model_layers_extract_def: ``fn(model) -> list of layers`` whose gradients are reported (default: the
-            model's parameters as one group).
-        on_every_grad_update: steps between reports.
+        model_layers_extract_def: ``fn(model) -> list of layers`` whose gradients are reported (default: the whole
+            model as one layer).
+        on_every_grad_update: report after every optimizer step instead of at epoch ends.
     """
 
-    def __init__(self, model_layers_extract_def: Any = None, on_every_grad_update: int = 1) -> None:
+    def __init__(self, model_layers_extract_def: Any = None, on_every_grad_update: bool = False) -> None:
         super().__init__("Print model gradient stats")
         self.model_layers_extract_def = model_layers_extract_def
         self.on_every_grad_update = on_every_grad_update
-        self.steps = 0
+        self.last: list[torch.Tensor] = []
 
     def on_after_gradient_update(self, optimizer_idx: int) -> None:
-        self.steps += 1
-        if optimizer_idx or self.steps % self.on_every_grad_update:
+        if optimizer_idx:
             return
         tl = self.train_loop_obj
-        groups = [tl.model] if self.model_layers_extract_def is None else self.model_layers_extract_def(tl.model)
-        for i, layer in enumerate(groups):
+        layers = [tl.model] if self.model_layers_extract_def is None else self.model_layers_extract_def(tl.model)
+        stats = []
+        for layer in layers:
             grads = [p.grad.detach().reshape(-1) for p in layer.parameters() if p.grad is not None]
             if grads:
-                flat = torch.cat(grads)
-                logger.info("layer %d grad mean %.4g std %.4g", i, flat.mean().item(), flat.std().item())
+                flat = torch.cat(grads).float()
+                stats.append(torch.stack([flat.mean(), flat.std(unbiased=False), (flat == 0).float().mean()]))
+        self.last = stats
+        if self.on_every_grad_update:
+            self.report()
+
+    def on_epoch_end(self) -> None:
+        if not self.on_every_grad_update:
+            self.report()
+
+    def report(self) -> None:
+        """Log the statistics of the last step (one host read)."""
+        if not self.last:
+            return
+        values = torch.stack(self.last).cpu().tolist()
+        lines = ["---> Model layers gradients stats"]
+        for i, (mean, std, zeros) in enumerate(values):
+            lines.append(f"Layer {i} grads: Mean: {mean}; Std {std}\n\tRatio of zero gradients: {zeros}")
+        logger.info("%s", "\n".join(lines))
