@@ -98,7 +98,7 @@ def check_criterion(criterion: object, tt: TTModel, model: object) -> None:
         raise LoopConfigError(
             f"criterion must be callable (e.g. nn.CrossEntropyLoss()), got {type(criterion).__name__}"
         )
-    if criterion is None and isinstance(tt, ModelWrap):
+    if criterion is None and isinstance(tt, ModelWrap) and tt.batch_model_feed_def is None:
         raise LoopConfigError(
             f"criterion is None but {type(model).__name__} is a plain nn.Module whose loss is "
             "criterion(output, target); pass a loss function such as nn.CrossEntropyLoss()"
