@@ -83,7 +83,7 @@ class TTBasicModel(TTModel):
 
     def get_predictions(self, batch: Any, device: torch.device) -> tuple[Any, Any, dict[str, Any] | None]:
         inputs, target = split_batch(batch, None, type(self).__name__)
-        return self(*move_all(inputs, device)), target, {}
+        return self(*move_all(inputs, device)).cpu(), target, {}
 
 
 class AbstractModelFeedDefinition(abc.ABC):
@@ -193,8 +193,12 @@ def split_batch(batch: Any, num_inputs: int | None, model_name: str) -> tuple[Se
 
 
 def move_all(items: Sequence[Any], device: torch.device) -> list[Any]:
-    """Each tensor of ``items`` on ``device`` (``non_blocking``); other items unchanged."""
-    return [x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x for x in items]
+    """Each item of ``items`` on ``device``: tensors ``non_blocking``, other objects with a ``.to(device)`` too (as
+    the original moved every batch element); the rest unchanged."""
+    return [
+        x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x.to(device) if hasattr(x, "to") else x
+        for x in items
+    ]
 
 
 def as_ttmodel(model: object) -> TTModel:
