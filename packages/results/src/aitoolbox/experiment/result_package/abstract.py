@@ -222,7 +222,14 @@ class AbstractResultPackage:
     # --- combining -----------------------------------------------------------------------------------------------
 
     def _unevaluated_pair(self, other: object) -> bool:
-        return isinstance(other, AbstractResultPackage) and self.results_dict is None and other.results_dict is None
+        """Two of this project's packages before evaluation: ``+`` makes one package computing both."""
+        return (
+            isinstance(other, AbstractResultPackage)
+            and self.results_dict is None
+            and other.results_dict is None
+            and self.metrics_known
+            and other.metrics_known
+        )
 
     def __add__(self, other: object) -> AbstractResultPackage:
         """Before evaluation, ``a + b`` is one package computing both (:class:`CombinedResultPackage`); after (or
@@ -334,6 +341,32 @@ class MultipleResultPackageWrapper(AbstractResultPackage):
             extra[name] = pkg.additional_results
         self.additional_results = extra
         return results
+
+    def __str__(self) -> str:
+        return "\n".join(f"--> {pkg.pkg_name}:\n{pkg}" for pkg in self.result_packages)
+
+    def _with(self, other: object) -> list[AbstractResultPackage]:
+        if isinstance(other, AbstractResultPackage):
+            return [copied(other)]
+        if isinstance(other, dict):
+            return [PreCalculatedResultPackage(copy.deepcopy(other))]
+        raise ValueError(f"a result package can be added to result packages and dicts, not {type(other).__name__}")
+
+    def __add__(self, other: object) -> MultipleResultPackageWrapper:
+        """A new wrapper holding copies of this one's packages and of ``other`` (a package or a dict)."""
+        self.warn_if_results_dict_not_defined()
+        wrapper = MultipleResultPackageWrapper()
+        packages = [copy.deepcopy(p) for p in self.result_packages]
+        wrapper.prepare_result_package([*packages, *self._with(other)], self.hyperparameters)
+        return wrapper
+
+    __radd__ = __add__
+
+    def __iadd__(self, other: object) -> MultipleResultPackageWrapper:
+        """Append a copy of ``other`` (a package or a dict) to this wrapper's packages."""
+        self.warn_if_results_dict_not_defined()
+        self.prepare_result_package([*self.result_packages, *self._with(other)], self.hyperparameters)
+        return self
 
     def get_additional_results_dump_paths(self) -> list[list[str]] | None:
         own = super().get_additional_results_dump_paths()
