@@ -65,6 +65,24 @@ class TrainingHistory(Mapping[str, list[Any]]):
     def __repr__(self) -> str:
         return f"TrainingHistory({self._history!r})"
 
+    def __str__(self) -> str:
+        return str(self._history)
+
+    def __add__(self, other: Mapping[str, Any]) -> TrainingHistory:
+        """A copy with one more value per key of ``other`` (``history + {"acc": 0.9}``, the original's)."""
+        out = TrainingHistory(self._history)
+        out += other
+        return out
+
+    __radd__ = __add__
+
+    def __iadd__(self, other: Mapping[str, Any]) -> TrainingHistory:
+        if not isinstance(other, Mapping):
+            raise TypeError(f"a training history adds a dict of {{metric: value}}, not {type(other).__name__}")
+        for name, value in other.items():
+            self.insert_single_result_into_history(name, value)
+        return self
+
     def insert_single_result_into_history(self, name: str, value: Any) -> None:
         """Append ``value`` to the list of ``name`` (created on first use)."""
         self._history.setdefault(name, []).append(value)
