@@ -49,6 +49,10 @@ class LoopOptions(TypedDict, total=False):
     num_processes: int | None
     ddp_options: dict[str, Any] | None
     preemption: Any
+    collate_batch_pred_fn: Any
+    pred_transform_fn: Any
+    lazy_experiment_save: bool
+    print_callbacks: bool
 
 
 @dataclass
