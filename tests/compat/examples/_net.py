@@ -3,6 +3,8 @@
 import torch.nn.functional as F
 from torch import nn
 
+from aitoolbox import TTModel
+
 
 class MNISTNet(nn.Module):
     def __init__(self):
@@ -15,3 +17,22 @@ class MNISTNet(nn.Module):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return F.log_softmax(self.fc(x.flatten(1)), dim=1)
+
+
+class Net(TTModel):
+    """The CNN as a TTModel, with the get_loss / get_predictions the original examples write."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = MNISTNet()
+
+    def forward(self, x):
+        return self.net(x)
+
+    def get_loss(self, batch_data, criterion, device):
+        data, target = batch_data
+        return criterion(self(data.to(device)), target.to(device))
+
+    def get_predictions(self, batch_data, device):
+        data, y_test = batch_data
+        return self(data.to(device)).argmax(dim=1).cpu(), y_test, {}

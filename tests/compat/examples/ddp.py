@@ -3,29 +3,11 @@
 import torch.nn as nn
 import torch.optim as optim
 from _data import mnist_loader
-from _net import MNISTNet
+from _net import Net
 
-from aitoolbox import TrainLoop, TTModel
+from aitoolbox import TrainLoop, TTModel  # noqa: F401 (the original's import)
 from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
 from aitoolbox.torchtrain.callbacks.performance_eval import ModelPerformanceEvaluation, ModelPerformancePrintReport
-
-
-class Net(TTModel):
-    def __init__(self):
-        super().__init__()
-        self.net = MNISTNet()
-
-    def forward(self, x):
-        return self.net(x)
-
-    def get_loss(self, batch_data, criterion, device):
-        data, target = batch_data
-        return criterion(self(data.to(device)), target.to(device))
-
-    def get_predictions(self, batch_data, device):
-        data, y_test = batch_data
-        return self(data.to(device)).argmax(dim=1).cpu(), y_test, {}
-
 
 if __name__ == "__main__":
     model = Net()

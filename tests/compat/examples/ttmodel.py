@@ -6,7 +6,6 @@ import os
 import torch.nn as nn
 import torch.optim as optim
 from _data import mnist_loader
-from _net import MNISTNet
 
 from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
 from aitoolbox.torchtrain.callbacks.performance_eval import ModelPerformanceEvaluation, ModelPerformancePrintReport
@@ -17,20 +16,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class Net(TTModel):
+    """The model defines how it is fed: get_loss and get_predictions next to forward."""
+
     def __init__(self):
         super().__init__()
-        self.net = MNISTNet()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 5), nn.ReLU(),
+                                      nn.MaxPool2d(2), nn.Flatten())  # fmt: skip
+        self.classifier = nn.Linear(16 * 4 * 4, 10)
 
     def forward(self, x):
-        return self.net(x)
+        return self.classifier(self.features(x)).log_softmax(dim=1)
 
     def get_loss(self, batch_data, criterion, device):
-        data, target = batch_data
-        return criterion(self(data.to(device)), target.to(device))
+        images, labels = batch_data
+        return criterion(self(images.to(device)), labels.to(device))
 
     def get_predictions(self, batch_data, device):
-        data, y_test = batch_data
-        return self(data.to(device)).argmax(dim=1).cpu(), y_test, {}
+        images, labels = batch_data
+        return self(images.to(device)).argmax(dim=1).cpu(), labels, {}
 
 
 parser = argparse.ArgumentParser(description="MNIST")

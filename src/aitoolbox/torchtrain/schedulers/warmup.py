@@ -19,6 +19,11 @@ def _warm(step: int, warmup: int) -> float:
     return float(step) / float(max(1, warmup))
 
 
+def _progress(step: int, warmup: int, total: int) -> float:
+    """The share of the post-warmup steps done (0 at the end of the warmup, 1 at ``total``)."""
+    return float(step - warmup) / float(max(1, total - warmup))
+
+
 class ConstantWithWarmupScheduler(LambdaLRScheduler):
     """Linear warmup from 0 over ``num_warmup_steps`` optimizer steps, then the optimizer's learning rate."""
 
@@ -51,7 +56,7 @@ class CosineWithWarmupScheduler(LambdaLRScheduler):
         def lr_lambda(step: int) -> float:
             if step < num_warmup_steps:
                 return _warm(step, num_warmup_steps)
-            progress = float(step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
+            progress = _progress(step, num_warmup_steps, num_training_steps)
             return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress)))
 
         super().__init__(lr_lambda, execute_epoch_end=False, execute_batch_end=True, last_epoch=last_epoch, **kwargs)
@@ -67,7 +72,7 @@ class HardRestartsCosineWithWarmupScheduler(LambdaLRScheduler):
         def lr_lambda(step: int) -> float:
             if step < num_warmup_steps:
                 return _warm(step, num_warmup_steps)
-            progress = float(step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
+            progress = _progress(step, num_warmup_steps, num_training_steps)
             if progress >= 1.0:
                 return 0.0
             return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(num_cycles) * progress) % 1.0))))
