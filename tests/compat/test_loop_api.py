@@ -436,3 +436,10 @@ def test_gradient_stats_print(caplog: pytest.LogCaptureFixture) -> None:
         assert mean == pytest.approx(float(flat.mean()), rel=1e-5, abs=1e-9)
         assert std == pytest.approx(float(flat.std(unbiased=False)), rel=1e-5)
         assert zeros == pytest.approx(float((flat == 0).float().mean()))
+
+
+def test_gpu_mode_dp_is_refused_with_the_replacement() -> None:
+    train, val = loaders()
+    model = TinyClassifier()
+    with pytest.raises(LoopConfigError, match="gpu_mode='dp' .* use gpu_mode='ddp'"):
+        TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(), gpu_mode="dp")

@@ -114,6 +114,11 @@ def check_options(
     prefetch: object,
     end_auto_eval: object,
 ) -> None:
+    if gpu_mode == "dp":
+        raise LoopConfigError(
+            "gpu_mode='dp' (torch.nn.DataParallel) is not supported: DistributedDataParallel is faster even on one "
+            "machine; use gpu_mode='ddp' (every GPU of this machine from a plain `python` run) or launch with torchrun"
+        )
     if gpu_mode not in ("single", "ddp"):
         raise LoopConfigError(
             f"gpu_mode must be 'single' or 'ddp', got {gpu_mode!r} (for several GPUs launch with torchrun, "
