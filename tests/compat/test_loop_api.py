@@ -443,3 +443,25 @@ def test_gpu_mode_dp_is_refused_with_the_replacement() -> None:
     model = TinyClassifier()
     with pytest.raises(LoopConfigError, match="gpu_mode='dp' .* use gpu_mode='ddp'"):
         TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(), gpu_mode="dp")
+
+
+@pytest.mark.slow
+def test_in_multi_process_data_load(tmp_path: Path) -> None:
+    from aitoolbox.torchtrain.callbacks.ddp import DistributedSamplerSetEpoch, InMultiProcessDataLoad
+
+    def build() -> Any:
+        Path(tmp_path, f"built-{torch.distributed.get_rank()}").touch()
+        return make_classification_loader(64, batch_size=16, seed=3)
+
+    train, val = loaders()
+    model = TinyClassifier()
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
+                   gpu_mode="ddp", num_processes=2)  # fmt: skip
+    tl.fit(num_epochs=1, callbacks=[InMultiProcessDataLoad(train_loader_build_fn=build, val_loader_build_fn=False)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["built-0", "built-1"]
+    assert tl.iteration == 2  # 64 samples / 2 ranks / 16 per batch: the loader built in the processes was trained on
+
+    sampler = torch.utils.data.DistributedSampler(range(10), num_replicas=2, rank=0)
+    single = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+    single.fit(num_epochs=3, callbacks=[DistributedSamplerSetEpoch(sampler, None, None)])
+    assert sampler.epoch == 2
