@@ -465,3 +465,20 @@ def test_in_multi_process_data_load(tmp_path: Path) -> None:
     single = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
     single.fit(num_epochs=3, callbacks=[DistributedSamplerSetEpoch(sampler, None, None)])
     assert sampler.epoch == 2
+
+
+def test_checkpoint_ranking_by_an_original_metric_name(tmp_path: Path) -> None:
+    from aitoolbox import TrainLoopCheckpoint
+
+    train, val = loaders()
+    model = TinyClassifier()
+    tl = TrainLoopCheckpoint(model, train, val, None, torch.optim.Adam(model.parameters(), lr=0.05),
+                             nn.CrossEntropyLoss(), "p", "e", tmp_path, {}, rm_subopt_local_models="val_Accuracy",
+                             num_best_checkpoints_kept=1)  # fmt: skip
+    evaluation = ModelPerformanceEvaluation(ClassificationResultPackage(metrics=["accuracy"]), {})
+    tl.fit(num_epochs=4, callbacks=[evaluation])
+    kept_epochs = sorted(int(p.name[6:10]) for p in (tl.experiment_dir / "checkpoint_model").glob("ckpt-*"))
+    accuracy = tl.train_history["val_accuracy"]
+    assert kept_epochs[-1] == 4  # the newest is always kept
+    best = [e for e in kept_epochs if e != 4] or [4]  # and one best by val_accuracy (it may be the newest)
+    assert len(kept_epochs) <= 2 and accuracy[best[0] - 1] == max(accuracy)

@@ -21,6 +21,7 @@ from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.callbacks.base import callback_states, check_metric_will_exist, load_callback_states
 from aitoolbox.loop.errors import check_int
 from aitoolbox.loop.extensions import FitRun, LoopExtension
+from aitoolbox.loop.history import canonical_metric
 from aitoolbox.loop.preemption import Preempted
 from aitoolbox.torchtrain._cloud import CloudMirror, download_latest_checkpoint
 from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, check_resume_from, resolve_resume
@@ -55,7 +56,8 @@ class Retention:
             )
         if mode not in ("auto", "min", "max"):
             raise LoopConfigError(f"rm_subopt_mode must be 'auto', 'min' or 'max', got {mode!r}")
-        self.monitor = "loss" if rm_subopt_local_models is True else str(rm_subopt_local_models)
+        # the original's metric names rank by the same metric (``'val_Accuracy'`` is ``'val_accuracy'``)
+        self.monitor = "loss" if rm_subopt_local_models is True else canonical_metric(str(rm_subopt_local_models))
         self.mode = resolve_mode(self.monitor, str(mode))  # the rule EarlyStopping(mode='auto') follows too
         self.manager_options = {"keep_last": 1, "keep_best": kept or 2, "monitor": self.monitor, "mode": self.mode}
 
