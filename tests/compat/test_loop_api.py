@@ -482,3 +482,16 @@ def test_checkpoint_ranking_by_an_original_metric_name(tmp_path: Path) -> None:
     assert kept_epochs[-1] == 4  # the newest is always kept
     best = [e for e in kept_epochs if e != 4] or [4]  # and one best by val_accuracy (it may be the newest)
     assert len(kept_epochs) <= 2 and accuracy[best[0] - 1] == max(accuracy)
+
+
+@pytest.mark.slow
+def test_a_ddp_launch_leaves_the_signal_handlers_as_they_were() -> None:
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)}
+    train, val = loaders()
+    model = TinyClassifier()
+    TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(), gpu_mode="ddp",
+              num_processes=2).fit(num_epochs=1)  # fmt: skip
+    # torch's launcher installs handlers that raise SignalException; a later fit's preemption handler chained to them
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -13,10 +13,13 @@ torchrun for multi-threaded CPU workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -111,5 +114,23 @@ def launch_fit(fit: Callable[..., Any], kwargs: dict[str, Any], nproc: int) -> d
             "script with torchrun for multi-threaded CPU workers",
             threads,
         )
-    results = elastic_launch(config, _run_rank)(fit, kwargs)
+    with _signal_handlers_kept():
+        results = elastic_launch(config, _run_rank)(fit, kwargs)
     return results[0]  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Restore the process's signal handlers after the launch: torch's launcher installs handlers that raise
+    ``SignalException`` for SIGTERM/SIGINT/SIGHUP/SIGQUIT and leaves them (a later fit's preemption handler would
+    chain to them, and the program would no longer end on SIGTERM as it did)."""
+    names = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT").split(",")
+    sigs = [getattr(signal, name.strip(), None) for name in names]
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in sigs if sig is not None} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
