@@ -114,3 +114,45 @@ def test_e2e_epochs_equal_iterations_and_accumulation(mode: str) -> None:
         assert pred == getattr(tl_2, f"predict_on_{split}_set")()[0].argmax(dim=1).tolist()
         loss = getattr(tl, f"evaluate_loss_on_{split}_set")()
         assert loss == pytest.approx(getattr(tl_2, f"evaluate_loss_on_{split}_set")(), abs=1e-6)
+
+
+def test_e2e_tracked_variant_gives_the_same_numbers_and_files(tmp_path: Any) -> None:
+    """Port of ``test_end2end_train_loop_tracking.py``: TrainLoopCheckpointEndSave trains as the plain loop, and
+    writes its checkpoints (one per epoch), final model and the result packages' results."""
+    import json
+
+    from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
+    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpointEndSave
+
+    def tracked(val_size: int) -> tuple[TrainLoopCheckpointEndSave, list[TensorDataset]]:
+        seeded()
+        data = [TensorDataset(torch.randn(n, 50), torch.randint(0, 10, (n,))) for n in (100, val_size, 30)]
+        model = FFNet()
+        tl = TrainLoopCheckpointEndSave(
+            model, *[DataLoader(d, batch_size=10) for d in data],
+            optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)), nn.NLLLoss(),
+            project_name="e2e_train_loop_example", experiment_name="TrainLoopCheckpointEndSave_example",
+            local_model_result_folder_path=tmp_path, hyperparams={"batch_size": 10},
+            val_result_package=ClassificationResultPackage(), test_result_package=ClassificationResultPackage(),
+            cloud_save_mode=None,
+        )  # fmt: skip
+        tl.fit(num_epochs=5)
+        return tl, data
+
+    tl, _ = tracked(30)
+    assert tl.train_history["loss"] == pytest.approx(ACCUMULATED_LOSS, abs=1e-6)
+    assert tl.train_history["val_loss"] == pytest.approx(VAL_LOSS, abs=1e-6)
+    assert tl.evaluate_loss_on_train_set() == pytest.approx(EVAL_LOSS[-1], abs=1e-6)
+    assert tl.evaluate_loss_on_test_set() == pytest.approx(TEST_LOSS, abs=1e-6)
+    assert tl.predict_on_train_set()[0].argmax(dim=1).tolist() == TRAIN_PRED
+
+    tl, _ = tracked(40)  # the saved-files check of the original uses 40 validation samples
+    folder = tl.experiment_dir
+    assert sorted(p.name[:10] for p in (folder / "checkpoint_model").glob("ckpt-*")) == [
+        f"ckpt-e{e:04d}" for e in range(1, 6)
+    ]  # one checkpoint per epoch, as the original's model_..._E<epoch>.pth
+    assert (folder / "model" / "model_state_dict.pt").is_file()
+    assert json.loads((folder / "hyperparams.json").read_text()) == {"batch_size": 10}
+    # the original recorded Accuracy 0.1 on the test set and 0.125 on the validation set
+    assert json.loads((folder / "results" / "test_results.json").read_text())["accuracy"] == pytest.approx(0.1)
+    assert json.loads((folder / "results" / "validation_results.json").read_text())["accuracy"] == pytest.approx(0.125)
