@@ -156,3 +156,35 @@ def test_e2e_tracked_variant_gives_the_same_numbers_and_files(tmp_path: Any) -> 
     # the original recorded Accuracy 0.1 on the test set and 0.125 on the validation set
     assert json.loads((folder / "results" / "test_results.json").read_text())["accuracy"] == pytest.approx(0.1)
     assert json.loads((folder / "results" / "validation_results.json").read_text())["accuracy"] == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize("more", [1, 5])
+def test_e2e_continue_training_from_the_checkpoint_equals_in_memory(tmp_path: Any, more: int) -> None:
+    """Port of ``test_end2end_train_loop_checkpoint_cont_training_pred.py``: training on from the saved checkpoint
+    (the original reloaded its ``.pth`` with ``PyTorchLocalModelLoader``; here ``fit(resume_from="latest")``) gives
+    the same predictions and losses as training on in memory."""
+    from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
+    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpointEndSave
+
+    seeded()
+    data = [TensorDataset(torch.randn(n, 50), torch.randint(0, 10, (n,))) for n in (100, 30, 30)]
+    loaders = [DataLoader(d, batch_size=10) for d in data]
+
+    def tracked(model: FFNet) -> TrainLoopCheckpointEndSave:
+        return TrainLoopCheckpointEndSave(
+            model, *loaders, optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)), nn.NLLLoss(),
+            project_name="e2e", experiment_name="cont", local_model_result_folder_path=tmp_path,
+            hyperparams={"batch_size": 10}, val_result_package=ClassificationResultPackage(),
+            test_result_package=ClassificationResultPackage(), cloud_save_mode=None,
+        )  # fmt: skip
+
+    first = tracked(FFNet())
+    first.fit(num_epochs=5)
+    reloaded = tracked(FFNet())  # fresh weights and optimizer: everything comes from the checkpoint
+    reloaded.fit(num_epochs=5 + more, resume_from="latest")
+    first.fit(num_epochs=more)  # in memory, as the original's second TrainLoop over the same model
+    for split in ("train", "validation", "test"):
+        assert torch.equal(
+            getattr(first, f"predict_on_{split}_set")()[0], getattr(reloaded, f"predict_on_{split}_set")()[0]
+        )
+        assert getattr(first, f"evaluate_loss_on_{split}_set")() == getattr(reloaded, f"evaluate_loss_on_{split}_set")()
