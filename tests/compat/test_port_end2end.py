@@ -188,3 +188,30 @@ def test_e2e_continue_training_from_the_checkpoint_equals_in_memory(tmp_path: An
             getattr(first, f"predict_on_{split}_set")()[0], getattr(reloaded, f"predict_on_{split}_set")()[0]
         )
         assert getattr(first, f"evaluate_loss_on_{split}_set")() == getattr(reloaded, f"evaluate_loss_on_{split}_set")()
+
+
+def test_e2e_saved_final_model_predicts_the_same(tmp_path: Any) -> None:
+    """Port of ``test_end2end_train_loop_checkpoint_pred.py``: the final model the tracked variant saved, loaded into
+    a fresh model, predicts as the trained one (the original built a TrainLoop without optimizer for it, which is
+    refused here; the predictor needs none)."""
+    from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
+    from aitoolbox.torchtrain.model_predict import PyTorchModelPredictor
+    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpointEndSave
+
+    seeded()
+    data = [TensorDataset(torch.randn(n, 50), torch.randint(0, 10, (n,))) for n in (100, 30, 30)]
+    loaders = [DataLoader(d, batch_size=10) for d in data]
+    model = FFNet()
+    tl = TrainLoopCheckpointEndSave(
+        model, *loaders, optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)), nn.NLLLoss(),
+        project_name="e2e", experiment_name="saved", local_model_result_folder_path=tmp_path,
+        hyperparams={"batch_size": 10}, val_result_package=ClassificationResultPackage(),
+        test_result_package=ClassificationResultPackage(), cloud_save_mode=None,
+    )  # fmt: skip
+    tl.fit(num_epochs=5)
+    reloaded = FFNet()
+    reloaded.load_state_dict(torch.load(tl.experiment_dir / "model" / "model_state_dict.pt", weights_only=True))
+    for loader, split in zip(loaders, ("train", "validation", "test"), strict=True):
+        predictor = PyTorchModelPredictor(reloaded, loader)
+        assert torch.equal(predictor.model_predict()[0], getattr(tl, f"predict_on_{split}_set")()[0])
+        assert predictor.model_get_loss(nn.NLLLoss()) == getattr(tl, f"evaluate_loss_on_{split}_set")()
