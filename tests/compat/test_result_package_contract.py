@@ -120,3 +120,20 @@ def test_plain_loop_monitoring_an_original_style_metric(tmp_path: Path) -> None:
         num_epochs=4, callbacks=[ModelPerformanceEvaluation(HitRate(), {}), es]
     )
     assert es.best is not None
+
+
+def test_torch_metrics_package_in_evaluation() -> None:
+    import torchmetrics
+
+    from aitoolbox.experiment.result_package.torch_metrics_packages import TorchMetricsPackage
+
+    metric = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+    pkg = TorchMetricsPackage(metric)
+    pkg.prepare_result_package(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]))
+    assert pkg.get_results() == {"MulticlassAccuracy_PTLMetrics": pytest.approx(0.75)}
+    model, train, val, opt = _loop(Path())
+    tl = TrainLoop(model, train, val, None, opt, nn.CrossEntropyLoss())
+    collection = torchmetrics.MetricCollection({"acc": torchmetrics.Accuracy(task="multiclass", num_classes=3)})
+    tl.fit(num_epochs=2, callbacks=[ModelPerformanceEvaluation(TorchMetricsPackage(collection), {})])
+    predicted, truth, _ = tl.predict_on_validation_set()
+    assert tl.train_history["val_acc_PTLMetrics"][-1] == pytest.approx(float((predicted == truth).float().mean()))

@@ -139,7 +139,8 @@ class AbstractResultPackage:
 
     def prepare_result_package(self, y_true: Any, y_predicted: Any, hyperparameters: Any = None, **kwargs: Any) -> None:
         """Keep the inputs (as ``np_array`` says), then compute ``results_dict`` with :meth:`prepare_results_dict`."""
-        y_true, y_predicted = _untensor(y_true), _untensor(y_predicted)
+        if self.np_array is not False:  # tensors become arrays here; np_array=False keeps the inputs as given
+            y_true, y_predicted = _untensor(y_true), _untensor(y_predicted)
         if self.np_array is True:
             self.y_true, self.y_predicted = np.array(y_true), np.array(y_predicted)
         elif self.np_array == "auto":
