@@ -61,13 +61,15 @@ _CASES = [
     ("ckpt:35", "global", 0, None),  # inside the commit of iteration 35's checkpoint (the writer thread's timing)
     ("twice:38", "global", 0, 38),  # a second signal only shortens the budget
     ("int:38", "sampler-gen", 0, 38),  # Ctrl-C
-    ("group:38", "global", 2, 38),  # the whole process group, DataLoader workers included: they ignore it
+    # the whole process group, DataLoader workers included (they ignore it). Sent by another process (`kill`), the
+    # signal may reach this one after the step's boundary check under load: it then stops at the next one (seen in CI)
+    ("group:38", "global", 2, (38, 39)),
 ]
 
 
 @pytest.mark.parametrize(("kill_at", "config", "workers", "stops_at"), _CASES, ids=[c[0] for c in _CASES])
 def test_preempted_run_commits_exits_143_and_resumes_exactly(
-    tmp_path: Path, straight: Any, kill_at: str, config: str, workers: int, stops_at: int | None
+    tmp_path: Path, straight: Any, kill_at: str, config: str, workers: int, stops_at: int | tuple[int, ...] | None
 ) -> None:
     proc, took = _child(tmp_path, tmp_path / "unused.pt", "preempt", kill_at, workers, config)
     assert proc.returncode == 143, proc.stderr[-4000:]
@@ -82,7 +84,7 @@ def test_preempted_run_commits_exits_143_and_resumes_exactly(
         # the interrupted commit completed: iteration 35's checkpoint is whole too
         assert any(i.iteration == 35 for i in CheckpointManager(_checkpoint_dir(tmp_path)).list(verify=True))
     else:
-        assert record["iteration"] == stops_at
+        assert record["iteration"] in (stops_at if isinstance(stops_at, tuple) else (stops_at,))
     assert record["signal_to_snapshot_s"] < BUDGET_S
     assert f"preempted by {record['signal']}" in proc.stderr
 
