@@ -38,9 +38,14 @@ class PyTorchModelPredictor(ModelPredictor):
         self, result_package: AbstractResultPackage, return_result_package: bool = True
     ) -> AbstractResultPackage | dict[str, Any] | None:
         """Evaluate ``result_package`` on the predictions; the package (``True``) or its results."""
+        self._evaluate(result_package)
+        return result_package if return_result_package else result_package.get_results()
+
+    def _evaluate(self, result_package: AbstractResultPackage) -> tuple[Any, Any, dict[str, Any] | None]:
+        """Predict, evaluate ``result_package`` on it, and return the predictions."""
         y_pred, y_true, metadata = self.model_predict()
         result_package.prepare_result_package(y_true, y_pred, hyperparameters={}, additional_results=metadata)
-        return result_package if return_result_package else result_package.get_results()
+        return y_pred, y_true, metadata
 
     def evaluate_model(
         self, result_package: AbstractResultPackage, project_name: str, experiment_name: str,
@@ -60,8 +65,7 @@ class PyTorchModelPredictor(ModelPredictor):
             )
         validate_names(project_name, experiment_name)
         folder = new_experiment_dir(prepare_root(local_model_result_folder_path), project_name, experiment_name)
-        y_pred, y_true, metadata = self.model_predict()
-        result_package.prepare_result_package(y_true, y_pred, hyperparameters={}, additional_results=metadata)
+        y_pred, y_true, metadata = self._evaluate(result_package)
         writer = ExperimentWriter(folder)
         writer.write_results(result_package.pkg_name, result_package.get_results() or {})
         if save_true_pred_labels:

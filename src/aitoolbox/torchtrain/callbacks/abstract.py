@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from aitoolbox.loop import LoopConfigError
 from aitoolbox.loop.callbacks import AbstractCallback, Callback
@@ -38,6 +37,7 @@ class AbstractExperimentCallback(Callback):
         self.project_name, self.experiment_name = project_name, experiment_name
         self.local_model_result_folder_path = local_model_result_folder_path
         self.cloud_save_mode, self.bucket_name, self.cloud_dir_prefix = cloud_save_mode, bucket_name, cloud_dir_prefix
+        self._made_dir: Path | None = None  # with a plain TrainLoop: the folder made from the details
 
     def try_infer_experiment_details(self, infer_cloud_details: bool) -> None:
         """Fill the details left ``None`` from the loop (a tracked variant has them); refuse when still missing."""
@@ -59,12 +59,11 @@ class AbstractExperimentCallback(Callback):
         folder = getattr(tl, "experiment_dir", None)
         if folder is not None:
             return Path(folder)
-        made: Any = getattr(self, "_made_dir", None)
-        if made is None:
+        if self._made_dir is None:
             from aitoolbox.torchtrain._experiment import new_experiment_dir, prepare_root, validate_names
 
             self.try_infer_experiment_details(infer_cloud_details=False)
             validate_names(self.project_name, self.experiment_name)
             root = prepare_root(self.local_model_result_folder_path)
-            made = self._made_dir = new_experiment_dir(root, str(self.project_name), str(self.experiment_name))
-        return Path(made)
+            self._made_dir = new_experiment_dir(root, str(self.project_name), str(self.experiment_name))
+        return self._made_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ class TensorBoardLogger(Callback):
     Args:
         log_dir: where the event files go; default ``<experiment folder>/tensorboard`` for the tracked variants.
         log_every_n_steps: steps between training-loss points (0: per-epoch metrics only).
+        metrics: the history metrics logged per epoch (default: every numeric one).
 
     Example:
         .. code-block:: python
@@ -36,11 +38,14 @@ class TensorBoardLogger(Callback):
             tl.fit(num_epochs=10, callbacks=[TensorBoardLogger(log_dir="runs/tb", log_every_n_steps=50)])
     """
 
-    def __init__(self, log_dir: str | Path | None = None, log_every_n_steps: int = 100) -> None:
+    def __init__(
+        self, log_dir: str | Path | None = None, log_every_n_steps: int = 100, metrics: Sequence[str] | None = None
+    ) -> None:
         super().__init__(execution_order=900)  # after the metric callbacks
         check_int("log_every_n_steps", log_every_n_steps, 0)
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.log_every_n_steps = log_every_n_steps
+        self.metrics = None if metrics is None else list(metrics)
         self.writer: Any = None
 
     def provided_metrics(self) -> tuple[str, ...]:
@@ -75,6 +80,8 @@ class TensorBoardLogger(Callback):
         tl = self.train_loop_obj
         assert tl is not None
         for name, values in tl.train_history.items():
+            if self.metrics is not None and name not in self.metrics:
+                continue
             value = values[-1] if values else None
             if isinstance(value, int | float) and not isinstance(value, bool):
                 self.writer.add_scalar(f"epoch/{name}", value, tl.epoch + 1)

@@ -32,18 +32,8 @@ class TensorboardFullTracking(TensorBoardLogger):
             log_dir = Path(local_model_result_folder_path).expanduser() / project_name / experiment_name / "tensorboard"
         if kwargs:
             raise LoopConfigError(f"unknown arguments {sorted(kwargs)}")
-        super().__init__(log_dir=log_dir, log_every_n_steps=batch_log_frequency)
-        self.metric_names = None if metric_names is None else list(metric_names)
-
-    def on_epoch_end(self) -> None:
-        tl = self.train_loop_obj
-        for name, values in tl.train_history.items():
-            if self.metric_names is not None and name not in self.metric_names:
-                continue
-            value = values[-1] if values else None
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                self.writer.add_scalar(f"epoch/{name}", value, tl.epoch + 1)
-        self.writer.flush()
+        super().__init__(log_dir=log_dir, log_every_n_steps=batch_log_frequency, metrics=metric_names)
+        self.metric_names = self.metrics
 
 
 class TensorboardTrainHistoryMetric(TensorboardFullTracking):

@@ -15,7 +15,6 @@ from torch.optim import lr_scheduler
 
 from aitoolbox.loop import LoopConfigError
 from aitoolbox.loop.callbacks import LRSchedulerCallback
-from aitoolbox.loop.history import canonical_metric
 
 __all__ = [
     "AbstractScheduler",
@@ -44,7 +43,7 @@ class GeneralLRSchedulerCallback(LRSchedulerCallback):
         self, scheduler_class: Callable[..., Any], optimizer_idx: int | torch.optim.Optimizer | None = None,
         *, step_every: str = "epoch", monitor: str = "val_loss", **kwargs: Any,
     ) -> None:  # fmt: skip
-        super().__init__(self._build, step_every=step_every, monitor=canonical_metric(monitor))
+        super().__init__(self._build, step_every=step_every, monitor=monitor)
         self.callback_name = type(self).__name__
         self.scheduler_class, self.optimizer_idx, self.scheduler_args = scheduler_class, optimizer_idx, kwargs
 

@@ -10,6 +10,7 @@ import torch
 from aitoolbox.loop.callbacks.base import Callback
 from aitoolbox.loop.errors import LoopConfigError, check_int
 from aitoolbox.loop.model import ModelWrap, TTModel
+from aitoolbox.loop.multi_loss import MultiOptimizer
 
 __all__ = [
     "check_extensions",
@@ -62,7 +63,7 @@ def check_loaders(train_loader: object, validation_loader: object, test_loader: 
 
 def check_optimizers(optimizer: object, tt: TTModel) -> list[torch.optim.Optimizer]:
     """The optimizer (or list of them) as a list, each holding some of the model's parameters."""
-    if hasattr(optimizer, "optimizer_list"):  # MultiOptimizer
+    if isinstance(optimizer, MultiOptimizer):
         optimizer = optimizer.optimizer_list
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     classes = [o for o in opts if isinstance(o, type)]

@@ -144,13 +144,15 @@ class ModelWrap(TTModel):
             missing = [
                 m for m in ("get_loss", "get_predictions") if not callable(getattr(batch_model_feed_def, m, None))
             ]
-            if missing or num_inputs is not None:
+            if missing:
                 raise ModelNotSupportedError(
-                    f"batch_model_feed_def must define get_loss(model, batch, criterion, device) and "
-                    f"get_predictions(model, batch, device) (subclass AbstractModelFeedDefinition); "
+                    "batch_model_feed_def must define get_loss(model, batch, criterion, device) and "
+                    "get_predictions(model, batch, device) (subclass AbstractModelFeedDefinition); "
                     f"{type(batch_model_feed_def).__name__} lacks {missing}"
-                    if missing
-                    else "num_inputs applies only without a batch_model_feed_def; pass one or the other"
+                )
+            if num_inputs is not None:
+                raise ModelNotSupportedError(
+                    "num_inputs applies only without a batch_model_feed_def; pass one or the other"
                 )
         self.module = module
         self.batch_model_feed_def = batch_model_feed_def

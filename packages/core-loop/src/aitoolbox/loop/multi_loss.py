@@ -74,7 +74,10 @@ class MultiLoss(MutableMapping[str, Any]):
         """The index of the optimizer that loss ``name`` trains."""
         if self.loss_optimizer_map is not None:
             return int(self.loss_optimizer_map[name])
-        return list(self.loss_dict).index(name)
+        for i, key in enumerate(self.loss_dict):
+            if key == name:
+                return i
+        raise KeyError(name)
 
     def total(self) -> torch.Tensor:
         """The sum of the losses (what the training history records as ``loss``)."""

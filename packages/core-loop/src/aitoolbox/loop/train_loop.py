@@ -122,7 +122,7 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         ddp_options: dict[str, Any] | None = None,
         extensions: Sequence[LoopExtension] = (),
         preemption: Preemption | bool | None = None,
-        collate_batch_pred_fn: Callable[[list[Any], Any], Any] | None = None,
+        collate_batch_pred_fn: Callable[[Any, list[Any]], list[Any]] | None = None,
         pred_transform_fn: Callable[[list[Any]], Any] | None = None,
         lazy_experiment_save: bool = False,
         print_callbacks: bool = False,

@@ -9,15 +9,22 @@ import numpy as np
 from aitoolbox.experiment.errors import ResultPackageError
 
 
+def from_tensor(x: Any) -> Any:
+    """A torch tensor (any device, with or without grad) as a NumPy array, detected without importing torch;
+    anything else unchanged."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu()
+        if str(getattr(x, "dtype", "")) == "torch.bfloat16":
+            x = x.float()
+        return x.numpy()
+    return x
+
+
 def to_numpy(x: Any, name: str) -> np.ndarray:
     """Convert a tensor (any device, with or without grad), array or sequence to a NumPy array."""
     if x is None:
         raise ResultPackageError(f"{name} is None; the model's get_predictions must return it")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, detected without importing torch
-        x = x.detach().cpu()
-        if str(getattr(x, "dtype", "")) == "torch.bfloat16":
-            x = x.float()
-        x = x.numpy()
+    x = from_tensor(x)
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as err:

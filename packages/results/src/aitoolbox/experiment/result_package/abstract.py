@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from aitoolbox.experiment._arrays import check_pair, plain
+from aitoolbox.experiment._arrays import check_pair, from_tensor, plain
 from aitoolbox.experiment.errors import ResultPackageError
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "CombinedResultPackage",
     "MultipleResultPackageWrapper",
     "PreCalculatedResultPackage",
+    "as_package",
     "merge_packages",
 ]
 
@@ -140,7 +141,7 @@ class AbstractResultPackage:
     def prepare_result_package(self, y_true: Any, y_predicted: Any, hyperparameters: Any = None, **kwargs: Any) -> None:
         """Keep the inputs (as ``np_array`` says), then compute ``results_dict`` with :meth:`prepare_results_dict`."""
         if self.np_array is not False:  # tensors become arrays here; np_array=False keeps the inputs as given
-            y_true, y_predicted = _untensor(y_true), _untensor(y_predicted)
+            y_true, y_predicted = from_tensor(y_true), from_tensor(y_predicted)
         if self.np_array is True:
             self.y_true, self.y_predicted = np.array(y_true), np.array(y_predicted)
         elif self.np_array == "auto":
@@ -287,14 +288,6 @@ class CombinedResultPackage(AbstractResultPackage):
         return out
 
 
-def _untensor(x: Any) -> Any:
-    """A torch tensor as a NumPy array (detected without importing torch); anything else unchanged."""
-    if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):
-        x = x.detach().cpu()
-        return (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
-    return x
-
-
 def copied(pkg: AbstractResultPackage) -> AbstractResultPackage:
     """A deep copy of an evaluated package (the original's merge copies both sides)."""
     pkg.warn_if_results_dict_not_defined()
@@ -346,19 +339,12 @@ class MultipleResultPackageWrapper(AbstractResultPackage):
     def __str__(self) -> str:
         return "\n".join(f"--> {pkg.pkg_name}:\n{pkg}" for pkg in self.result_packages)
 
-    def _with(self, other: object) -> list[AbstractResultPackage]:
-        if isinstance(other, AbstractResultPackage):
-            return [copied(other)]
-        if isinstance(other, dict):
-            return [PreCalculatedResultPackage(copy.deepcopy(other))]
-        raise ValueError(f"a result package can be added to result packages and dicts, not {type(other).__name__}")
-
     def __add__(self, other: object) -> MultipleResultPackageWrapper:
         """A new wrapper holding copies of this one's packages and of ``other`` (a package or a dict)."""
         self.warn_if_results_dict_not_defined()
         wrapper = MultipleResultPackageWrapper()
         packages = [copy.deepcopy(p) for p in self.result_packages]
-        wrapper.prepare_result_package([*packages, *self._with(other)], self.hyperparameters)
+        wrapper.prepare_result_package([*packages, as_package(other)], self.hyperparameters)
         return wrapper
 
     __radd__ = __add__
@@ -366,7 +352,7 @@ class MultipleResultPackageWrapper(AbstractResultPackage):
     def __iadd__(self, other: object) -> MultipleResultPackageWrapper:
         """Append a copy of ``other`` (a package or a dict) to this wrapper's packages."""
         self.warn_if_results_dict_not_defined()
-        self.prepare_result_package([*self.result_packages, *self._with(other)], self.hyperparameters)
+        self.prepare_result_package([*self.result_packages, as_package(other)], self.hyperparameters)
         return self
 
     def get_additional_results_dump_paths(self) -> list[list[str]] | None:
@@ -377,14 +363,18 @@ class MultipleResultPackageWrapper(AbstractResultPackage):
         return paths
 
 
+def as_package(other: object) -> AbstractResultPackage:
+    """What ``+`` adds: a copy of an evaluated package, or a dict of results as a ``PreCalculatedResultPackage``."""
+    if isinstance(other, AbstractResultPackage):
+        return copied(other)
+    if isinstance(other, dict):
+        return PreCalculatedResultPackage(copy.deepcopy(other))
+    raise ValueError(f"a result package can be added to result packages and dicts, not {type(other).__name__}")
+
+
 def merge_packages(pkg: AbstractResultPackage, other: object) -> MultipleResultPackageWrapper:
     """The original's ``pkg + other`` of evaluated packages (or a dict of results): copies of both, side by side."""
-    if isinstance(other, AbstractResultPackage):
-        other_pkg = copied(other)
-    elif isinstance(other, dict):
-        other_pkg = PreCalculatedResultPackage(copy.deepcopy(other))
-    else:
-        raise ValueError(f"a result package can be added to result packages and dicts, not {type(other).__name__}")
+    other_pkg = as_package(other)  # first: a bad ``other`` is named before this package's own state is checked
     mine = copied(pkg)
     wrapper = MultipleResultPackageWrapper()
     wrapper.prepare_result_package([mine, other_pkg], mine.hyperparameters)
