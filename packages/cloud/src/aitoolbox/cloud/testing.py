@@ -187,10 +187,12 @@ class SeaweedServer:
                 stale.unlink(missing_ok=True)
 
     def stop(self) -> None:
+        """Stop the server. ``weed server`` does not exit on SIGTERM within 10 s (it drains its internal gRPC
+        streams), and a test server's data is not read after it stops, so it gets 1 s before SIGKILL."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
