@@ -135,3 +135,31 @@ def test_public_api_is_pinned() -> None:
         "CombinedResultPackage", "GeneralResultPackage", "MultipleResultPackageWrapper", "PreCalculatedResultPackage",
         "RegressionResultPackage",
     ]  # fmt: skip
+
+
+class _MacroF1:
+    """An object with Hugging Face Evaluate's ``compute`` signature (``evaluate.load('f1')`` needs the Hub)."""
+
+    def compute(self, references: object, predictions: object, average: str = "binary", sample_weight: object = None):
+        from sklearn.metrics import f1_score
+
+        return {"f1": f1_score(references, predictions, average=average, sample_weight=sample_weight)}
+
+
+def test_hf_evaluate_package_passes_inputs_and_the_models_metadata() -> None:
+    from sklearn.metrics import f1_score
+
+    from aitoolbox.experiment.result_package.hf_evaluate_packages import HFEvaluateResultPackage
+
+    y_true, y_pred, weights = [0, 1, 2, 2, 1], [0, 2, 2, 2, 1], [1.0, 3.0, 1.0, 1.0, 0.5]
+    pkg = HFEvaluateResultPackage(_MacroF1(), average="macro")
+    assert pkg.evaluate(y_true, y_pred, {"sample_weight": weights}) == {
+        "f1_HFEvaluate": pytest.approx(f1_score(y_true, y_pred, average="macro", sample_weight=weights))
+    }
+    unweighted = HFEvaluateResultPackage(_MacroF1(), use_models_additional_results=False, average="macro")
+    assert unweighted.evaluate(y_true, y_pred, {"sample_weight": weights}, {"lr": 0.1}) == {
+        "f1_HFEvaluate": pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    }
+    assert unweighted.get_hyperparameters() == {"lr": 0.1}
+    with pytest.raises(TypeError, match="no compute"):
+        HFEvaluateResultPackage(object())

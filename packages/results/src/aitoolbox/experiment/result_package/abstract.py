@@ -119,10 +119,11 @@ class AbstractResultPackage:
         """Whether the metric names are known before evaluating (not for original-style packages)."""
         return not self.original_style()
 
-    def evaluate(self, y_true: Any, y_pred: Any) -> dict[str, Any]:
-        """Check the inputs and return ``{metric: value}`` as plain (JSON-ready) Python values."""
+    def evaluate(self, y_true: Any, y_pred: Any, metadata: Any = None, hyperparameters: Any = None) -> dict[str, Any]:
+        """Check the inputs and return ``{metric: value}`` as plain (JSON-ready) Python values. An original-style
+        package gets the model's ``metadata`` as ``additional_results`` and the ``hyperparameters``, as it did."""
         if self.original_style():
-            self.prepare_result_package(y_true, y_pred)
+            self.prepare_result_package(y_true, y_pred, hyperparameters, additional_results=metadata or {})
             return {name: plain(value) for name, value in (self.results_dict or {}).items()}
         t, p = check_pair(y_true, y_pred)
         results = self.compute(t, p)
