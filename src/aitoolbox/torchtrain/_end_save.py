@@ -110,7 +110,7 @@ def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
     for split, pkg, predict in _prediction_steps(tl, ext.val_result_package, ext.test_result_package):
         try:
             y_pred, y_true, metadata = predict()
-            results[split] = pkg.evaluate(y_true, y_pred)
+            results[split] = pkg.evaluate(y_true, y_pred, metadata, folder.hyperparams)
         except Exception as err:  # recorded, saved around, raised again at the end
             logger.error("the %s result package %s failed: %s", split, pkg.pkg_name, err)
             failures.append((split, err))

@@ -50,7 +50,8 @@ class ModelPerformanceEvaluation(Callback):
 
     Args:
         result_package: e.g. ``ClassificationResultPackage()``; the same instance serves both sets (it keeps no state).
-        args: the hyperparameters (the original's second argument; kept on the callback, not used in evaluation).
+        args: the hyperparameters (the original's second argument), handed to an original-style package with the
+            model's metadata (its ``additional_results``).
         on_each_epoch: evaluate at epoch ends; ``False``: only when training ends.
         on_train_data: also evaluate on the training loader (a full extra pass each time).
         on_val_data: evaluate on the validation loader.
@@ -121,8 +122,8 @@ class ModelPerformanceEvaluation(Callback):
         if self.on_val_data:
             splits.append(("val", tl.predict_on_validation_set))
         for split, predict in splits:
-            y_pred, y_true, _ = predict()
-            for name, value in self.result_package.evaluate(y_true, y_pred).items():
+            y_pred, y_true, metadata = predict()
+            for name, value in self.result_package.evaluate(y_true, y_pred, metadata, self.args).items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     tl.train_history.insert_single_result_into_history(f"{prefix}{split}_{name}", float(value))
 
