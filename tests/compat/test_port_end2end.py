@@ -215,3 +215,91 @@ def test_e2e_saved_final_model_predicts_the_same(tmp_path: Any) -> None:
         predictor = PyTorchModelPredictor(reloaded, loader)
         assert torch.equal(predictor.model_predict()[0], getattr(tl, f"predict_on_{split}_set")()[0])
         assert predictor.model_get_loss(nn.NLLLoss()) == getattr(tl, f"evaluate_loss_on_{split}_set")()
+
+
+def _tracked_ff(tmp_path: Any, val_size: int, **kwargs: Any) -> tuple[Any, optim.Optimizer]:
+    from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
+    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpointEndSave
+
+    seeded()
+    data = [TensorDataset(torch.randn(n, 50), torch.randint(0, 10, (n,))) for n in (100, val_size, 30)]
+    model = FFNet()
+    optimizer = optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999))
+    tl = TrainLoopCheckpointEndSave(
+        model, *[DataLoader(d, batch_size=10) for d in data], optimizer, nn.NLLLoss(),
+        project_name="e2e_train_loop_example", experiment_name="TrainLoopCheckpointEndSave_example",
+        local_model_result_folder_path=tmp_path, hyperparams={"batch_size": 10},
+        val_result_package=ClassificationResultPackage(), test_result_package=ClassificationResultPackage(),
+        **kwargs,
+    )  # fmt: skip
+    return tl, optimizer
+
+
+def test_e2e_saved_snapshot_holds_the_optimizer_and_the_schedulers(tmp_path: Any) -> None:
+    """Port of ``test_e2e_ff_net_train_loop_tracking_saved_model_snapshot``: the last checkpoint holds the optimizer
+    state (step, both Adam moments, param groups) and each scheduler callback's state as they are at the end of
+    training. The original also put them into the final model's ``.pth``; here the final model holds the weights."""
+    from aitoolbox.checkpointing import CheckpointManager
+    from aitoolbox.torchtrain.schedulers.basic import StepLRScheduler
+    from aitoolbox.torchtrain.schedulers.warmup import LinearWithWarmupScheduler
+
+    schedulers = [StepLRScheduler(step_size=2), LinearWithWarmupScheduler(num_warmup_steps=1, num_training_steps=50)]
+    tl, optimizer = _tracked_ff(tmp_path, 40, cloud_save_mode=None)
+    tl.fit(num_epochs=5, callbacks=schedulers)
+
+    infos = CheckpointManager(tl.checkpoint_dir).list()
+    assert [info.epoch for info in infos] == [1, 2, 3, 4, 5]  # the original's _E0 .. _E4
+    last = CheckpointManager(tl.checkpoint_dir).load()
+    assert last.info.epoch == 5
+    (saved,) = last["optimizer"]
+    live = optimizer.state_dict()
+    assert saved["param_groups"] == live["param_groups"]  # the schedulers' last learning rates included
+    assert saved["state"].keys() == live["state"].keys() and len(live["state"]) == 6
+    for idx, state in live["state"].items():
+        assert saved["state"][idx].keys() == state.keys()
+        assert int(saved["state"][idx]["step"]) == int(state["step"]) == 50
+        assert torch.equal(saved["state"][idx]["exp_avg"], state["exp_avg"])
+        assert torch.equal(saved["state"][idx]["exp_avg_sq"], state["exp_avg_sq"])
+    for cb in schedulers:
+        assert last["callbacks"][cb.callback_name]["scheduler"] == cb.scheduler.state_dict()
+    assert optimizer.param_groups[0]["lr"] != 0.001  # the schedulers did change it: the comparison is not vacuous
+    final = torch.load(tl.experiment_dir / "model" / "model_state_dict.pt", weights_only=True)
+    assert final.keys() == tl.model.state_dict().keys()
+    assert all(torch.equal(final[k], v) for k, v in tl.model.state_dict().items())
+
+
+def test_e2e_cloud_save_puts_every_file_in_the_bucket(
+    tmp_path: Any, s3_server: Any, aws_env: None, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Port of ``test_e2e_ff_net_train_loop_cloud_save`` (moto there, a real S3 server here): with
+    ``cloud_save_mode='s3'`` and ``cloud_dir_prefix``, the bucket holds the experiment folder under
+    ``<prefix>/<project>/<experiment>_<timestamp>/``: a checkpoint per epoch, the final model, the hyperparameters,
+    the plots and the results: every file of the local folder, nothing else."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)  # the original's scripts name no endpoint
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    tl, _ = _tracked_ff(
+        tmp_path, 30, cloud_save_mode="s3", bucket_name=bucket, cloud_dir_prefix="experiment_results"
+    )  # fmt: skip
+    tl.fit(num_epochs=4)  # the original ran 10; 4 show the same
+    assert tl.upload_report.ok, str(tl.upload_report)
+
+    folder = f"experiment_results/e2e_train_loop_example/{tl.experiment_dir.name}"
+    assert tl.experiment_dir.name.startswith("TrainLoopCheckpointEndSave_example_")
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])]  # fmt: skip
+    assert all(key.startswith(f"{folder}/") for key in keys)
+    names = {key[len(folder) + 1 :] for key in keys}
+    checkpoints = {name.split("/")[1] for name in names if name.startswith("checkpoint_model/ckpt-")}
+    assert sorted(c[:10] for c in checkpoints) == [f"ckpt-e{e:04d}" for e in range(1, 5)]  # one per epoch
+    assert {f"checkpoint_model/{c}/manifest.json" for c in checkpoints} <= names
+    assert {
+        "hyperparams.json",
+        "model/model_state_dict.pt",
+        "plots/loss.png",
+        "results/training_history.json",
+        "results/test_results.json",
+        "results/validation_results.json",
+    } <= names  # fmt: skip (loss.png plots the training and the validation loss; the script: test_original_examples)
+    local = {p.relative_to(tl.experiment_dir).as_posix() for p in tl.experiment_dir.rglob("*") if p.is_file()}
+    assert names == {n for n in local if not any(part.startswith(".") for part in n.split("/"))}

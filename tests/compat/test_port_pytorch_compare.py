@@ -111,3 +111,49 @@ def test_trainloop_equals_core_pytorch(mode: str) -> None:
         preds_pt, loss_pt = evaluate(model_pt, loader)
         assert predict()[0].tolist() == preds_pt
         assert loss_of() == pytest.approx(loss_pt, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_cpu_trainloop_equals_core_pytorch_ddp(tmp_path: Any) -> None:
+    """Port of ``TestDDPCPUTrainLoopVSCorePyTorch``: ``gpu_mode='ddp'`` with the original's ``fit(backend='gloo',
+    num_gpus=2, on_gpu=False)`` against a hand-written DDP loop in 2 gloo processes. The original forced a shuffling
+    ``DistributedSampler``; this loop keeps the user's order (the loaders here are not shuffled), so the reference
+    shards with ``shuffle=False``. The trained weights must be equal, and so the predictions and losses on the whole
+    sets (the original concatenated each rank's share)."""
+    import socket
+    import sys
+    from pathlib import Path
+
+    import torch.multiprocessing as mp
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the spawned reference imports from it
+    import _hand_ddp
+
+    seeded()
+    model_aitb = FFNetAIToolbox()
+    seeded()
+    model_pt = _hand_ddp.FFNet()
+    data = loaders(50)
+    tl = TrainLoop(model_aitb, *data, optim.Adam(model_aitb.parameters(), lr=0.001, betas=(0.9, 0.999)),
+                   nn.NLLLoss(), gpu_mode="ddp")  # fmt: skip
+    tl.fit(num_epochs=10, backend="gloo", num_gpus=2, on_gpu=False)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "pt_ddp.pt"
+    mp.spawn(_hand_ddp.train, args=(2, port, model_pt.state_dict(), data[0].dataset, 50, 10, str(out)), nprocs=2)
+    model_pt.load_state_dict(torch.load(out, weights_only=True))
+
+    trained = tl.model.state_dict()
+    for name, value in model_pt.state_dict().items():
+        assert torch.equal(trained[name], value), name
+    for loader, predict, loss_of in zip(
+        data,
+        (tl.predict_on_train_set, tl.predict_on_validation_set, tl.predict_on_test_set),
+        (tl.evaluate_loss_on_train_set, tl.evaluate_loss_on_validation_set, tl.evaluate_loss_on_test_set),
+        strict=True,
+    ):
+        preds_pt, loss_pt = evaluate(model_pt, loader)
+        assert predict()[0].tolist() == preds_pt
+        assert loss_of() == pytest.approx(loss_pt, rel=1e-6)
