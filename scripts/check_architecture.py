@@ -11,6 +11,7 @@ Run: ``python scripts/check_architecture.py`` (exit status 1 and one line per vi
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -105,8 +106,55 @@ def main() -> int:
                     f"{path.relative_to(ROOT)}:{node.lineno}: uses .{node.attr}, protected in another distribution"
                 )
     problems += _cycles(graph)
+    problems += _inexact_bounds()
     sys.stdout.write("".join(f"{p}\n" for p in problems))
     return 1 if problems else 0
+
+
+def _versions() -> dict[str, tuple[str, Path]]:
+    """distribution -> (its version, its pyproject.toml), for every distribution of the workspace."""
+    import tomllib
+
+    out = {}
+    for pyproject in [ROOT / "pyproject.toml", *sorted(ROOT.glob("packages/*/pyproject.toml"))]:
+        data = tomllib.loads(pyproject.read_text())
+        name = data["project"]["name"]
+        if "version" in data["project"]:
+            version = data["project"]["version"]
+        elif (cargo := pyproject.parent / "Cargo.toml").is_file():
+            version = tomllib.loads(cargo.read_text())["package"]["version"]
+        else:
+            path = pyproject.parent / data["tool"]["hatch"]["version"]["path"]
+            version = re.search(r'__version__ = "(.+)"', path.read_text()).group(1)  # type: ignore[union-attr]
+        out[name] = (version, pyproject)
+    return out
+
+
+def _inexact_bounds() -> list[str]:
+    """A dependency on another workspace distribution must have that distribution's current version as its lower
+    bound: the version this code was tested with (an older one may lack what it uses)."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    versions = _versions()
+    problems = []
+    for _version, pyproject in versions.values():
+        project = tomllib.loads(pyproject.read_text())["project"]
+        specs = list(project.get("dependencies", []))
+        specs += [s for extra in project.get("optional-dependencies", {}).values() for s in extra]
+        for spec in specs:
+            req = Requirement(spec)
+            if req.name not in versions:
+                continue
+            current = Version(versions[req.name][0])
+            lower = [Version(s.version) for s in req.specifier if s.operator == ">="]
+            if lower != [current] or current not in req.specifier:
+                problems.append(
+                    f"{pyproject.relative_to(ROOT)}: {spec!r} must read '>={current}' (the version of {req.name} "
+                    "this code is tested with) and admit it"
+                )
+    return problems
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[str]:

@@ -1,29 +1,31 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, each package alone in an environment holding only it and its dependencies,
-# then everything together in the full environment (with doctests).
+# The whole test suite: lint; the wheels built and each installed alone, with only its declared dependencies, into a
+# fresh environment without Rust, running its tests (then all of them: the seed examples and the demo); everything
+# together in the development environment (with doctests and the documentation site); every benchmark once.
 source "$(dirname "$0")/_bootstrap.sh"
+section() { echo "== $1 ($(date +%T))"; }
 
-echo "== lint"
+section "lint"
 uv sync --all-packages --locked --quiet
 uv run --locked ruff check .
 uv run --locked ruff format --check .   # ruff also holds the complexity limit (mccabe, 12)
-uv run --locked python scripts/check_architecture.py  # module sizes, private imports, import cycles
+uv run --locked python scripts/check_architecture.py  # module sizes, private imports, import cycles, exact bounds
 
-echo "== rust (fastcollate kernels)"
+section "rust (fastcollate kernels)"
 (cd packages/fastcollate-rs && cargo fmt --check && cargo clippy --quiet --all-targets --features abi3 -- -D warnings \
     && cargo test --quiet)
 uv run --locked python -m mypy.stubtest fastcollate._native
 uv run --locked mypy  # --strict over all six distributions ([tool.mypy] in pyproject.toml)
 
-echo "== each package alone"
-for dir in packages/*/; do
-    name=$(basename "$dir")
-    dist=$(sed -n 's/^name = "\(.*\)"/\1/p' "$dir/pyproject.toml" | head -1)
-    env=".venv-$name"
-    echo "-- $dist (only its declared dependencies, in $env)"
-    UV_PROJECT_ENVIRONMENT="$env" uv sync --package "$dist" --locked --quiet
-    "$env/bin/python" -m pytest "$dir/tests" -q -p no:cacheprovider
-done
+section "wheels: built, then each installed alone (no Rust on PATH)"
+dist=$(mktemp -d)/dist
+trap 'rm -rf "$(dirname "$dist")"' EXIT
+bash scripts/build.sh "$dist"
+bash scripts/test_wheels.sh "$dist"
 
-echo "== full suite"
+section "full suite"
 uv run --locked pytest packages tests -q --doctest-modules packages/*/src packages/fastcollate-rs/python "$@"
+
+section "benchmarks, each once (AITB_BENCH_QUICK=1, no timing)"
+AITB_BENCH_QUICK=1 uv run --locked pytest benchmarks -q --benchmark-disable -p no:cacheprovider
+section "done"

@@ -36,10 +36,17 @@ def test_each_rule_catches_a_violation(
     (engine / "b.py").write_text("from engine import a\n")
     (other / "__init__.py").write_text("")
     (other / "glue.py").write_text("from engine._inner import Loop\n\nLoop()._launch()\n" + "x = 1\n" * 401)
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "meta"\nversion = "1.0"\ndependencies = ["engine-dist>=0.1,<0.3", "numpy>=1"]\n'
+    )
+    (tmp_path / "packages" / "engine").mkdir(parents=True)
+    sibling = tmp_path / "packages" / "engine" / "pyproject.toml"
+    sibling.write_text('[project]\nname = "engine-dist"\nversion = "0.2"\n')
     monkeypatch.setattr(checker, "ROOT", tmp_path)
     monkeypatch.setattr(checker, "SOURCES", {"engine": engine, "other": other})
     assert checker.main() == 1
     out = capsys.readouterr().out
+    assert "pyproject.toml: 'engine-dist>=0.1,<0.3' must read '>=0.2'" in out  # tested with 0.2: 0.1 may lack things
     assert "other/glue.py: 404 lines (limit 400)" in out
     assert "imports the private engine._inner of another distribution" in out
     assert "uses ._launch, protected in another distribution" in out
