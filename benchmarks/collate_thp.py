@@ -12,11 +12,12 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _collate_workloads import assert_equal, collate_fns, samples
+from _scale import scaled
 
 
 def main() -> None:
     result = {}
-    for workload, rounds in (("a64", 15), ("a256", 6)):
+    for workload, rounds in (("a64", scaled(15, 1)), ("a256", scaled(6, 1))):
         batch = samples(workload)
         baseline, candidate = collate_fns(workload)
         assert_equal(candidate(batch), baseline(batch))

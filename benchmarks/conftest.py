@@ -47,8 +47,38 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.3f} s"
 
 
+def machine() -> str:
+    """The machine the numbers come from: cores, CPU model, torch and CUDA, Python."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cuda = f"CUDA {torch.version.cuda} on {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA"
+    return (
+        f"machine: {os.cpu_count()} cores ({cpu}), torch {torch.__version__}, {cuda}, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    """The ``--benchmark-json`` output names the machine as the summary does (scripts/bench_chart.py reads it)."""
+    machine_info["aitoolbox_machine"] = machine()
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = getattr(config, "_benchmarksession", None)
+    if session is not None and (session.benchmarks or session.disabled):
+        terminalreporter.section("benchmark machine")
+        terminalreporter.write_line(machine())
+        if session.disabled:
+            terminalreporter.write_line("timing disabled (--benchmark-disable): each benchmark ran once, no numbers")
     rows = []
     for bench in getattr(session, "benchmarks", None) or []:
         info = bench.extra_info

@@ -8,6 +8,7 @@ serialisation, fsync and the commit happen on the background thread (and are wai
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,17 @@ from torch import nn
 
 from aitoolbox.checkpointing import CheckpointManager
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _scale import scaled
+
+WIDTH = scaled(4096, 256)
+
 
 def _state() -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = nn.Sequential(*[nn.Linear(4096, 4096) for _ in range(6)])
+    model = nn.Sequential(*[nn.Linear(WIDTH, WIDTH) for _ in range(6)])
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    model(torch.randn(2, 4096)).sum().backward()
+    model(torch.randn(2, WIDTH)).sum().backward()
     opt.step()
     return model, opt
 

@@ -18,8 +18,11 @@ import pytest
 from aitoolbox.cloud import S3Store
 from aitoolbox.cloud.testing import SeaweedServer, aws_environment
 
-SIZE = 1 << 30
+sys.path.insert(0, str(Path(__file__).parent))
+from _scale import scaled
+
 MiB = 1 << 20
+SIZE = scaled(1 << 30, 64 * MiB)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,9 @@ def test_upload_throughput(
     benchmark.group = "upload"
     benchmark.extra_info.update(workload="S3", candidate="S3Store.upload_file (verified)", baseline="boto3 upload_file")
     benchmark.pedantic(candidate, setup=interleaved_baseline(benchmark, baseline), rounds=2, warmup_rounds=0)
-    report(f"upload of 1 GB: {SIZE / benchmark.stats.stats.min / 1e6:.0f} MB/s (S3Store, best round)")  # Metadata.stats
+    if not benchmark.disabled:  # pytest-benchmark's stats live in benchmark.stats.stats
+        rate = SIZE / benchmark.stats.stats.min / 1e6
+        report(f"upload of {SIZE / 1e9:.2f} GB: {rate:.0f} MB/s (S3Store, best round)")
     assert store.list(store.key("ours/")).__next__().size == SIZE
 
 
@@ -86,7 +91,7 @@ def test_uploader_peak_memory(server: SeaweedServer, big_file: Path, env: None, 
     )
     extra = int(out.stdout.strip().splitlines()[-1])
     report(
-        f"BackgroundUploader peak extra memory for a 1 GB file: {extra / MiB:.0f} MiB "
+        f"BackgroundUploader peak extra memory for a {SIZE / 1e9:.2f} GB file: {extra / MiB:.0f} MiB "
         f"(part size 16 MiB x 4 parallel parts = 64 MiB; the file is streamed, never held whole)"
     )
-    assert extra < SIZE / 4  # streamed: nowhere near the file's size
+    assert extra < 256 * MiB  # streamed: bounded by the parts in flight, not by the file's size

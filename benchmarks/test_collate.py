@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _collate_workloads import assert_equal, collate_fns, samples
+from _scale import scaled
 
 # b runs first: right after the (a) runs, default_collate's b output (the same 38.5 MB as a64's) often lands on
 # memory that is already faulted in (seen on a 2-core VM; 4x faster rounds), which measures the state the earlier
@@ -84,7 +85,7 @@ def test_collate_in_a_dataloader_worker(
 
     batch = samples(workload)
     baseline, candidate = collate_fns(workload)
-    n = 8 if workload in ("a256", "b") else 16
+    n = scaled(8 if workload in ("a256", "b") else 16, 2)
 
     def loader(fn: Any) -> DataLoader[Any]:
         # batch_size=None: the dataset returns a list of samples, the collate_fn batches it inside the worker

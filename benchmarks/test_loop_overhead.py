@@ -25,11 +25,16 @@ from torch import nn, optim
 from aitoolbox.torchtrain.callbacks import ProgressBar
 from aitoolbox.torchtrain.train_loop import TrainLoop
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _scale import scaled
+
 WORKLOADS = {
-    "W0": {"dims": [4, 2], "batch": 2, "steps": 200, "val_steps": 0, "threads": 1, "rounds": 60},
-    "W1": {"dims": [32, 64, 10], "batch": 64, "steps": 2000, "val_steps": 50, "threads": 1, "rounds": 15},
-    "W2": {"dims": [256, 512, 512, 10], "batch": 256, "steps": 300, "val_steps": 20, "threads": None, "rounds": 11},
-}
+    "W0": {"dims": [4, 2], "batch": 2, "steps": scaled(200, 20), "val_steps": 0, "threads": 1, "rounds": 60},
+    "W1": {"dims": [32, 64, 10], "batch": 64, "steps": scaled(2000, 20), "val_steps": scaled(50, 2), "threads": 1,
+           "rounds": 15},
+    "W2": {"dims": [256, 512, 512, 10], "batch": 256, "steps": scaled(300, 5), "val_steps": scaled(20, 2),
+           "threads": None, "rounds": 11},
+}  # fmt: skip
 
 
 def _mlp(dims: list[int]) -> nn.Module:
@@ -98,13 +103,13 @@ def test_trainloop_fit_vs_hand_written(benchmark: Any, interleaved_baseline: Any
             )
     finally:
         torch.set_num_threads(previous)
-    # both did the same training: same data, same init, same optimizer
-    assert tl.epochs_done == cfg["rounds"] + 1
+    # both did the same training: same data, same init, same optimizer, one hand-written epoch per TrainLoop epoch
+    assert tl.epochs_done == len(benchmark.extra_info["baseline_times"])
     for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
         torch.testing.assert_close(p, q)
 
 
-def _import_time(statement: str, repeats: int = 5) -> float:
+def _import_time(statement: str, repeats: int = scaled(5, 1)) -> float:
     times = []
     for _ in range(repeats):
         code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
@@ -140,10 +145,11 @@ def test_import_cost_over_torch(report: Any) -> None:
     """The import is timed inside the interpreter that already imported torch: comparing two separate interpreters
     would drown it in torch's own run-to-run noise (5.4 to 6.5 s measured here)."""
     _after_torch("aitoolbox.torchtrain.train_loop")  # warm the page cache
-    runs = [_after_torch("aitoolbox.torchtrain.train_loop") for _ in range(5)]
+    runs = [_after_torch("aitoolbox.torchtrain.train_loop") for _ in range(scaled(5, 1))]
     own = statistics.median(r[1] for r in runs)
-    by_importtime = statistics.median(_own_import_time("aitoolbox.torchtrain.train_loop") for _ in range(3))
+    by_importtime = statistics.median(_own_import_time("aitoolbox.torchtrain.train_loop") for _ in range(scaled(3, 1)))
     report(
-        f"import aitoolbox.torchtrain.train_loop after torch: {own:.3f} s wall clock (median of 5 fresh interpreters; "
+        f"import aitoolbox.torchtrain.train_loop after torch: {own:.3f} s wall clock (median of {len(runs)} fresh "
+        "interpreters; "
         f"torch itself {statistics.median(r[0] for r in runs):.2f} s), {by_importtime:.3f} s by -X importtime"
     )
