@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: lint; the wheels built and each installed alone, with only its declared dependencies, into a
-# fresh environment without Rust, running its tests (then all of them: the seed examples and the demo); everything
-# together in the development environment (with doctests and the documentation site); every benchmark once.
+# fresh environment without Rust, running its tests (then all of them: the seed examples and the demo); the
+# cross-package tests together in the development environment (with doctests and the documentation site); every
+# benchmark once.
 source "$(dirname "$0")/_bootstrap.sh"
 section() { echo "== $1 ($(date +%T))"; }
 
@@ -24,7 +25,8 @@ bash scripts/build.sh "$dist"
 bash scripts/test_wheels.sh "$dist"
 
 section "full suite"
-uv run --locked pytest packages tests -q --doctest-modules packages/*/src packages/fastcollate-rs/python "$@"
+# The packages' own tests ran above against their wheels; here: the cross-package tests and the doctests.
+uv run --locked pytest tests -q --doctest-modules packages/*/src packages/fastcollate-rs/python "$@"
 
 section "benchmarks, each once (AITB_BENCH_QUICK=1, no timing)"
 AITB_BENCH_QUICK=1 uv run --locked pytest benchmarks -q --benchmark-disable -p no:cacheprovider
