@@ -8,25 +8,18 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import _hand_ddp  # tests/ (on sys.path through tests/conftest.py): the hand-written DDP reference and its FFNet
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _hand_ddp import FFNet
 from torch import nn, optim
 from torch.utils.data import DataLoader, TensorDataset
 
 from aitoolbox.torchtrain.model import TTModel
 from aitoolbox.torchtrain.schedulers.warmup import LinearWithWarmupScheduler
 from aitoolbox.torchtrain.train_loop import TrainLoop
-
-
-class FFNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ff_1, self.ff_2, self.ff_3 = nn.Linear(50, 100), nn.Linear(100, 100), nn.Linear(100, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.ff_3(F.relu(self.ff_2(F.relu(self.ff_1(x))))), dim=1)
 
 
 class FFNetAIToolbox(FFNet, TTModel):
@@ -60,6 +53,19 @@ def evaluate(model: nn.Module, loader: DataLoader[Any]) -> tuple[list[int], floa
             losses.append(F.nll_loss(out, y).item())
             preds += out.argmax(dim=1).tolist()
     return preds, float(np.mean(losses))
+
+
+def assert_predicts_like(tl: TrainLoop, model_pt: nn.Module, data: list[DataLoader[Any]]) -> None:
+    """The loop's predictions and losses on the three sets equal the reference model's."""
+    for loader, predict, loss_of in zip(
+        data,
+        (tl.predict_on_train_set, tl.predict_on_validation_set, tl.predict_on_test_set),
+        (tl.evaluate_loss_on_train_set, tl.evaluate_loss_on_validation_set, tl.evaluate_loss_on_test_set),
+        strict=True,
+    ):
+        preds_pt, loss_pt = evaluate(model_pt, loader)
+        assert predict()[0].tolist() == preds_pt
+        assert loss_of() == pytest.approx(loss_pt, rel=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["epochs", "iterations", "grad_accumulation", "warmup_schedule"])
@@ -102,15 +108,7 @@ def test_trainloop_equals_core_pytorch(mode: str) -> None:
                 if scheduler is not None:
                     scheduler.step()
 
-    for loader, predict, loss_of in zip(
-        data,
-        (tl.predict_on_train_set, tl.predict_on_validation_set, tl.predict_on_test_set),
-        (tl.evaluate_loss_on_train_set, tl.evaluate_loss_on_validation_set, tl.evaluate_loss_on_test_set),
-        strict=True,
-    ):
-        preds_pt, loss_pt = evaluate(model_pt, loader)
-        assert predict()[0].tolist() == preds_pt
-        assert loss_of() == pytest.approx(loss_pt, rel=1e-6)
+    assert_predicts_like(tl, model_pt, data)
 
 
 @pytest.mark.slow
@@ -121,18 +119,13 @@ def test_ddp_cpu_trainloop_equals_core_pytorch_ddp(tmp_path: Any) -> None:
     shards with ``shuffle=False``. The trained weights must be equal, and so the predictions and losses on the whole
     sets (the original concatenated each rank's share)."""
     import socket
-    import sys
-    from pathlib import Path
 
     import torch.multiprocessing as mp
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the spawned reference imports from it
-    import _hand_ddp
 
     seeded()
     model_aitb = FFNetAIToolbox()
     seeded()
-    model_pt = _hand_ddp.FFNet()
+    model_pt = FFNet()
     data = loaders(50)
     tl = TrainLoop(model_aitb, *data, optim.Adam(model_aitb.parameters(), lr=0.001, betas=(0.9, 0.999)),
                    nn.NLLLoss(), gpu_mode="ddp")  # fmt: skip
@@ -148,12 +141,4 @@ def test_ddp_cpu_trainloop_equals_core_pytorch_ddp(tmp_path: Any) -> None:
     trained = tl.model.state_dict()
     for name, value in model_pt.state_dict().items():
         assert torch.equal(trained[name], value), name
-    for loader, predict, loss_of in zip(
-        data,
-        (tl.predict_on_train_set, tl.predict_on_validation_set, tl.predict_on_test_set),
-        (tl.evaluate_loss_on_train_set, tl.evaluate_loss_on_validation_set, tl.evaluate_loss_on_test_set),
-        strict=True,
-    ):
-        preds_pt, loss_pt = evaluate(model_pt, loader)
-        assert predict()[0].tolist() == preds_pt
-        assert loss_of() == pytest.approx(loss_pt, rel=1e-6)
+    assert_predicts_like(tl, model_pt, data)
