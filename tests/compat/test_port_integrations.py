@@ -5,6 +5,7 @@ model's metadata."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,16 @@ def test_wandb_tracking_with_a_plain_loop_needs_the_experiment_names() -> None:
         tl.fit(num_epochs=1, callbacks=[WandBTracking(mode="offline")])
     with pytest.raises(LoopConfigError, match="wandb.init\\(\\) called before fit"):
         tl.fit(num_epochs=1, callbacks=[WandBTracking(wandb_pre_initialized=True)])
+
+
+def test_wandb_tracking_refuses_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aitoolbox.loop import LoopConfigError
+
+    with pytest.raises(LoopConfigError, match="batch_log_frequency"):
+        WandBTracking(batch_log_frequency=0)
+    tl = _loop()
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as without the package: `import wandb` raises ImportError
+    tracking = WandBTracking(project_name="p", experiment_name="e", local_model_result_folder_path="unused")
+    with pytest.raises(LoopConfigError, match=r"pip install 'aitoolbox\[wandb\]'"):
+        tl.fit(num_epochs=1, callbacks=[tracking])
+    assert tl.iteration == 0  # refused at registration: not a batch trained
