@@ -38,5 +38,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bindings::copy::prefault, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::openmp::bind_openmp, m)?)?;
     m.add_function(wrap_pyfunction!(bindings::openmp::set_openmp_threads, m)?)?;
+    m.add_class::<bindings::shm::Segment>()?;
     Ok(())
 }

@@ -3,6 +3,8 @@ again while an asynchronous copy still reads it. Skipped where CUDA is missing."
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,31 @@ def test_numpy_image_batches_are_copied_into_pinned_memory() -> None:
     images = got[0]
     assert images.is_pinned()
     assert images.pin_memory().data_ptr() == images.data_ptr()
+
+
+def test_slot_batches_are_pinned_in_place_and_kept_until_their_copies_have_run() -> None:
+    """``slot_loader`` with ``pin_memory=True``: the slots are registered with CUDA, so each batch after a worker's
+    first is pinned where the worker wrote it (``pin_memory`` copies nothing), and a slot is not written again while
+    a ``non_blocking`` copy queued behind a long kernel still reads it: the device-side sums equal the stock
+    loader's although every host batch is dropped right after its copy is queued."""
+    import _slot_data as data
+
+    from fastcollate import _arena
+
+    stock = DataLoader(data.Numbered(8 * 24, features=12288), batch_size=8, num_workers=2, pin_memory=True)
+
+    def sums(loader: DataLoader[Any], slotted: bool) -> list[float]:
+        out = []
+        for i, (x, y) in enumerate(loader):
+            if slotted and i >= 2:
+                assert x.is_pinned() and _arena.slot_of(x) is not None, f"batch {i} was copied by pin_memory"
+            torch.cuda._sleep(20_000_000)
+            gx, gy = x.to("cuda", non_blocking=True), y.to("cuda", non_blocking=True)
+            del x, y
+            out.append(gx.double().sum() + gy.double().sum())
+        torch.cuda.synchronize()
+        return [float(s) for s in out]
+
+    expected = sums(stock, False)
+    assert sums(fastcollate.slot_loader(stock), True) == expected
+    assert expected == [float(sum(range(8 * i, 8 * i + 8)) * (12288 + 1)) for i in range(24)]

@@ -24,6 +24,7 @@ def test_all_is_pinned() -> None:
         "CollateStructureError",
         "CollateTypeError",
         "PaddedBatch",
+        "SlotDataLoader",
         "__version__",
         "batch_sampler",
         "collate",
@@ -33,6 +34,7 @@ def test_all_is_pinned() -> None:
         "release_buffers",
         "set_num_threads",
         "set_worker_packing",
+        "slot_loader",
     ]
 
 

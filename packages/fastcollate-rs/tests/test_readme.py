@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import warnings
 
 import torch
 
@@ -21,3 +22,7 @@ def test_readme_example_runs() -> None:
     assert padded.data.shape == (3, 7) and padded.lengths.tolist() == [5, 2, 7]
     xb, yb = next(iter(namespace["loader"]))
     assert xb.shape == (64, 3, 32, 32) and yb.dtype == torch.int64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pin_memory=True without CUDA
+        batches = list(namespace["fed"])
+    assert [tuple(x.shape) for x, _ in batches] == [(64, 3, 32, 32)] * 4

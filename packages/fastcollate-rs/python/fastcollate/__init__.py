@@ -1,7 +1,8 @@
 """fastcollate: batch collation for PyTorch DataLoaders, with the copies in Rust.
 
 ``collate_fn=fastcollate.collate`` is a drop-in for ``default_collate``; ``pad_collate`` pads variable-length
-sequences; ``BatchedTensorDataset`` gathers a whole batch of an in-memory dataset in one call.
+sequences; ``BatchedTensorDataset`` gathers a whole batch of an in-memory dataset in one call; ``slot_loader`` has a
+DataLoader's workers collate straight into shared slots the main process owns.
 """
 
 from fastcollate._buffers import BufferRing, get_worker_packing, release_buffers, set_worker_packing
@@ -10,6 +11,7 @@ from fastcollate._config import get_num_threads, set_num_threads
 from fastcollate._gather import BatchedTensorDataset, batch_sampler
 from fastcollate._native import __version__
 from fastcollate._pad import PaddedBatch, pad_collate
+from fastcollate._slots import SlotDataLoader, slot_loader
 from fastcollate.errors import (
     CollateContainerError,
     CollateDtypeError,
@@ -35,6 +37,7 @@ __all__ = [
     "CollateStructureError",
     "CollateTypeError",
     "PaddedBatch",
+    "SlotDataLoader",
     "__version__",
     "batch_sampler",
     "collate",
@@ -44,4 +47,5 @@ __all__ = [
     "release_buffers",
     "set_num_threads",
     "set_worker_packing",
+    "slot_loader",
 ]

@@ -17,6 +17,7 @@ A fresh multi-megabyte buffer costs a page fault per 4 KiB on first touch, which
 from __future__ import annotations
 
 import collections
+import collections.abc
 import threading
 from typing import Any
 
@@ -27,12 +28,14 @@ from fastcollate._config import in_worker
 
 __all__ = [
     "BufferRing",
+    "SlotAlloc",
     "empty",
     "empty_many",
     "get_worker_packing",
     "pack_shared",
     "release_buffers",
     "set_worker_packing",
+    "slot_allocation",
 ]
 
 _cuda_available: bool | None = None
@@ -162,12 +165,58 @@ def _carve(segment: torch.Tensor, offset: int, shape: tuple[int, ...], dtype: to
     return segment[offset : offset + _nbytes(shape, dtype)].view(dtype).view(shape)
 
 
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // _ALIGN) * _ALIGN
+
+
+class SlotAlloc:
+    """A worker's batch outputs carved in order from the memory of a shared slot (``fastcollate._slots``);
+    ``overflow`` counts the bytes that did not fit (those outputs take the usual worker path)."""
+
+    __slots__ = ("base", "offset", "overflow")
+
+    def __init__(self, base: torch.Tensor) -> None:
+        self.base = base  # uint8, the whole slot
+        self.offset = 0
+        self.overflow = 0
+
+    def carve(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
+        nbytes = _nbytes(shape, dtype)
+        if self.offset + nbytes > self.base.numel():
+            self.overflow += _aligned(nbytes)
+            return None
+        out = _carve(self.base, self.offset, tuple(shape), dtype)
+        self.offset += _aligned(nbytes)
+        return out
+
+    def holds(self, t: torch.Tensor) -> bool:
+        return self.base.numel() > 0 and t.untyped_storage().data_ptr() == self.base.data_ptr()
+
+
+class slot_allocation:
+    """Within the block, this thread's worker outputs come from ``alloc`` first."""
+
+    def __init__(self, alloc: SlotAlloc) -> None:
+        self.alloc = alloc
+
+    def __enter__(self) -> SlotAlloc:
+        _local.slot = self.alloc
+        return self.alloc
+
+    def __exit__(self, *exc: object) -> None:
+        _local.slot = None
+
+
+def _slot() -> SlotAlloc | None:
+    return getattr(_local, "slot", None)
+
+
 def _offsets(sizes: list[int]) -> tuple[list[int], int]:
     """Aligned offsets for blocks of ``sizes`` bytes laid end to end, and the total."""
     offsets, total = [], 0
     for nbytes in sizes:
         offsets.append(total)
-        total += -(-nbytes // _ALIGN) * _ALIGN
+        total += _aligned(nbytes)
     return offsets, total
 
 
@@ -176,6 +225,11 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype, *, pin: bool | None) -> to
     memory of its own and a small one in ordinary memory (packed with the others by ``pack_shared``)."""
     nbytes = _nbytes(shape, dtype)
     if in_worker():
+        slot = _slot()
+        if slot is not None:
+            carved = slot.carve(tuple(shape), dtype)
+            if carved is not None:
+                return carved
         if nbytes <= _pack_max_bytes:
             return torch.empty(shape, dtype=dtype)
         return _carve(_shared_segment(nbytes), 0, tuple(shape), dtype)
@@ -189,7 +243,7 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype, *, pin: bool | None) -> to
 def empty_many(specs: list[tuple[tuple[int, ...], torch.dtype]], *, pin: bool | None) -> list[torch.Tensor]:
     """Output tensors of the given (shape, dtype), as ``empty`` makes them; in a worker, the small ones (see
     ``set_worker_packing``) are views of one shared segment and each large one has a segment of its own."""
-    if not in_worker():
+    if not in_worker() or _slot() is not None:
         return [empty(shape, dtype, pin=pin) for shape, dtype in specs]
     sizes = [_nbytes(shape, dtype) for shape, dtype in specs]
     out: list[torch.Tensor | None] = [None] * len(specs)
@@ -240,40 +294,67 @@ def get_worker_packing() -> int:
     return _pack_max_bytes
 
 
-def _packable(t: Any) -> bool:
+def _copyable(t: Any) -> bool:
     return (
         type(t) is torch.Tensor
         and t.layout is torch.strided
         and t.is_cpu
         and not t.requires_grad
-        and t.nbytes <= _pack_max_bytes
         and t.is_contiguous()
         and not t.is_neg()
         and not t.is_conj()
-        and not t.is_shared()  # type: ignore[no-untyped-call]
     )
+
+
+def _packable(t: Any) -> bool:
+    return _copyable(t) and t.nbytes <= _pack_max_bytes and not t.is_shared()
 
 
 def pack_shared(values: list[Any]) -> list[Any]:
     """``values`` (a batch's leaf outputs) with its small tensors moved into one shared-memory segment.
 
     Tensors and the tensor fields of named tuples (``PaddedBatch``) count; when fewer than two qualify, ``values``
-    is returned as it is (the DataLoader then shares the one, as it would anyway).
+    is returned as it is (the DataLoader then shares the one, as it would anyway). While a slot is being filled
+    (``slot_allocation``), every tensor not yet in it is moved into it instead, whatever its size, if it fits.
     """
-    found: list[tuple[int, int, torch.Tensor]] = []  # (index in values, field index or -1, tensor)
-    for i, value in enumerate(values):
-        if _packable(value):
-            found.append((i, -1, value))
-        elif isinstance(value, tuple) and hasattr(value, "_fields"):
-            found.extend((i, j, field) for j, field in enumerate(value) if _packable(field))
+    slot = _slot()
+    if slot is not None:
+        return _move(values, _found(values, lambda t: _copyable(t) and not slot.holds(t)), slot.carve)
+    found = _found(values, _packable)
     if len(found) < 2:
         return values
     offsets, total = _offsets([t.nbytes for _, _, t in found])
     segment = _shared_segment(total)
+    places = iter(offsets)
+    return _move(values, found, lambda shape, dtype: _carve(segment, next(places), shape, dtype))
+
+
+Found = list[tuple[int, int, torch.Tensor]]  # (index in values, field index or -1, tensor)
+
+
+def _found(values: list[Any], wanted: collections.abc.Callable[[Any], bool]) -> Found:
+    found: Found = []
+    for i, value in enumerate(values):
+        if wanted(value):
+            found.append((i, -1, value))
+        elif isinstance(value, tuple) and hasattr(value, "_fields"):
+            found.extend((i, j, field) for j, field in enumerate(value) if wanted(field))
+    return found
+
+
+def _move(
+    values: list[Any],
+    found: Found,
+    place: collections.abc.Callable[[tuple[int, ...], torch.dtype], torch.Tensor | None],
+) -> list[Any]:
+    """``values`` with each ``found`` tensor copied to where ``place`` puts it (left where ``place`` returns
+    None)."""
     out = list(values)
     fields: dict[int, list[Any]] = {}
-    for (i, j, t), offset in zip(found, offsets, strict=True):
-        view = _carve(segment, offset, tuple(t.shape), t.dtype)
+    for i, j, t in found:
+        view = place(tuple(t.shape), t.dtype)
+        if view is None:
+            continue
         if t.nbytes:
             _native.stack_into((view.data_ptr(), view.nbytes), [t.data_ptr()], t.nbytes, 1)
         if j < 0:

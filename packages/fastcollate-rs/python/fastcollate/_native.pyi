@@ -1,11 +1,12 @@
 """Rust copy kernels (private: use the ``fastcollate`` facade). Addresses are ``tensor.data_ptr()`` of live CPU
 tensors; every length is checked against the layout before a byte moves."""
 
-from typing import Any
+from typing import Any, final
 
 __all__ = [
     "ERROR_CLASSES",
     "PLAN_CODES",
+    "Segment",
     "__version__",
     "array_addresses",
     "bind_openmp",
@@ -65,3 +66,32 @@ def bind_openmp(library: str) -> bool:
 
 def set_openmp_threads(threads: int) -> None:
     """Sets the calling thread's OpenMP thread count (``bind_openmp`` must have returned True)."""
+
+@final
+class Segment:
+    """A shared-memory file mapped read-write into this process (unmapped when nothing holds it any more)."""
+
+    @staticmethod
+    def open(path: str, min_len: int, create: bool) -> Segment:
+        """Maps the whole file, first grown to ``min_len`` bytes with the space reserved (``OSError`` if none)."""
+
+    @property
+    def address(self) -> int:
+        """The mapping's address."""
+
+    @property
+    def nbytes(self) -> int:
+        """The mapping's length."""
+
+    def swap_if(self, offset: int, current: int, new: int) -> bool:
+        """Sets the u32 at ``offset`` from ``current`` to ``new`` atomically; whether it did."""
+
+    def load(self, offset: int) -> int:
+        """The u32 at ``offset``."""
+
+    def store(self, offset: int, value: int) -> None:
+        """Stores the u32 at ``offset``."""
+
+    def dlpack(self, nbytes: int, release: tuple[Segment, int, int] | None = None) -> object:
+        """A DLPack capsule of the first ``nbytes`` bytes (uint8); freeing the tensor stores ``release[2]`` at
+        offset ``release[1]`` of the segment ``release[0]``."""

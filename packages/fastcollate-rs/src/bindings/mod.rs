@@ -3,5 +3,6 @@
 pub mod copy;
 pub mod ndarray;
 pub mod openmp;
+pub mod shm;
 pub mod tensors;
 pub mod transpose;
