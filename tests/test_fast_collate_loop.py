@@ -54,13 +54,43 @@ def test_training_with_fast_collate_equals_default_collate(num_workers: int) -> 
     fast, fast_loader = _train(True, num_workers)
     slow, _ = _train(False, num_workers)
     assert fast_loader.collate_fn is default_collate, "the user's loader is never modified"
-    assert fast.loaders.evaluation("train_loader", fast.train_loader)[0].collate_fn is lenient_fast_collate
+    derived = fast.loaders.evaluation("train_loader", fast.train_loader)[0]
+    assert derived.collate_fn is lenient_fast_collate
+    assert isinstance(derived, fastcollate.SlotDataLoader) == (num_workers > 0)
     for a, b in zip(fast.model.parameters(), slow.model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert fast.train_history["val_loss"] == slow.train_history["val_loss"]
     y_fast = fast.predict_on_validation_set()
     y_slow = slow.predict_on_validation_set()
     assert torch.equal(torch.as_tensor(y_fast[0]), torch.as_tensor(y_slow[0]))
+
+
+def test_training_batches_ride_in_slots_when_workers_collate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With workers, the batches the loop trains on are views of the slot arena (no segment per batch); a
+    DataLoader subclass keeps its own iterators and gets fastcollate's collation only."""
+    from fastcollate import _slots
+
+    seen: list[bool] = []
+    original = _Wide.forward
+
+    def forward(self: _Wide, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            seen.append(_slots.slot_of(x) is not None)
+        return original(self, x)
+
+    monkeypatch.setattr(_Wide, "forward", forward)
+    _train(True, 2)
+    # 6 batches an epoch; each worker's first batch sizes the slots (later epochs' workers start at that size)
+    assert seen == [False, False] + [True] * 10, seen
+
+    class Mine(DataLoader):  # type: ignore[type-arg]
+        pass
+
+    mine, model = Mine(_Images(8), num_workers=1), _Wide()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tl = TrainLoop(model, mine, None, None, opt, nn.CrossEntropyLoss(), fast_collate=True)
+    derived = tl.loaders.train(mine)
+    assert type(derived) is Mine and derived.collate_fn is lenient_fast_collate
 
 
 def test_a_custom_collate_fn_is_left_alone() -> None:

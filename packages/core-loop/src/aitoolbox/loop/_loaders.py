@@ -76,13 +76,21 @@ def lenient_fast_collate(batch: Any) -> Any:
 
 def with_fast_collate(loader: Iterable[Any]) -> Iterable[Any]:
     """``loader`` collating with :func:`lenient_fast_collate` when it uses torch's ``default_collate``; else
-    itself."""
+    itself. A plain DataLoader with workers also gets ``fastcollate.slot_loader``'s shared slots (fastcollate >=
+    0.2): its workers collate straight into memory the main process owns."""
     from torch.utils.data import DataLoader, default_collate
 
     if not isinstance(loader, DataLoader) or loader.collate_fn is not default_collate:
         if isinstance(loader, DataLoader):
             logger.debug("keeping the custom collate_fn %r of a DataLoader", loader.collate_fn)
         return loader
+    if loader.num_workers > 0 and type(loader) is DataLoader:
+        import fastcollate
+
+        slot_loader = getattr(fastcollate, "slot_loader", None)
+        if slot_loader is not None:
+            derived: Iterable[Any] = slot_loader(loader, collate_fn=lenient_fast_collate)
+            return derived
     return derive_loader(loader, collate_fn=lenient_fast_collate)
 
 
