@@ -19,9 +19,11 @@ def test_pinned_collate_into_the_gpu(report: Any) -> None:
 
     result = main()
     for key, row in result.items():
-        if key.startswith("workers="):
-            report(
-                f"   a  {key}: fastcollate pinned {row['fastcollate (pinned) batches/s']:.1f} batches/s vs "
-                f"default_collate + pin_memory {row['default_collate+pin_memory batches/s']:.1f}: "
-                f"{row['speedup (by min)']:.2f}x ({result['device']})"
+        if " workers=" in key:
+            ratios = ", ".join(
+                f"{name[: -len(' speedup (by min)')]} {value:.2f}x"
+                for name, value in row.items()
+                if name.endswith("speedup (by min)") and not name.startswith("default_collate")
             )
+            base = row["default_collate+pin_memory batches/s"]
+            report(f"{key}: vs default_collate + pin_memory ({base:.1f} batches/s): {ratios} ({result['device']})")
