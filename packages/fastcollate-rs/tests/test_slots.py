@@ -25,6 +25,7 @@ from _compare import assert_same
 from hypothesis import HealthCheck, given, settings
 from test_collate import batches
 from torch.utils.data import DataLoader, default_collate
+from torch.utils.data._utils import signal_handling
 
 import fastcollate
 from fastcollate import _arena, _slots
@@ -197,13 +198,15 @@ def test_a_custom_collate_fn_works_the_usual_way() -> None:
 
 
 def test_a_worker_that_dies_raises_what_the_dataloader_raises() -> None:
-    """SIGCHLD is blocked meanwhile (the worker threads inherit the mask): torch's SIGCHLD handler raises wherever
-    the main process happens to be, even inside pytest.raises' own exit; without it the DataLoader finds the dead
-    worker by its status check (every 5 s). The stock loader's worker dies on its first sample: one that dies with
-    batches still queued can make the stock loader raise ConnectionResetError instead (the dead worker cannot hand
-    over their file descriptors), a race slot batches do not have, so the slot loader's worker dies mid-stream."""
+    """torch's SIGCHLD handler is replaced by a no-op meanwhile: it raises wherever the main process happens to be,
+    even inside pytest.raises' own exit or while a queue's lock is held (blocking the signal is not enough: threads
+    started earlier, e.g. OpenMP's, still take it). The DataLoader then finds the dead worker by its status check
+    (every 5 s). The stock loader's worker dies on its first sample: one that dies with batches still queued can
+    make the stock loader raise ConnectionResetError instead (the dead worker cannot hand over their file
+    descriptors), a race slot batches do not have, so the slot loader's worker dies mid-stream."""
     died = r"DataLoader worker \(pid.*\) exited unexpectedly"
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    signal_handling._set_SIGCHLD_handler()  # torch's, set once per process (as the first iterator does)
+    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     try:
         for loader in (
             DataLoader(data.KillsItsWorker(at=0), batch_size=4, num_workers=2),
@@ -217,7 +220,7 @@ def test_a_worker_that_dies_raises_what_the_dataloader_raises() -> None:
             it._shutdown_workers()  # what freeing it does; its workers' pids leave torch's SIGCHLD check
             del it
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        signal.signal(signal.SIGCHLD, previous)
 
 
 def test_an_exception_in_the_training_code_leaves_no_slot_file() -> None:
@@ -227,6 +230,23 @@ def test_an_exception_in_the_training_code_leaves_no_slot_file() -> None:
             if i == 5:
                 assert _files()
                 raise ZeroDivisionError
+
+
+def test_an_iterator_freed_by_the_cyclic_collector_shuts_its_workers_down_and_removes_its_files() -> None:
+    """The collector clears weak references before it runs ``__del__``: nothing on the shutdown path may need one."""
+    it = iter(fastcollate.slot_loader(DataLoader(data.Numbered(64), batch_size=4, num_workers=2)))
+    for _ in range(3):
+        next(it)
+    workers = list(it._workers)
+    cycle: list[Any] = [it]
+    cycle.append(cycle)  # the iterator now lives only in a reference cycle
+    del it, cycle
+    assert _files()
+    gc.collect()
+    assert _files() == []
+    for worker in workers:
+        worker.join(timeout=30)
+        assert not worker.is_alive()
 
 
 def test_slot_files_of_a_main_process_killed_by_sigkill_are_removed_at_the_next_start(tmp_path: Any) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from torch.utils.data import DataLoader, default_collate
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from fastcollate._arena import EXTRA_SLOTS, Arena, Spec, WorkerSlots, slot_of, warn_once
 from fastcollate._config import in_worker
@@ -86,33 +87,32 @@ class SlotDataLoader(DataLoader):  # type: ignore[type-arg]
         plain = self.collate_fn
         object.__setattr__(self, "collate_fn", SlotCollate(plain, arena.spec))
         try:
-            iterator = super()._get_iterator()
+            self.check_worker_number_rationality()
+            iterator = _SlotIterator(self)
         except BaseException:
             arena.close()
             raise
         finally:
             object.__setattr__(self, "collate_fn", plain)
-        _close_with(iterator, arena)
+        iterator._slot_arena = arena
+        weakref.finalize(iterator, arena.close)  # an iterator still alive at exit
         object.__setattr__(self, "_slot_arena", arena)
         return iterator
 
 
-def _close_with(iterator: Any, arena: Arena) -> None:
-    """Closes ``arena`` when ``iterator`` shuts its workers down (at the end of an epoch without persistent
-    workers, or when it is deleted), or is freed, or the interpreter exits; no reference cycle is made."""
-    shutdown = type(iterator)._shutdown_workers
-    ref = weakref.ref(iterator)
+class _SlotIterator(_MultiProcessingDataLoaderIter):
+    """torch's multi-process iterator, closing its arena once its workers are shut down (at the end of an epoch
+    without persistent workers, on an error, or when it is freed, whether by reference counting or by the cyclic
+    garbage collector)."""
 
-    def shutdown_workers() -> None:
-        it = ref()
+    _slot_arena: Arena | None = None
+
+    def _shutdown_workers(self) -> None:
         try:
-            if it is not None:
-                shutdown(it)
+            super()._shutdown_workers()
         finally:
-            arena.close()
-
-    iterator._shutdown_workers = shutdown_workers
-    weakref.finalize(iterator, arena.close)
+            if self._slot_arena is not None:
+                self._slot_arena.close()
 
 
 def slot_loader(loader: DataLoader, *, collate_fn: Callable[[Any], Any] | None = None) -> SlotDataLoader:  # type: ignore[type-arg]
