@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset
 
 
 def samples(workload: str) -> list[Any]:
@@ -30,6 +31,19 @@ def samples(workload: str) -> list[Any]:
     if workload == "e":
         return [{"x": torch.randn(128, generator=g), "y": i, "z": i / 3} for i in range(256)]
     raise ValueError(workload)
+
+
+class Cycled(Dataset[Any]):
+    """``n`` samples cycling through ``items`` (cached: a loader over it is bound by collation and hand-over)."""
+
+    def __init__(self, items: list[Any], n: int) -> None:
+        self.items, self.n = items, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i % len(self.items)]
 
 
 def python_pad_collate(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

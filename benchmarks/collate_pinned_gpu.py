@@ -23,23 +23,12 @@ import time
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _collate_workloads import assert_equal, samples
+from _collate_workloads import Cycled, assert_equal, samples
 
 BATCHES, ROUNDS = 40, 5
-
-
-class _Samples(Dataset[Any]):
-    def __init__(self, items: list[Any], n: int) -> None:
-        self.items, self.n = items, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> Any:
-        return self.items[i % len(self.items)]
 
 
 def _epoch(loader: DataLoader[Any]) -> float:
@@ -60,7 +49,7 @@ def main() -> dict[str, Any]:
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "batches": BATCHES}
     for workload in ("a64", "a256"):
         items = samples(workload)
-        dataset = _Samples(items, len(items) * BATCHES)
+        dataset = Cycled(items, len(items) * BATCHES)
         for workers in (0, 4, 8):
             extra = {"batch_size": len(items), "pin_memory": True, "num_workers": workers}
             extra["persistent_workers"] = workers > 0

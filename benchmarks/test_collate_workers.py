@@ -21,23 +21,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _collate_workloads import assert_equal, samples
+from _collate_workloads import Cycled, assert_equal, samples
 from _scale import scaled
 
 WORKERS = 2
 BATCHES = {"a64": 40, "a256": 16, "b": 24, "c": 100, "e": 100, "decode": 12}
 DECODE_BATCH = 32
-
-
-class _Cached(Dataset[Any]):
-    def __init__(self, items: list[Any], n: int) -> None:
-        self.items, self.n = items, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> Any:
-        return self.items[i % len(self.items)]
 
 
 class _Decoded(Dataset[Any]):
@@ -67,7 +56,7 @@ def _loaders(workload: str) -> tuple[DataLoader[Any], DataLoader[Any]]:
         batch = DECODE_BATCH
     else:
         items = samples(workload)
-        data, batch = _Cached(items, n * len(items)), len(items)
+        data, batch = Cycled(items, n * len(items)), len(items)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pin_memory=True without an accelerator
         stock = DataLoader(data, batch_size=batch, num_workers=WORKERS, pin_memory=True, persistent_workers=True)

@@ -68,14 +68,14 @@ def test_training_with_fast_collate_equals_default_collate(num_workers: int) -> 
 def test_training_batches_ride_in_slots_when_workers_collate(monkeypatch: pytest.MonkeyPatch) -> None:
     """With workers, the batches the loop trains on are views of the slot arena (no segment per batch); a
     DataLoader subclass keeps its own iterators and gets fastcollate's collation only."""
-    from fastcollate import _slots
+    from fastcollate import _arena
 
     seen: list[bool] = []
     original = _Wide.forward
 
     def forward(self: _Wide, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            seen.append(_slots.slot_of(x) is not None)
+            seen.append(_arena.slot_of(x) is not None)
         return original(self, x)
 
     monkeypatch.setattr(_Wide, "forward", forward)

@@ -20,11 +20,11 @@ from typing import Any
 from torch.utils.data import DataLoader, default_collate
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
-from fastcollate._arena import EXTRA_SLOTS, Arena, Spec, WorkerSlots, slot_of, warn_once
+from fastcollate._arena import EXTRA_SLOTS, Arena, Spec, WorkerSlots, warn_once
 from fastcollate._config import in_worker
 from fastcollate.errors import CollateError
 
-__all__ = ["SlotCollate", "SlotDataLoader", "lenient_collate", "slot_loader", "slot_of"]
+__all__ = ["SlotCollate", "SlotDataLoader", "lenient_collate", "slot_loader"]
 
 _worker: tuple[Spec, WorkerSlots | None] | None = None
 
