@@ -76,7 +76,7 @@ def _tensors(batch: Any) -> Iterator[torch.Tensor]:
 
 
 def _slotted(batch: Any) -> list[bool]:
-    return [_slots.slot_of(t) is not None for t in _tensors(batch)]
+    return [_arena.slot_of(t) is not None for t in _tensors(batch)]
 
 
 def _compare(fast: DataLoader[Any], stock: DataLoader[Any], *, skip: int = 2) -> list[list[bool]]:
@@ -121,7 +121,7 @@ def test_kept_batches_are_never_overwritten_and_the_rest_take_the_stock_path(
     kept, slotted = [], []
     for x, y in fastcollate.slot_loader(stock):
         kept.append((x, y))
-        slotted.append(_slots.slot_of(x) is not None)
+        slotted.append(_arena.slot_of(x) is not None)
     for i, (x, y) in enumerate(kept):  # every batch still holds its own samples
         assert torch.equal(y, torch.arange(8 * i, 8 * i + 8))
         assert torch.equal(x, y.float()[:, None].expand(8, 4096))
@@ -135,7 +135,7 @@ def test_a_freed_batch_frees_its_slot() -> None:
     slots = set()
     for i, (x, _) in enumerate(fastcollate.slot_loader(stock)):
         if i >= 2:
-            k = _slots.slot_of(x)
+            k = _arena.slot_of(x)
             assert k is not None, f"batch {i} missed a slot although no batch is kept"
             slots.add(k)
     assert len(slots) <= 2 * 2 + _arena.EXTRA_SLOTS
@@ -318,6 +318,8 @@ def test_only_plain_dataloaders_are_taken() -> None:
         fastcollate.slot_loader(Mine(data.Numbered(8)))
     with pytest.raises(TypeError, match="takes a torch.utils.data.DataLoader"):
         fastcollate.slot_loader([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="collate_fn must be a callable"):
+        fastcollate.slot_loader(DataLoader(data.Numbered(8), num_workers=1), collate_fn=3)  # type: ignore[arg-type]
 
 
 def test_a_slot_batch_unpickled_outside_its_arena_is_refused() -> None:

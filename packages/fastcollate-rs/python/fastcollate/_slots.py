@@ -135,7 +135,7 @@ def slot_loader(loader: DataLoader, *, collate_fn: Callable[[Any], Any] | None =
         The new loader; ``loader`` is left as it is.
 
     Raises:
-        TypeError: ``loader`` is not a DataLoader, or is a subclass of it.
+        TypeError: ``loader`` is not a DataLoader, or is a subclass of it; ``collate_fn`` is not callable.
 
     Example:
         >>> import torch, fastcollate
@@ -150,6 +150,8 @@ def slot_loader(loader: DataLoader, *, collate_fn: Callable[[Any], Any] | None =
             f"slot_loader takes a torch.utils.data.DataLoader, got {type(loader).__qualname__}; a DataLoader "
             "subclass keeps its own iterators: pass collate_fn=fastcollate.collate to it instead"
         )
+    if collate_fn is not None and not callable(collate_fn):
+        raise TypeError(f"collate_fn must be a callable taking a list of samples, got {collate_fn!r}")
     if collate_fn is None:
         collate_fn = lenient_collate if loader.collate_fn is default_collate else loader.collate_fn
     clone = copy.copy(loader)
