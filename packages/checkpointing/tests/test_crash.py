@@ -50,6 +50,11 @@ CHILD = textwrap.dedent(
         os.replace = lambda src, dst: die() if str(dst).endswith("latest") else original_replace(src, dst)
     elif stage == "during_retention":
         shutil.rmtree = die
+    elif stage == "midway_through_retention":  # the deletion has removed the manifest (and no more) when killed
+        def rmtree(path, *args, **kwargs):
+            os.unlink(os.path.join(path, "manifest.json"))
+            die()
+        shutil.rmtree = rmtree
     manager.save(state(1), epoch=1, iteration=1)
     manager.wait()
     print("survived")
@@ -63,6 +68,7 @@ STAGES = {
     "after_rename_before_pointer": 0,
     "pointer_written_not_replaced": 0,
     "during_retention": 1,
+    "midway_through_retention": 1,
 }
 
 
@@ -81,4 +87,5 @@ def test_sigkill_during_commit_never_leaves_an_unloadable_latest(tmp_path: Path,
     manager.save({"model": {"w": torch.ones(1)}, "optimizer": {}}, epoch=2, iteration=2)  # and training goes on
     manager.wait()
     assert manager.load().info.epoch == 2
-    assert not [p for p in directory.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in directory.iterdir() if p.name.startswith((".tmp-", ".trash-"))]  # the killed one's swept
+    assert all((p / "manifest.json").is_file() for p in directory.iterdir() if p.is_dir())  # no half-deleted folder

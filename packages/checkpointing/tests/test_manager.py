@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import pickle
 import random
+import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ from aitoolbox.checkpointing import (
     CheckpointConfigError,
     CheckpointCorruptError,
     CheckpointIncompatibleError,
+    CheckpointInfo,
     CheckpointManager,
     CheckpointNotFoundError,
     CheckpointWriteError,
@@ -167,7 +173,9 @@ def test_loading_refuses_pickled_objects_even_with_matching_checksums(tmp_path: 
     manifest["parts"]["model"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointCorruptError, match="cannot be loaded"):
-        manager.load(required=["model"])
+        manager.load(ckpt.name, required=["model"])
+    with pytest.raises(CheckpointNotFoundError, match="every one is damaged: .*cannot be loaded"):
+        manager.load(required=["model"])  # the newest good one: there is none
 
 
 def test_check_plain_names_the_offender() -> None:
@@ -196,14 +204,29 @@ def test_snapshot_buffers_are_reused() -> None:
 
 
 def test_background_failure_is_raised_not_dropped(tmp_path: Path) -> None:
+    def on_commit(info: CheckpointInfo) -> None:
+        if info.epoch == 1:
+            raise OSError(errno.EIO, "the upload hook failed")
+
+    manager = CheckpointManager(tmp_path / "ckpt", on_commit=on_commit)
+    manager.save(_state(0), epoch=0, iteration=0)
+    manager.wait()
+    manager.save(_state(1), epoch=1, iteration=1)
+    with pytest.raises(CheckpointWriteError, match="saving a checkpoint into .* failed: .*the upload hook failed"):
+        manager.wait()
+    manager.save(_state(2), epoch=2, iteration=2)  # and saving works again
+    manager.wait()
+    assert manager.load().info.epoch == 2
+
+
+def test_a_folder_that_cannot_be_written_is_refused_at_the_save(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path / "ckpt")
     manager.save(_state(0), epoch=0, iteration=0)
     manager.wait()
     (tmp_path / "ckpt").rename(tmp_path / "moved")
     (tmp_path / "ckpt").write_text("a file where the checkpoint directory must be")  # the write cannot happen
-    manager.save(_state(1), epoch=1, iteration=1)
-    with pytest.raises(CheckpointWriteError, match="saving a checkpoint into .* failed"):
-        manager.wait()
+    with pytest.raises(CheckpointWriteError, match="is not a folder; "):
+        manager.save(_state(1), epoch=1, iteration=1)
     (tmp_path / "ckpt").unlink()
     (tmp_path / "moved").rename(tmp_path / "ckpt")
     assert manager.load().info.epoch == 0  # the earlier checkpoint is untouched
@@ -252,7 +275,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(aitoolbox.checkpointing.__all__) == [
         "CheckpointConfigError", "CheckpointCorruptError", "CheckpointError", "CheckpointIncompatibleError",
         "CheckpointInfo", "CheckpointManager", "CheckpointNotFoundError", "CheckpointWriteError", "LoadedCheckpoint",
-        "SnapshotBuffers", "__version__", "capture_rng_state", "check_plain", "restore_rng_state",
+        "SnapshotBuffers", "__version__", "capture_rng_state", "check_plain", "first_non_finite", "restore_rng_state",
     ]  # fmt: skip
 
 
@@ -320,3 +343,101 @@ def test_adopt_makes_a_verified_copy_latest_and_refuses_a_partial_one(tmp_path: 
     with pytest.raises(CheckpointCorruptError, match="model"):
         copy.adopt(second)
     assert (tmp_path / "copy" / LATEST).read_bytes() == pointer_bytes(first)  # left as it was
+
+
+def _two_checkpoints(tmp_path: Path) -> tuple[CheckpointManager, Path]:
+    manager = CheckpointManager(tmp_path / "ckpt", background=False)
+    manager.save(_state(0), epoch=0, iteration=0)
+    newest = manager.directory / manager.save(_state(1), epoch=1, iteration=1)
+    return manager, newest
+
+
+def _edit_manifest(path: Path, edit: Any) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda m: m["parts"]["model"].pop("sha256"), "part 'model' has no SHA-256"),
+        (lambda m: m["parts"]["model"].pop("file"), "part 'model' 'file' names None"),
+        (lambda m: m["parts"]["model"].update(file="../../model.pt"), "'file' names '../../model.pt'"),
+        (lambda m: m["parts"]["model"].update(bytes="12"), "part 'model' has no byte count"),
+        (lambda m: m["parts"].update(model="model.pt"), "part 'model' is str, not an entry"),
+        (lambda m: m.update(parts=["model.pt"]), "has no readable manifest.json"),
+        (lambda m: m.update(name="../../elsewhere"), "'name' names '../../elsewhere'"),
+    ],
+)
+def test_a_damaged_manifest_entry_falls_back_to_the_previous_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, edit: Any, named: str
+) -> None:
+    manager, newest = _two_checkpoints(tmp_path)
+    _edit_manifest(newest, edit)
+    with pytest.raises(CheckpointCorruptError, match=re.escape(named)):
+        CheckpointInfo.read(newest)
+    with caplog.at_level(logging.WARNING):
+        assert manager.load().info.epoch == 0  # the previous verified one, as promised
+    assert "falling back" in caplog.text and named in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("pointer", "warned"),
+    [(b"\xff\xfe\x00garbage", "is not UTF-8 text"), (b"../../../escaped\n", "names '../../../escaped'")],
+)
+def test_a_damaged_latest_pointer_falls_back_to_the_newest_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, pointer: bytes, warned: str
+) -> None:
+    manager, newest = _two_checkpoints(tmp_path)
+    (manager.directory / "latest").write_bytes(pointer)
+    with pytest.raises(CheckpointCorruptError, match=re.escape(warned)):
+        manager.latest_name()
+    with caplog.at_level(logging.WARNING):
+        assert manager.load().info.name == newest.name
+    assert warned in caplog.text
+    with pytest.raises(CheckpointCorruptError, match="not a plain name"):
+        manager.adopt("../ckpt")
+
+
+def test_a_checkpoint_retired_by_another_process_while_loading_is_skipped(tmp_path: Path) -> None:
+    """A reader racing another process's retention: the checkpoint it verified is deleted before its parts load.
+    The load tries again with what is there now instead of reporting the deleted one as damaged."""
+    manager, newest = _two_checkpoints(tmp_path)
+    writer = CheckpointManager(manager.directory, keep_last=1, background=False)
+
+    class Racing(CheckpointManager):
+        raced = False
+
+        @staticmethod
+        def verify(info: CheckpointInfo) -> None:
+            info.verify()
+            if not Racing.raced:  # the other process commits a newer one and retires the rest, right now
+                Racing.raced = True
+                writer.save(_state(2), epoch=2, iteration=2)
+
+    loaded = Racing(manager.directory).load(required=["model"])
+    assert loaded.info.epoch == 2 and torch.equal(loaded["model"]["w"], torch.full((3, 4), 2.0))
+    assert not newest.exists()
+
+
+def test_the_sweep_leaves_a_live_writers_temporary_folder_alone(tmp_path: Path) -> None:
+    manager, _ = _two_checkpoints(tmp_path)
+    host = socket.gethostname()
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        theirs = manager.directory / f".tmp-ckpt-e0009-i000000009-abcd1234@{host}@{live.pid}"
+        dead = manager.directory / f".tmp-ckpt-e0008-i000000008-abcd1234@{host}@{_dead_pid()}"
+        old_format = manager.directory / ".tmp-ckpt-e0007-i000000007-abcd1234"
+        for folder in (theirs, dead, old_format):
+            folder.mkdir()
+            (folder / "model.pt").write_bytes(b"in flight")
+        manager.save(_state(3), epoch=3, iteration=3)
+        assert theirs.is_dir() and not dead.exists() and not old_format.exists()
+    finally:
+        live.communicate(b"")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)

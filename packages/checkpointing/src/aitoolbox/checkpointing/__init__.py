@@ -9,6 +9,7 @@ from aitoolbox.checkpointing.errors import (
     CheckpointNotFoundError,
     CheckpointWriteError,
 )
+from aitoolbox.checkpointing.finite import first_non_finite
 from aitoolbox.checkpointing.manager import CheckpointInfo, CheckpointManager, LoadedCheckpoint
 from aitoolbox.checkpointing.rng import capture_rng_state, restore_rng_state
 from aitoolbox.checkpointing.snapshot import SnapshotBuffers, check_plain
@@ -27,5 +28,6 @@ __all__ = [
     "__version__",
     "capture_rng_state",
     "check_plain",
+    "first_non_finite",
     "restore_rng_state",
 ]

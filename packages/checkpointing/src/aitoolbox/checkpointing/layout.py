@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from aitoolbox.checkpointing._fs import HashingWriter, sha256_file
-from aitoolbox.checkpointing.errors import CheckpointCorruptError
+from aitoolbox.checkpointing.errors import CheckpointCorruptError, CheckpointIncompatibleError
 
 __all__ = [
     "FORMAT",
@@ -25,6 +25,7 @@ __all__ = [
     "MANIFEST",
     "CheckpointInfo",
     "LoadedCheckpoint",
+    "check_name",
     "damaged_message",
     "is_checkpoint",
     "pointer_bytes",
@@ -38,14 +39,47 @@ LATEST = "latest"
 FORMAT = 1
 
 
+def check_name(name: object, what: str) -> str:
+    """``name`` if it is one plain entry of a folder (a checkpoint or file name read from a pointer, a manifest or a
+    listing): not empty, no ``/``, ``\\`` or NUL, not ``.``/``..`` nor hidden, no surrounding whitespace. Anything
+    else could resolve outside the folder (a damaged or hostile copy) and is refused.
+
+    >>> check_name("ckpt-e0001-i000000010", "the pointer")
+    'ckpt-e0001-i000000010'
+    >>> check_name("../../escaped", "the pointer")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    aitoolbox.checkpointing.errors.CheckpointCorruptError: the pointer names '../../escaped', which is not a plain ...
+    """
+    if (
+        not isinstance(name, str)
+        or not name
+        or name.startswith(".")
+        or name != name.strip()
+        or any(c in name for c in "/\\\0")
+    ):
+        raise CheckpointCorruptError(
+            f"{what} names {name!r}, which is not a plain name inside its folder (a damaged or hostile copy?); "
+            "it is refused"
+        )
+    return name
+
+
 def pointer_bytes(name: str) -> bytes:
     """The content of a ``latest`` pointer naming checkpoint ``name``."""
-    return (name + "\n").encode()
+    return (check_name(name, "a checkpoint") + "\n").encode()
 
 
-def read_pointer(data: bytes) -> str | None:
-    """The checkpoint name a ``latest`` pointer's content names, or ``None`` when empty."""
-    return data.decode().strip() or None
+def read_pointer(data: bytes, where: object = "a latest pointer") -> str | None:
+    """The checkpoint name a ``latest`` pointer's content names, or ``None`` when empty.
+
+    Raises:
+        CheckpointCorruptError: the content is not UTF-8 or does not name a plain folder entry.
+    """
+    try:
+        text = data.decode().strip()
+    except UnicodeDecodeError as err:
+        raise CheckpointCorruptError(f"{where} is not UTF-8 text ({err}); it is damaged") from err
+    return check_name(text, str(where)) if text else None
 
 
 def is_checkpoint(path: Path) -> bool:
@@ -53,14 +87,24 @@ def is_checkpoint(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
-def tensor_bytes(obj: Any) -> int:
+def serialized_bytes(obj: Any) -> int:
+    """About how many bytes ``torch.save`` writes for ``obj``, never less: tensor data plus ~512 bytes of record per
+    tensor, string and bytes lengths, 64 bytes per other value (measured overhead: 250-370 bytes per tensor)."""
     if isinstance(obj, torch.Tensor):
-        return obj.nbytes
+        return obj.nbytes + 512
+    if isinstance(obj, str | bytes | bytearray):
+        return len(obj) * (4 if isinstance(obj, str) else 1) + 64
     if isinstance(obj, Mapping):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
+        return 64 + sum(serialized_bytes(k) + serialized_bytes(v) for k, v in obj.items())
+    if isinstance(obj, list | tuple):
+        return 64 + sum(serialized_bytes(v) for v in obj)
+    return 64
+
+
+def checkpoint_bytes(snapshot: Mapping[str, Any]) -> int:
+    """The disk space a checkpoint of these parts takes at most: each part's file (with 8 KiB for the archive and the
+    file system's last block) and the manifest."""
+    return sum(serialized_bytes(part) + 8192 for part in snapshot.values()) + 8192
 
 
 def write_parts(tmp: Path, snapshot: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -91,6 +135,20 @@ def damaged_message(where: object, damage: list[str]) -> str:
     )
 
 
+def _check_entry(path: Path, part: object, entry: object) -> None:
+    """A manifest's part entry: ``{"file": <plain name>, "sha256": <64 hex>, "bytes": <int >= 0>}``."""
+    where = f"{path / MANIFEST}: part {part!r}"
+    check_name(part, f"{path / MANIFEST}: a part")
+    if not isinstance(entry, dict):
+        raise CheckpointCorruptError(f"{where} is {type(entry).__name__}, not an entry with file, sha256 and bytes")
+    check_name(entry.get("file"), f"{where} 'file'")
+    digest, size = entry.get("sha256"), entry.get("bytes")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise CheckpointCorruptError(f"{where} has no SHA-256 (got {digest!r}); the manifest is damaged")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise CheckpointCorruptError(f"{where} has no byte count (got {size!r}); the manifest is damaged")
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """A committed checkpoint, as its manifest describes it."""
@@ -106,10 +164,11 @@ class CheckpointInfo:
 
     @classmethod
     def read(cls, path: Path) -> CheckpointInfo:
-        """Read ``path/manifest.json``; raises :class:`CheckpointCorruptError` if it is missing or unreadable."""
+        """Read ``path/manifest.json``; raises :class:`CheckpointCorruptError` if it is missing, unreadable, or any
+        name in it (the checkpoint's, a part's file) is not a plain name inside the folder."""
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
-            return cls(
+            manifest = json.loads((path / MANIFEST).read_bytes())
+            info = cls(
                 path=path,
                 name=manifest["name"],
                 epoch=int(manifest["epoch"]),
@@ -119,8 +178,12 @@ class CheckpointInfo:
                 parts=dict(manifest["parts"]),
                 meta=dict(manifest.get("meta", {})),
             )
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CheckpointCorruptError(f"{path} has no readable {MANIFEST}: {err}") from err
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointCorruptError(f"{path} has no readable {MANIFEST}: {err!r}") from err
+        check_name(info.name, f"{path / MANIFEST}: 'name'")
+        for part, entry in info.parts.items():
+            _check_entry(path, part, entry)
+        return info
 
     def verify(self) -> None:
         """Check that every part's file exists with the manifest's size and SHA-256.
@@ -159,3 +222,27 @@ class LoadedCheckpoint:
 
     def __contains__(self, part: object) -> bool:
         return part in self.parts
+
+
+def load_parts(
+    info: CheckpointInfo, required: Iterable[str], allow_partial: bool, map_location: str | torch.device
+) -> LoadedCheckpoint:
+    """Load the parts of a verified checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointIncompatibleError: a ``required`` part is missing and ``allow_partial`` is False.
+        CheckpointCorruptError: a part cannot be loaded (written by an incompatible writer, or deleted meanwhile).
+    """
+    missing = sorted(set(required) - set(info.parts))
+    if missing and not allow_partial:
+        raise CheckpointIncompatibleError(
+            f"checkpoint {info.path} lacks the parts {missing} (it has {sorted(info.parts)}); "
+            "pass allow_partial=True to load what it has"
+        )
+    parts = {}
+    for part, entry in info.parts.items():
+        try:
+            parts[part] = torch.load(info.path / entry["file"], map_location=map_location, weights_only=True)
+        except Exception as err:  # checksum-valid but unloadable (an incompatible writer), or deleted meanwhile
+            raise CheckpointCorruptError(f"{info.name}: part {part!r} cannot be loaded: {err}") from err
+    return LoadedCheckpoint(info, parts)

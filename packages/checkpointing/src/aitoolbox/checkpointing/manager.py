@@ -18,12 +18,19 @@ from typing import Any
 
 import torch
 
-from aitoolbox.checkpointing._fs import atomic_write_bytes, fsync_dir
+from aitoolbox.checkpointing._fs import (
+    atomic_write_bytes,
+    check_room,
+    fsync_dir,
+    owner_tag,
+    retire,
+    sweep_stale,
+    trash_path,
+)
 from aitoolbox.checkpointing._retention import check_retention, retained
 from aitoolbox.checkpointing.errors import (
     CheckpointConfigError,
     CheckpointCorruptError,
-    CheckpointIncompatibleError,
     CheckpointNotFoundError,
     CheckpointWriteError,
 )
@@ -33,10 +40,12 @@ from aitoolbox.checkpointing.layout import (
     MANIFEST,
     CheckpointInfo,
     LoadedCheckpoint,
+    check_name,
+    checkpoint_bytes,
     damaged_message,
+    load_parts,
     pointer_bytes,
     read_pointer,
-    tensor_bytes,
     write_parts,
 )
 from aitoolbox.checkpointing.snapshot import SnapshotBuffers, check_plain
@@ -149,7 +158,7 @@ class CheckpointManager:
         if bad:
             raise CheckpointConfigError(f"part names must be non-empty file names, got {bad}")
         snapshot = {name: self._buffers.snapshot(value, name) for name, value in parts.items()}
-        self._check_space(snapshot)
+        check_room(self.directory, checkpoint_bytes(snapshot))  # counted generously: data and file overhead
         clean_metrics = {k: m for k, v in (metrics or {}).items() if (m := _fmt_metric(v)) is not None}
         name = f"ckpt-e{epoch:04d}-i{iteration:09d}"
         job = (snapshot, name, int(epoch), int(iteration), clean_metrics, check_plain(dict(meta or {}), "meta"))
@@ -159,21 +168,6 @@ class CheckpointManager:
         else:
             self._commit(*job)
         return name
-
-    def _check_space(self, snapshot: Mapping[str, Any]) -> None:
-        """Refuse, in the caller's thread, a checkpoint that cannot fit on the disk (before any byte is written)."""
-        needed = tensor_bytes(snapshot)
-        where = self.directory
-        while not where.exists() and where.parent != where:
-            where = where.parent
-        free = shutil.disk_usage(where).free
-        if needed > free:
-            raise CheckpointWriteError(
-                errno.ENOSPC,
-                f"no space left on device for a checkpoint in {self.directory}: it needs about {needed / 2**20:.1f} "
-                f"MiB and {free / 2**20:.1f} MiB are free; free some space (or keep fewer checkpoints, "
-                "keep_last/keep_best) or save elsewhere. Earlier checkpoints are untouched",
-            )
 
     def wait(self) -> None:
         """Block until the background save (if any) is committed; re-raise its error."""
@@ -214,8 +208,8 @@ class CheckpointManager:
     ) -> None:
         start = time.perf_counter()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_temporaries()
-        tmp = self.directory / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        sweep_stale(self.directory)
+        tmp = self.directory / f".tmp-{name}-{uuid.uuid4().hex[:8]}{owner_tag()}"
         tmp.mkdir()
         try:
             files = write_parts(tmp, snapshot)
@@ -237,7 +231,7 @@ class CheckpointManager:
             raise
         final = self.directory / name
         if final.exists():  # the same position saved again (e.g. iteration and epoch end coincide): replace it
-            trash = self.directory / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+            trash = trash_path(self.directory, name)
             os.rename(final, trash)
             os.rename(tmp, final)
             shutil.rmtree(trash, ignore_errors=True)
@@ -250,11 +244,6 @@ class CheckpointManager:
             self.on_commit(CheckpointInfo.read(final))
         self._apply_retention(name)
 
-    def _remove_stale_temporaries(self) -> None:
-        for entry in self.directory.iterdir():
-            if entry.name.startswith((".tmp-", ".trash-")) and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-
     def _apply_retention(self, newest: str) -> None:
         if self.keep_last is None and not self.keep_best:
             return
@@ -265,7 +254,7 @@ class CheckpointManager:
                 if self.may_delete is not None and not self.may_delete(info):
                     logger.debug("retention keeps %s for now: may_delete says not yet", info.name)
                     continue
-                shutil.rmtree(info.path, ignore_errors=True)
+                retire(info.path)
                 logger.debug("retention removed %s", info.path)
 
     # ------------------------------------------------------------------ reading
@@ -303,11 +292,17 @@ class CheckpointManager:
         return found
 
     def latest_name(self) -> str | None:
-        """What the ``latest`` pointer names (not verified), or ``None``."""
+        """What the ``latest`` pointer names (not verified), or ``None`` when there is none.
+
+        Raises:
+            CheckpointCorruptError: the pointer is damaged (not UTF-8, or not a plain checkpoint name).
+        """
+        path = self.directory / LATEST
         try:
-            return read_pointer((self.directory / LATEST).read_bytes())
+            data = path.read_bytes()
         except OSError:
             return None
+        return read_pointer(data, path)
 
     @staticmethod
     def verify(info: CheckpointInfo) -> None:
@@ -321,17 +316,29 @@ class CheckpointManager:
         Raises:
             CheckpointCorruptError: the copy is incomplete or damaged (``latest`` is left as it was).
         """
-        info = CheckpointInfo.read(self.directory / name)
+        info = CheckpointInfo.read(self.directory / check_name(name, "adopt()"))
         info.verify()
-        atomic_write_bytes(self.directory / LATEST, pointer_bytes(info.name))
+        atomic_write_bytes(self.directory / LATEST, pointer_bytes(name))
         fsync_dir(self.directory)
         return info
 
     def candidates(self) -> builtins.list[CheckpointInfo]:
         """Committed checkpoints to try when resuming, best first: the ``latest`` pointer's, then newest to oldest."""
         infos = self.list()
-        pointer = self.latest_name()
+        try:
+            pointer = self.latest_name()
+        except CheckpointCorruptError as err:
+            logger.warning("%s; trying the committed checkpoints newest first", err)
+            pointer = None
         ordered = [i for i in infos if i.name == pointer] + [i for i in reversed(infos) if i.name != pointer]
+        if pointer is not None and (not ordered or ordered[0].name != pointer):
+            try:
+                CheckpointInfo.read(self.directory / pointer)
+                problem = "is not a committed checkpoint"
+            except CheckpointCorruptError as err:
+                problem = f"is damaged: {err}"
+            following = f"falling back to {ordered[0].name}" if ordered else "no other checkpoint"
+            logger.warning("latest names %s, which %s; %s", pointer, problem, following)
         return ordered
 
     def load(
@@ -357,41 +364,30 @@ class CheckpointManager:
             CheckpointIncompatibleError: a required part is missing and ``allow_partial`` is False.
         """
         self.wait()
-        if checkpoint is None:
-            info = self._newest_valid()
-        else:
+        if checkpoint is not None:
             if isinstance(checkpoint, CheckpointInfo):
                 info = checkpoint
             else:
                 path = Path(checkpoint)
                 info = CheckpointInfo.read(path if path.is_absolute() or path.exists() else self.directory / path)
             self.verify(info)
-        missing = sorted(set(required) - set(info.parts))
-        if missing and not allow_partial:
-            raise CheckpointIncompatibleError(
-                f"checkpoint {info.path} lacks the parts {missing} (it has {sorted(info.parts)}); "
-                "pass allow_partial=True to load what it has"
-            )
-        parts = {}
-        for part, entry in info.parts.items():
-            try:
-                parts[part] = torch.load(info.path / entry["file"], map_location=map_location, weights_only=True)
-            except Exception as err:  # checksum-valid but unloadable: written by an incompatible writer
-                raise CheckpointCorruptError(f"{info.name}: part {part!r} cannot be loaded: {err}") from err
-        return LoadedCheckpoint(info, parts)
-
-    def _newest_valid(self) -> CheckpointInfo:
-        candidates = self.candidates()
-        if not candidates:
-            raise CheckpointNotFoundError(f"no committed checkpoint in {self.directory}")
+            return load_parts(info, required, allow_partial, map_location)
         damage: builtins.list[str] = []
-        for i, info in enumerate(candidates):
-            try:
-                self.verify(info)
-            except CheckpointCorruptError as err:
-                following = candidates[i + 1].name if i + 1 < len(candidates) else None
-                logger.warning("%s; %s", err, f"falling back to {following}" if following else "no older checkpoint")
-                damage.append(str(err))
-                continue
-            return info
+        for _ in range(3):  # a candidate that vanished meanwhile (another process's retention): list again
+            candidates, vanished = self.candidates(), False
+            for i, info in enumerate(candidates):
+                try:
+                    self.verify(info)
+                    return load_parts(info, required, allow_partial, map_location)
+                except CheckpointCorruptError as err:
+                    if not info.path.exists():
+                        vanished = True
+                        break
+                    following = candidates[i + 1].name if i + 1 < len(candidates) else None
+                    logger.warning("%s; %s", err, f"falling back to {following}" if following else "no older one")
+                    damage.append(str(err))
+            if not vanished:
+                break
+        if not damage:
+            raise CheckpointNotFoundError(f"no committed checkpoint in {self.directory}")
         raise CheckpointNotFoundError(damaged_message(self.directory, damage))
