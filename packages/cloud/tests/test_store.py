@@ -88,6 +88,21 @@ def test_an_endpoint_without_scheme_is_refused_before_any_request(monkeypatch: p
         S3Store("bucket")
 
 
+@pytest.mark.parametrize("endpoint", ["http://AKIAKEY:s3cr3tSECRET@127.0.0.1:8333", "AKIAKEY:s3cr3tSECRET@host:1"])
+def test_credentials_in_an_endpoint_are_refused_and_never_shown(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    import traceback
+
+    for source in ("endpoint_url", "AWS_ENDPOINT_URL"):
+        with pytest.raises(CloudConfigError, match=rf"{source} (holds credentials|must start with)") as info:
+            if source == "endpoint_url":
+                S3Store("bucket", endpoint_url=endpoint)
+            else:
+                monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+                S3Store("bucket")
+        shown = "".join(traceback.format_exception(info.value))
+        assert "s3cr3tSECRET" not in shown and "AKIAKEY" not in shown and "***@" in shown
+
+
 def test_endpoint_from_the_standard_environment(
     s3_server: SeaweedServer, aws_env: None, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

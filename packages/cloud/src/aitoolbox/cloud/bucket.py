@@ -20,11 +20,11 @@ def _problem(name: str) -> str | None:
     bad = sorted({c for c in name if not ((c.islower() and c.isascii()) or c.isdigit() or c in ".-")})
     if bad:
         return f"it contains {''.join(bad)!r} (only lowercase letters, digits, '-' and '.' are allowed)"
-    if not _ALLOWED.match(name):
+    if not _ALLOWED.fullmatch(name):  # not match: "$" lets a trailing newline through
         return "it must begin and end with a lowercase letter or a digit"
     if ".." in name:
         return "it contains '..'"
-    if _IP.match(name):
+    if _IP.fullmatch(name):
         return "it is formatted as an IP address"
     for prefix in _PREFIXES:
         if name.startswith(prefix):

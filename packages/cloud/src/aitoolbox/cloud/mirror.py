@@ -73,16 +73,42 @@ class FolderMirror:
         """Every file of the folder but hidden ones and the top-level entries in ``skip``; the top-level files named
         in ``last`` go up after all the others (e.g. a summary that names them)."""
         files = []
-        for dirpath, dirnames, filenames in os.walk(self.folder):
+        links = []
+        for dirpath, dirnames, filenames in os.walk(self.folder):  # does not descend into linked folders
             top = Path(dirpath) == self.folder
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (top and d in skip))
-            files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and not (top and f in skip)]
+            links += [Path(dirpath) / d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+            names = [f for f in sorted(filenames) if not f.startswith(".") and not (top and f in skip)]
+            links += [Path(dirpath) / f for f in names if (Path(dirpath) / f).is_symlink()]
+            files += [Path(dirpath) / f for f in names if not (Path(dirpath) / f).is_symlink()]
+        if links:  # a link's target is outside what the folder holds: never uploaded
+            logger.warning("cloud: not uploading %d symbolic link(s): %s", len(links), ", ".join(map(str, links[:5])))
         final = [p for p in files if p.parent == self.folder and p.name in last]
         self.upload([p for p in files if p not in final], final)
 
     def resume_pending(self) -> int:
-        """Queue again what the journal says a previous run did not finish uploading."""
-        return self.uploader.resume_pending()
+        """Queue again what the journal says a previous run did not finish uploading: only files of this folder, to
+        their keys under ``remote_base`` (a journal naming anything else is refused: :class:`CloudConfigError`)."""
+        return self.uploader.resume_pending(check=self._check_item)
+
+    def _check_item(self, item: UploadItem) -> str | None:
+        """Why a journaled item must not be uploaded, or None: a file outside the folder (or a symlink), or a key
+        outside this mirror's base."""
+        base = self.store.key(f"{self.remote_base}/")
+        if not item.key.startswith(base) or "/../" in f"/{item.key[len(base) :]}/":
+            return f"its key {item.key!r} is not under {base!r}"
+        if item.path is None:
+            return None
+        path = Path(item.path)
+        if path.is_symlink():
+            return "it is a symbolic link"
+        try:
+            relative = path.resolve().relative_to(self.folder.resolve())
+        except ValueError:
+            return f"it is outside the mirrored folder {self.folder}"
+        if self.key(self.folder / relative) != item.key:
+            return f"its key {item.key!r} is not the mirror's key for it"
+        return None
 
     def finish(self, timeout: float | None = None) -> UploadReport:
         """Wait for the uploads (up to ``flush_timeout_s``, or less) and log a summary; failures stay in the journal."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aitoolbox.cloud._endpoint import check_endpoint, redact_url
 from aitoolbox.cloud.bucket import validate_bucket_name
 from aitoolbox.cloud.errors import (
     CloudAuthError,
@@ -97,7 +98,7 @@ class S3Store:
         if not isinstance(prefix, str):
             raise CloudConfigError(f"prefix must be a string, got {type(prefix).__name__}")
         self.prefix = prefix.strip("/")
-        _check_endpoint(endpoint_url, "endpoint_url")
+        check_endpoint(endpoint_url, "endpoint_url")
         if part_size < 5 * MiB:
             raise CloudConfigError(f"part_size must be at least 5 MiB (S3's minimum part), got {part_size}")
         import boto3
@@ -115,16 +116,17 @@ class S3Store:
         )
         self._session = session
         if endpoint_url is None:
-            _check_endpoint(
+            check_endpoint(
                 os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"), "AWS_ENDPOINT_URL"
             )
         try:
             self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
         except ValueError as err:  # botocore's "Invalid endpoint" for one it cannot parse
             raise CloudConfigError(
-                f"the S3 endpoint cannot be used: {err}; e.g. endpoint_url='http://host:8333'"
-            ) from err
-        self.endpoint_url = self.client.meta.endpoint_url
+                redact_url(f"the S3 endpoint cannot be used: {err}; e.g. endpoint_url='http://host:8333'")
+            ) from None  # the cause's text would show the credentials again
+        #: the endpoint, as shown in messages (credentials in it redacted)
+        self.endpoint_url = redact_url(self.client.meta.endpoint_url)
         self.part_size = part_size
         self.max_concurrency = max_concurrency
 
@@ -142,6 +144,11 @@ class S3Store:
     # ------------------------------------------------------------------ errors
 
     def _translate(self, err: Exception, action: str, key: str | None = None) -> CloudError:
+        """The typed error for a boto3/botocore failure; its message never shows credentials of a URL."""
+        translated = self._classify(err, action, key)
+        return type(translated)(redact_url(str(translated)))
+
+    def _classify(self, err: Exception, action: str, key: str | None) -> CloudError:
         from botocore import exceptions as bx
 
         where = self.url(key) if key else f"bucket {self.bucket!r}"
@@ -374,13 +381,6 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except Exception as err:
             raise self._translate(err, "delete", key) from err
-
-
-def _check_endpoint(endpoint: str | None, source: str) -> None:
-    if endpoint and not endpoint.startswith(("http://", "https://")):
-        raise CloudConfigError(
-            f"{source} must start with http:// or https://, got {endpoint!r}; e.g. {'http://' + endpoint!r}"
-        )
 
 
 _PERMS = {

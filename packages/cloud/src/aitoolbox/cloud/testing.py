@@ -29,7 +29,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["ADMIN", "READER", "SeaweedServer", "aws_environment", "find_weed"]
+from aitoolbox.cloud.errors import CloudNotFoundError
+from aitoolbox.cloud.store import ObjectInfo
+
+__all__ = ["ADMIN", "READER", "MemoryStore", "SeaweedServer", "aws_environment", "find_weed"]
 
 ADMIN = ("aitoolbox-admin", "aitoolbox-admin-secret")
 READER = ("aitoolbox-reader", "aitoolbox-reader-secret")
@@ -198,3 +201,54 @@ class SeaweedServer:
                 self.proc.wait()
         self.proc = None
         self._remove_sockets()
+
+
+class MemoryStore:
+    """A bucket in memory with :class:`~aitoolbox.cloud.S3Store`'s read side (``key``, ``url``, ``list``,
+    ``read_bytes``, ``exists``, ``download_file``) and ``put``, for what a real server refuses to hold but AWS S3
+    accepts: keys with ``../`` segments, hostile listings. Use the SeaweedFS server for everything else.
+
+    Example:
+        >>> store = MemoryStore({"a/../../x": b"1"})
+        >>> [o.key for o in store.list("a/")], store.read_bytes("a/../../x")
+        (['a/../../x'], b'1')
+    """
+
+    def __init__(self, objects: dict[str, bytes] | None = None, *, prefix: str = "") -> None:
+        self.objects = dict(objects or {})
+        self.prefix = prefix.strip("/")
+        self.bucket = "memory"
+        self._clock = 0.0
+        self._modified = dict.fromkeys(self.objects, 0.0)
+
+    def put(self, key: str, data: bytes) -> None:
+        self._clock += 1.0
+        self.objects[key] = data
+        self._modified[key] = self._clock
+
+    def key(self, relative: str) -> str:
+        relative = relative.lstrip("/")
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                yield ObjectInfo(key, len(self.objects[key]), self._modified[key])
+
+    def read_bytes(self, key: str) -> bytes:
+        if key not in self.objects:
+            raise CloudNotFoundError(f"{self.url(key)} does not exist")
+        return self.objects[key]
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def download_file(self, key: str, local: str | os.PathLike[str]) -> Path:
+        """Write the object to ``local``, wherever that is (as the real store does)."""
+        path = Path(local)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.read_bytes(key))
+        return path

@@ -12,73 +12,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aitoolbox.cloud._items import Group, UploadItem, UploadReport, check_number
 from aitoolbox.cloud.errors import CloudAuthError, CloudConfigError, CloudError, CloudNotFoundError
 from aitoolbox.cloud.store import S3Store
 
 __all__ = ["BackgroundUploader", "UploadItem", "UploadReport"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class UploadItem:
-    """One object to upload: a local file (read when it is uploaded) or a small payload captured now.
-
-    ``volatile``: superseded by a later group's upload of the same key (e.g. a ``latest`` pointer); dropped when a
-    later group is promoted ahead of this one (:meth:`BackgroundUploader.promote`)."""
-
-    key: str
-    path: str | None = None
-    data: bytes | None = None
-    volatile: bool = False
-
-    @classmethod
-    def file(cls, path: str | os.PathLike[str], key: str) -> UploadItem:
-        return cls(key=key, path=str(path))
-
-    @classmethod
-    def payload(cls, data: bytes, key: str, *, volatile: bool = False) -> UploadItem:
-        return cls(key=key, data=data, volatile=volatile)
-
-
-@dataclass
-class _Group:
-    """A submitted group: its stages of ``(journal id, item)``, and the tag it was submitted with."""
-
-    stages: list[list[tuple[str, UploadItem]]]
-    tag: str | None = None
-
-
-@dataclass
-class UploadReport:
-    """What a flush found: uploaded so far, failed after every retry, and still pending (queued or journaled)."""
-
-    uploaded: int = 0
-    uploaded_bytes: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)
-    dropped: int = 0
-    journal: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.pending
-
-    def __str__(self) -> str:
-        text = f"{self.uploaded} files ({self.uploaded_bytes / 1e6:.1f} MB) uploaded"
-        if self.failed:
-            text += f"; {len(self.failed)} failed: " + ", ".join(f"{k} ({r})" for k, r in self.failed[:5])
-        if self.dropped:
-            text += f"; {self.dropped} superseded uploads dropped"
-        if self.pending:
-            text += f"; {len(self.pending)} still pending"
-        if not self.ok and self.journal:
-            text += f"; the local files are kept and listed in {self.journal}; they are uploaded on resume"
-        return text
 
 
 class BackgroundUploader:
@@ -116,15 +59,16 @@ class BackgroundUploader:
         max_backoff_s: float = 30.0,
         queue_size: int = 64,
     ) -> None:
-        if max_attempts < 1:
-            raise CloudConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.check_options(
+            max_attempts=max_attempts, backoff_s=backoff_s, max_backoff_s=max_backoff_s, queue_size=queue_size
+        )
         self.store = store
         self.journal_path = Path(journal_path)
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.queue_size = queue_size
-        self._groups: deque[_Group] = deque()
+        self._groups: deque[Group] = deque()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._changed = threading.Condition(self._lock)  # a group queued or taken, or the worker told to stop
@@ -135,6 +79,20 @@ class BackgroundUploader:
         self._closed = False
         self._done_keys: set[str] = set()
         self._settled_keys: set[str] = set()  # uploaded, or dropped on purpose: nothing will upload them any more
+
+    @staticmethod
+    def check_options(
+        *, max_attempts: object = 8, backoff_s: object = 0.5, max_backoff_s: object = 30.0, queue_size: object = 64
+    ) -> None:
+        """Check the options before anything runs (a bad one would otherwise stop the upload thread later).
+
+        Raises:
+            CloudConfigError: naming the option, the value and what it must be.
+        """
+        check_number("max_attempts", max_attempts, minimum=1, integer=True)
+        check_number("backoff_s", backoff_s, minimum=0.0)
+        check_number("max_backoff_s", max_backoff_s, minimum=0.0)
+        check_number("queue_size", queue_size, minimum=1, integer=True)
 
     # ------------------------------------------------------------------ journal
 
@@ -193,9 +151,9 @@ class BackgroundUploader:
                 ids.append((item_id, item))
             plan.append(ids)
         self._journal(*records)
-        self._enqueue(_Group(plan, tag))
+        self._enqueue(Group(plan, tag))
 
-    def _enqueue(self, group: _Group) -> None:
+    def _enqueue(self, group: Group) -> None:
         with self._lock:
             while len(self._groups) >= self.queue_size:  # training waits instead of using memory
                 self._changed.wait()
@@ -206,8 +164,16 @@ class BackgroundUploader:
                 self._thread = threading.Thread(target=self._run, name="aitoolbox-uploader", daemon=True)
                 self._thread.start()
 
-    def resume_pending(self) -> int:
-        """Re-queue what the journal lists as not uploaded (e.g. after a crash); returns the number of files."""
+    def resume_pending(self, check: Callable[[UploadItem], str | None] | None = None) -> int:
+        """Re-queue what the journal lists as not uploaded (e.g. after a crash); returns the number of files.
+
+        Args:
+            check: called with each pending item before anything is queued; a string it returns says why the item
+                must not be uploaded (e.g. a file outside the mirrored folder: a tampered journal).
+
+        Raises:
+            CloudConfigError: ``check`` refused an item (named, with the journal); nothing was queued.
+        """
         records = self._read_journal()
         added = {r["id"]: r["key"] for r in records if r.get("op") == "add"}
         with self._lock:  # uploaded (or dropped) by an earlier run: retention may delete their local files
@@ -216,14 +182,39 @@ class BackgroundUploader:
         pending = self.pending_in_journal()
         groups: dict[str, tuple[str | None, dict[int, list[tuple[str, UploadItem]]]]] = {}
         for r in pending:
-            data = base64.b64decode(r["data"]) if "data" in r else None
-            item = UploadItem(key=r["key"], path=r.get("path"), data=data, volatile=bool(r.get("volatile")))
+            item = self._item_of(r)
+            refused = check(item) if check is not None else None
+            if refused is not None:
+                raise CloudConfigError(
+                    f"the upload journal {self.journal_path} lists {item.path or item.key!r}, which is refused: "
+                    f"{refused}. The journal was changed by hand or is damaged; delete it to start a clean mirror"
+                )
             groups.setdefault(r["group"], (r.get("tag"), {}))[1].setdefault(int(r["stage"]), []).append((r["id"], item))
         for tag, stages in groups.values():
-            self._enqueue(_Group([stages[s] for s in sorted(stages)], tag))
+            self._enqueue(Group([stages[s] for s in sorted(stages)], tag))
         if pending:
             logger.info("re-queued %d pending uploads from %s", len(pending), self.journal_path)
         return len(pending)
+
+    def _item_of(self, record: dict[str, Any]) -> UploadItem:
+        """The item a journal record adds; a record that is not one (a damaged journal) is named."""
+        try:
+            data = base64.b64decode(record["data"], validate=True) if "data" in record else None
+            key, path = record["key"], record.get("path")
+            if (
+                not isinstance(key, str)
+                or (path is not None and not isinstance(path, str))
+                or (path is None) == (data is None)
+            ):
+                raise TypeError("needs a key and either a path or data")
+            int(record["stage"])
+            str(record["group"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CloudConfigError(
+                f"the upload journal {self.journal_path} has a damaged entry {record!r} ({err}); delete the journal "
+                "to start a clean mirror"
+            ) from err
+        return UploadItem(key=key, path=path, data=data, volatile=bool(record.get("volatile")))
 
     def promote(self, tag: str, drop: Callable[[str | None], bool] = lambda tag: False) -> int:
         """Upload the queued group tagged ``tag`` next (the newest checkpoint first, when time is short): the
@@ -236,7 +227,7 @@ class BackgroundUploader:
                 return 0
             promoted = found[-1]
             dropped: list[str] = []
-            kept: deque[_Group] = deque([promoted])
+            kept: deque[Group] = deque([promoted])
             for group in self._groups:
                 if group is promoted:
                     continue
