@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aitoolbox.experiment import ExperimentWriteError, ExperimentWriter
+from aitoolbox.experiment import ExperimentPathError, ExperimentWriteError, ExperimentWriter
 
 
 def test_results_predictions_and_history(tmp_path: Path) -> None:
@@ -76,3 +76,43 @@ def test_writes_are_atomic_and_failures_are_clear(tmp_path: Path) -> None:
         (tmp_path / "results").chmod(0o500)
         with pytest.raises(ExperimentWriteError, match="cannot write"):
             w.write_results("val", {"a": 2})
+
+
+def test_no_file_is_written_outside_the_folder(tmp_path: Path) -> None:
+    exp = tmp_path / "exp"
+    w = ExperimentWriter(exp)
+    for bad in ("../../x.json", "/tmp/x.json", "results/../../x.json"):
+        with pytest.raises(ExperimentPathError, match="is not a path inside the experiment folder"):
+            w.write_json(bad, {"a": 1})
+    with pytest.raises(ExperimentPathError):
+        w.write_results("../../../escaped", {"a": 1})
+    exp.mkdir()
+    (exp / "link").symlink_to(tmp_path)  # a link inside the folder to a place outside it
+    with pytest.raises(ExperimentPathError, match="through a symbolic link"):
+        w.write_bytes("link/x.bin", b"x")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["exp", "link"]
+    assert w.write_json("results/ok.json", {"a": 1}) == exp / "results" / "ok.json"
+
+
+def test_secrets_are_redacted_in_what_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["train.py", "--lr", "0.1", "--hf-token", "hf_SECRET1", "--db_password=SECRET2"])
+    hyper = {"lr": 0.1, "wandb_api_key": "SECRET3", "data": {"url": "s3://AKIA:SECRET4@host/b", "max_tokens": 512}}
+    w = ExperimentWriter(tmp_path)
+    w.write_hyperparams(hyper)
+    w.write_environment()
+    w.write_summary(title="t", results={}, history={}, hyperparams=hyper)
+    written = "".join(p.read_text() for p in tmp_path.iterdir())
+    assert "SECRET" not in written
+    assert json.loads((tmp_path / "hyperparams.json").read_text()) == {
+        "lr": 0.1,
+        "wandb_api_key": "***",
+        "data": {"url": "s3://***@host/b", "max_tokens": 512},
+    }
+    assert json.loads((tmp_path / "environment.json").read_text())["argv"][3:] == [
+        "--hf-token",
+        "***",
+        "--db_password=***",
+    ]
+    assert hyper["wandb_api_key"] == "SECRET3"  # the caller's dict is untouched
+    plain = ExperimentWriter(tmp_path / "plain", redact=False)  # the opt-out
+    assert "SECRET3" in plain.write_hyperparams(hyper).read_text()

@@ -127,8 +127,9 @@ def test_importing_the_package_is_light() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(aitoolbox.experiment.__all__) == [
-        "BinaryClassificationResultPackage", "ClassificationResultPackage", "ExperimentWriteError", "ExperimentWriter",
-        "RegressionResultPackage", "ResultPackageError", "ResultsError", "__version__",
+        "BinaryClassificationResultPackage", "ClassificationResultPackage", "ExperimentLock", "ExperimentLockedError",
+        "ExperimentPathError", "ExperimentWriteError", "ExperimentWriter", "RegressionResultPackage",
+        "ResultPackageError", "ResultsError", "__version__",
     ]  # fmt: skip
     assert sorted(aitoolbox.experiment.result_package.__all__) == [
         "AbstractResultPackage", "BinaryClassificationResultPackage", "ClassificationResultPackage",

@@ -22,6 +22,8 @@ import numpy as np
 
 from aitoolbox.experiment._arrays import plain, to_numpy
 from aitoolbox.experiment._atomic import write_atomic, write_bytes_atomic
+from aitoolbox.experiment.errors import ExperimentPathError
+from aitoolbox.experiment.redact import redact, redact_argv
 
 __all__ = ["ExperimentWriter"]
 
@@ -68,6 +70,12 @@ class ExperimentWriter:
             plots/*.png                     loss, each metric over epochs, confusion matrices
             code/<script>                   a copy of the training script
 
+    Args:
+        experiment_dir: the folder; every file goes inside it (:meth:`path`).
+        redact: replace secrets (values of secret-looking names such as ``hf_token`` or ``db_password``, and URL
+            credentials) by ``"***"`` in ``hyperparams.json``, the command line in ``environment.json`` and
+            ``summary.md`` (:mod:`aitoolbox.experiment.redact`). ``False`` writes them as given.
+
     Example:
         >>> import tempfile
         >>> w = ExperimentWriter(tempfile.mkdtemp())
@@ -80,22 +88,52 @@ class ExperimentWriter:
     HYPERPARAMS = "hyperparams.json"
     SUMMARY = "summary.md"
 
-    def __init__(self, experiment_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, experiment_dir: str | os.PathLike[str], *, redact: bool = True) -> None:
         self.dir = Path(experiment_dir)
+        #: redact secrets (:mod:`aitoolbox.experiment.redact`) in the hyperparameters, command line and summary
+        self.redact = redact
+
+    def path(self, relative: str | os.PathLike[str]) -> Path:
+        """``relative`` inside the folder; every file the writer writes goes through here.
+
+        Raises:
+            ExperimentPathError: ``relative`` is absolute, has a ``..`` part, or resolves outside the folder through
+                a symbolic link.
+
+        .. versionadded:: 0.4
+        """
+        rel = Path(relative)
+        if rel.is_absolute() or not rel.parts or ".." in rel.parts:
+            raise ExperimentPathError(
+                f"{str(relative)!r} is not a path inside the experiment folder {self.dir}; give a relative path "
+                "without '..'"
+            )
+        path = self.dir / rel
+        if not path.resolve().is_relative_to(self.dir.resolve()):
+            raise ExperimentPathError(f"{str(relative)!r} leads outside {self.dir} through a symbolic link")
+        return path
 
     def write_json(self, relative: str, data: Any) -> Path:
-        return write_bytes_atomic(self.dir / relative, _dumps(data))
+        """Write ``data`` as JSON to ``relative`` (atomically, as :meth:`write_bytes`)."""
+        return write_bytes_atomic(self.path(relative), _dumps(data))
 
     def write_bytes(self, relative: str, data: bytes) -> Path:
         """Write ``data`` to ``relative`` (folders created) atomically: readers see the old file or the new one,
         never a part, even after a crash.
 
+        Raises:
+            ExperimentPathError: ``relative`` would be outside the folder.
+
         .. versionadded:: 0.2
         """
-        return write_bytes_atomic(self.dir / relative, data)
+        return write_bytes_atomic(self.path(relative), data)
 
     def write_hyperparams(self, hyperparams: Mapping[str, Any]) -> Path:
-        return self.write_json(self.HYPERPARAMS, dict(hyperparams))
+        """``hyperparams.json``; the values of secret-looking keys are ``"***"`` (unless ``redact=False``)."""
+        return self.write_json(self.HYPERPARAMS, self._redacted(dict(hyperparams)))
+
+    def _redacted(self, value: Any) -> Any:
+        return redact(value) if self.redact else value
 
     def write_results(self, name: str, results: Mapping[str, Any]) -> Path:
         return self.write_json(f"results/{name}_results.json", dict(results))
@@ -109,23 +147,37 @@ class ExperimentWriter:
                 logger.debug("metadata %r is not an array; left out of the .npz", key)
                 continue
             arrays[f"metadata_{key}"] = arr
-        return write_atomic(self.dir / f"results/{name}_predictions.npz", lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
+        return write_atomic(self.path(f"results/{name}_predictions.npz"), lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
 
-    def write_history(self, history: Mapping[str, Sequence[Any]], *, folder: str = "results") -> list[Path]:
-        """``<folder>/training_history.json`` and ``.csv`` (a row per epoch; non-numeric values as JSON in the cell)."""
+    def write_history(
+        self,
+        history: Mapping[str, Sequence[Any]],
+        *,
+        folder: str = "results",
+        epochs: Mapping[str, Sequence[int]] | None = None,
+    ) -> list[Path]:
+        """``<folder>/training_history.json`` and ``.csv`` (a row per epoch; non-numeric values as JSON in the cell).
+
+        Args:
+            history: metric -> values.
+            folder: where, inside the experiment folder.
+            epochs: metric -> the 0-based epoch of each value (``TrainingHistory.epochs()``), so that a metric
+                recorded every N epochs lands in its epochs' rows (blank cells between); without it, a metric's
+                i-th value is in row i.
+        """
         data = {k: list(v) for k, v in history.items()}
-        paths = [write_bytes_atomic(self.dir / folder / "training_history.json", _dumps(data))]
-        n = max((len(v) for v in data.values()), default=0)
+        paths = [write_bytes_atomic(self.path(f"{folder}/training_history.json"), _dumps(data))]
+        rows = _rows(data, epochs)
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(["epoch", *data])
-        for i in range(n):
-            row: list[Any] = [i + 1]
-            for values in data.values():
-                v = values[i] if i < len(values) else ""
-                row.append(v if isinstance(v, int | float | str) else json.dumps(plain(v), default=repr))
-            writer.writerow(row)
-        paths.append(write_bytes_atomic(self.dir / folder / "training_history.csv", buf.getvalue().encode()))
+        for i, row in enumerate(rows):
+            cells: list[Any] = [i + 1]
+            for name in data:
+                v = row.get(name, "")
+                cells.append(v if isinstance(v, int | float | str) else json.dumps(plain(v), default=repr))
+            writer.writerow(cells)
+        paths.append(write_bytes_atomic(self.path(f"{folder}/training_history.csv"), buf.getvalue().encode()))
         return paths
 
     def copy_script(self, script: str | os.PathLike[str] | None = None) -> Path | None:
@@ -136,7 +188,7 @@ class ExperimentWriter:
         if not script or not Path(script).is_file():
             return None
         src = Path(script)
-        return write_atomic(self.dir / "code" / src.name, lambda f: f.write(src.read_bytes()) and None)
+        return write_atomic(self.path(f"code/{src.name}"), lambda f: f.write(src.read_bytes()) and None)
 
     def write_environment(self, extra: Mapping[str, Any] | None = None) -> Path:
         packages = {}
@@ -149,7 +201,7 @@ class ExperimentWriter:
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "executable": sys.executable,
-            "argv": sys.argv,
+            "argv": redact_argv(sys.argv) if self.redact else list(sys.argv),
             "packages": packages,
             "git_commit": _git_commit(),
             "written": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -157,15 +209,22 @@ class ExperimentWriter:
         }
         return self.write_json("environment.json", env)
 
-    def write_plots(self, history: Mapping[str, Sequence[Any]], results: Mapping[str, Mapping[str, Any]]) -> list[Path]:
-        """History curves and confusion matrices as PNG; skipped (with a log line) when matplotlib is missing."""
+    def write_plots(
+        self,
+        history: Mapping[str, Sequence[Any]],
+        results: Mapping[str, Mapping[str, Any]],
+        *,
+        epochs: Mapping[str, Sequence[int]] | None = None,
+    ) -> list[Path]:
+        """History curves (each value at its epoch: ``epochs`` as for :meth:`write_history`) and confusion matrices
+        as PNG; skipped (with a log line) when matplotlib is missing."""
         try:
             from aitoolbox.experiment.plots import plot_confusion_matrix, plot_history
 
-            written = plot_history(history, self.dir / "plots")
+            written = plot_history(history, self.path("plots"), epochs=epochs)
             for name, res in results.items():
                 if "confusion_matrix" in res:
-                    path = self.dir / "plots" / f"confusion_matrix_{name}.png"
+                    path = self.path(f"plots/confusion_matrix_{name}.png")
                     written.append(plot_confusion_matrix(res["confusion_matrix"], path, f"confusion matrix ({name})"))
             return written
         except ImportError:
@@ -201,9 +260,24 @@ class ExperimentWriter:
                     lines.append(f"| {k} | {v[-1]:.4f} |")
             lines.append("")
         if hyperparams:
-            lines += ["## Hyperparameters", "", "```json", _dumps(dict(hyperparams)).decode(), "```", ""]
+            shown = _dumps(self._redacted(dict(hyperparams))).decode()
+            lines += ["## Hyperparameters", "", "```json", shown, "```", ""]
         lines += ["## Files", "", *_file_lines(self.dir), ""]
         return write_bytes_atomic(self.dir / self.SUMMARY, "\n".join(lines).encode())
+
+
+def _rows(data: Mapping[str, list[Any]], epochs: Mapping[str, Sequence[int]] | None) -> list[dict[str, Any]]:
+    """One ``{metric: value}`` per epoch: each value in its epoch's row (given), else the i-th value in row i."""
+    placed = {name: list(range(len(values))) for name, values in data.items()}
+    for name, given in (epochs or {}).items():
+        if name in data and len(given) == len(data[name]):
+            placed[name] = [int(e) for e in given]
+    last = max((max(e, default=-1) for e in placed.values()), default=-1)
+    rows: list[dict[str, Any]] = [{} for _ in range(last + 1)]
+    for name, values in data.items():
+        for epoch, value in zip(placed[name], values, strict=True):
+            rows[epoch][name] = value
+    return rows
 
 
 def _file_lines(root: Path, limit: int = 12) -> list[str]:

@@ -38,16 +38,23 @@ def _numeric(values: Sequence[Any]) -> list[float] | None:
     return out
 
 
-def plot_history(history: Mapping[str, Sequence[Any]], directory: Path) -> list[Path]:
-    """``loss.png`` (training and validation loss) and one PNG per other numeric metric, over epochs."""
+def plot_history(
+    history: Mapping[str, Sequence[Any]], directory: Path, *, epochs: Mapping[str, Sequence[int]] | None = None
+) -> list[Path]:
+    """``loss.png`` (training and validation loss) and one PNG per other numeric metric, over epochs.
+
+    ``epochs``: metric -> the 0-based epoch of each value (a metric recorded every N epochs is drawn at those
+    epochs); without it, a metric's i-th value is at epoch i + 1.
+    """
     plt = _pyplot()
     written = []
     series = {k: v for k, v in history.items() if (n := _numeric(v)) is not None and n}
+    x = {k: _epochs_of(k, v, epochs) for k, v in series.items()}
     losses = {k: v for k, v in series.items() if k in ("loss", "val_loss")}
     if losses:
         fig, ax = plt.subplots(figsize=(6, 4))
         for name, values in losses.items():
-            ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+            ax.plot(x[name], values, marker="o", label=name)
         ax.set(xlabel="epoch", ylabel="loss", title="loss")
         ax.legend()
         written.append(_save(fig, directory / "loss.png"))
@@ -55,10 +62,17 @@ def plot_history(history: Mapping[str, Sequence[Any]], directory: Path) -> list[
         if name in losses:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(range(1, len(values) + 1), [v if math.isfinite(v) else float("nan") for v in values], marker="o")
+        ax.plot(x[name], [v if math.isfinite(v) else float("nan") for v in values], marker="o")
         ax.set(xlabel="epoch", ylabel=name, title=name)
         written.append(_save(fig, directory / f"{_safe(name)}.png"))
     return written
+
+
+def _epochs_of(name: str, values: Sequence[Any], epochs: Mapping[str, Sequence[int]] | None) -> list[int]:
+    given = (epochs or {}).get(name)
+    if given is not None and len(given) == len(values):
+        return [int(e) + 1 for e in given]
+    return list(range(1, len(values) + 1))
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], path: Path, title: str = "confusion matrix") -> Path:
