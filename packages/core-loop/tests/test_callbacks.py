@@ -325,3 +325,25 @@ def test_progress_bar_is_off_when_stderr_is_not_a_terminal() -> None:
     tl = _loop(progress_bar=True)
     tl.fit(num_epochs=1)
     assert any(isinstance(cb, ProgressBar) for cb in tl.callbacks)
+
+
+def test_callback_states_are_keyed_by_identity_not_order() -> None:
+    from aitoolbox.loop.callbacks.base import callback_states, load_callback_states
+
+    a, b = EarlyStopping(monitor="val_loss"), EarlyStopping(monitor="loss")
+    a.best, b.best = 1.0, 2.0
+    states = callback_states([a, b])
+    assert sorted(states) == ["EarlyStopping(loss)", "EarlyStopping(val_loss)"]
+    c, d = EarlyStopping(monitor="loss"), EarlyStopping(monitor="val_loss")
+    assert load_callback_states([c, d], states) == [] and (c.best, d.best) == (2.0, 1.0)
+    # a checkpoint written before the keys: one callback of the name takes its state, several take none
+    legacy = {"EarlyStopping": a.state_dict()}
+    single = EarlyStopping(monitor="val_loss")
+    assert load_callback_states([single], legacy) == [] and single.best == 1.0
+    pair = [EarlyStopping(monitor="val_loss"), EarlyStopping(monitor="loss")]
+    assert load_callback_states(pair, {**legacy, "EarlyStopping#2": b.state_dict()}) == [
+        "EarlyStopping",
+        "EarlyStopping#2",
+    ]
+    with pytest.raises(LoopConfigError, match="state_key must be a non-empty string"):
+        single.state_key = ""

@@ -128,6 +128,7 @@ def test_custom_signal_and_exit_code_and_the_previous_handler_is_chained() -> No
 
 
 def test_a_second_signal_halves_the_budget_left() -> None:
+    before = signal.getsignal(signal.SIGUSR2)
     watch = PreemptionWatch(Preemption(grace_s=100, margin_s=0, signals=["SIGUSR2"]))
     assert watch.install()
     try:
@@ -137,14 +138,52 @@ def test_a_second_signal_halves_the_budget_left() -> None:
         assert watch.requested and watch.count == 2 and 95 < first <= 100 and 45 < watch.remaining_s() <= 50
     finally:
         watch.restore()
-    assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGUSR2) is before
 
 
 def test_ctrl_c_is_a_preemption_not_a_keyboard_interrupt() -> None:
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN when launched in the background
     with pytest.raises(Preempted) as caught:
         _loop(True).fit(num_epochs=2, callbacks=[SignalAt(2, signal.SIGINT)])
     assert caught.value.signal == "SIGINT"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # what was installed before fit, restored
+
+
+HUNG = """
+import sys, time
+from torch import nn, optim
+from aitoolbox.loop import TrainLoop
+from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+
+class Hang(Callback):
+    def on_batch_end(self):
+        if self.train_loop_obj.iteration == 2:
+            print("hung", flush=True)
+            while True:  # a step that never returns (a deadlocked collective, a stuck read...)
+                time.sleep(0.05)
+
+m = TinyClassifier()
+tl = TrainLoop(m, make_classification_loader(64), None, None, optim.SGD(m.parameters(), 0.1), nn.CrossEntropyLoss(),
+               device="cpu", preemption=True)
+tl.fit(num_epochs=2, callbacks=[Hang()])
+"""
+
+
+def test_a_second_ctrl_c_interrupts_a_hung_step_after_saying_so() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", HUNG], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == "hung\n"
+        proc.send_signal(signal.SIGINT)  # recorded as a preemption: the hung step never reaches its boundary
+        assert proc.stderr is not None
+        assert "Ctrl-C: stopping at the next optimizer step and saving; Ctrl-C again to interrupt now" in (
+            proc.stderr.readline() + proc.stderr.readline()
+        )
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert "Ctrl-C again: interrupting now (KeyboardInterrupt)" in err and "KeyboardInterrupt" in err.splitlines()[-1]
+    assert proc.returncode in (-signal.SIGINT, 130, 1)
 
 
 _USER_INIT = torch.manual_seed  # the user's worker_init_fn (importable by spawned workers)

@@ -79,8 +79,17 @@ def check_optimizers(optimizer: object, tt: TTModel) -> list[torch.optim.Optimiz
         )
     checked: list[torch.optim.Optimizer] = opts  # type: ignore[assignment]
     model_params = {id(p) for p in tt.parameters()}
+    owner: dict[int, int] = {}  # parameter -> the optimizer that steps it
     for i, opt in enumerate(checked):
         opt_params = [p for group in opt.param_groups for p in group["params"]]
+        for p in opt_params:
+            if owner.setdefault(id(p), i) != i:
+                same = checked[owner[id(p)]] is opt
+                raise LoopConfigError(
+                    f"optimizer {i} {'is optimizer ' if same else 'steps parameters of optimizer '}{owner[id(p)]}, "
+                    "so those parameters would be updated twice per step; give each optimizer once, over its own "
+                    "parameters"
+                )
         if opt_params and not any(id(p) in model_params for p in opt_params):
             raise LoopConfigError(
                 f"optimizer {i} holds none of the model's parameters; create it after the model, "

@@ -130,6 +130,7 @@ class EpochRunner:
         loss_dev, loss_host = state.loss_sum_dev, state.loss_sum_host
         remaining = len_or_none(loader)
         last = None if remaining is None else n + remaining  # the epoch's batch count (resumed ones included)
+        state.epoch_length = last
         synced = contextlib.nullcontext()  # reusable: nothing is allocated per step
         unchecked = True  # the first loss of the epoch is checked (one branch per step, no sync)
         multi = False  # get_loss returns a MultiLoss (one branch per step)

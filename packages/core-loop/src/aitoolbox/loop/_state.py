@@ -26,6 +26,7 @@ class LoopState:
         "epoch",
         "epoch_batches",
         "epoch_complete",
+        "epoch_length",
         "epoch_start_rng",
         "grad_accumulation",
         "history",
@@ -61,6 +62,8 @@ class LoopState:
         self.loss_sum_host = 0.0
         self.loss_sum_dev: torch.Tensor | None = None
         self.epoch_batches = 0
+        #: the current epoch's batch count (resumed ones included); None when the loader has no length
+        self.epoch_length: int | None = None
         self.epoch_start_rng: dict[str, Any] | None = None
         self.resume_plan: dict[str, Any] | None = None
         self.data_rng_pending: dict[str, Any] | None = None
@@ -97,6 +100,7 @@ class LoopState:
         if self.epoch_complete:
             self.epoch += 1
             self.epoch_complete = False
+        self.history.epoch = self.epoch
 
     def begin_epoch(self, skip: int, loss_sum: float, device: torch.device) -> None:
         self.epoch_complete = False
@@ -136,6 +140,7 @@ class LoopState:
             "grad_accumulation": self.grad_accumulation,
             "epoch_start_rng": self.epoch_start_rng if batch else None,
             "history": self.history.state_dict(),
+            "history_epochs": self.history.epochs(),
             "sampler_seed": self.sampler_seed,
             "data_rng": None if batch else data_rng(),
             **extra,
@@ -145,6 +150,7 @@ class LoopState:
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
         self.history.load_state_dict(state["history"])
+        self.history.load_epochs(state.get("history_epochs", {}))
         self.resume_plan = dict(state) if state["batch_in_epoch"] else None
         ranks = state.get("epoch_loss_sum_ranks")  # a distributed checkpoint: each rank's own partial epoch loss
         if self.resume_plan is not None and ranks and len(ranks) == world_size:
@@ -162,6 +168,7 @@ class LoopState:
         """What a launched rank 0 hands back to the process that called ``fit``."""
         return {
             "history": self.history.state_dict(),
+            "history_epochs": self.history.epochs(),
             "epoch": self.epoch,
             "epoch_complete": self.epoch_complete,
             "iteration": self.iteration,
@@ -171,6 +178,7 @@ class LoopState:
 
     def adopt(self, data: dict[str, Any]) -> None:
         self.history.load_state_dict(data["history"])
+        self.history.load_epochs(data["history_epochs"])
         self.epoch, self.iteration = data["epoch"], data["iteration"]
         self.epoch_complete = data["epoch_complete"]
         self.total_iteration_idx = self.iteration - 1

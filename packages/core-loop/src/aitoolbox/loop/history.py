@@ -45,10 +45,17 @@ class TrainingHistory(Mapping[str, list[Any]]):
         ([0.5], 0.5, False)
 
     A metric may be read by its original AIToolbox name too: ``h["val_Accuracy"]`` is ``h["val_accuracy"]``.
+
+    Each value also records the epoch it belongs to (:meth:`epochs`): a metric computed every N epochs (``val_loss``
+    with ``end_auto_eval=N``) has fewer values than ``loss``, and tables and plots put each in its epoch's row.
     """
 
     def __init__(self, history: Mapping[str, list[Any]] | None = None) -> None:
         self._history: dict[str, list[Any]] = {k: list(v) for k, v in (history or {}).items()}
+        self._epochs: dict[str, list[int]] = {k: list(range(len(v))) for k, v in self._history.items()}
+        #: the 0-based epoch that values inserted now belong to (the loop sets it when an epoch begins); ``None``:
+        #: each metric's next value is its next epoch
+        self.epoch: int | None = None
 
     def __getitem__(self, name: str) -> list[Any]:
         try:
@@ -71,6 +78,8 @@ class TrainingHistory(Mapping[str, list[Any]]):
     def __add__(self, other: Mapping[str, Any]) -> TrainingHistory:
         """A copy with one more value per key of ``other`` (``history + {"acc": 0.9}``, the original's)."""
         out = TrainingHistory(self._history)
+        out.load_epochs(self._epochs)
+        out.epoch = self.epoch
         out += other
         return out
 
@@ -84,8 +93,31 @@ class TrainingHistory(Mapping[str, list[Any]]):
         return self
 
     def insert_single_result_into_history(self, name: str, value: Any) -> None:
-        """Append ``value`` to the list of ``name`` (created on first use)."""
+        """Append ``value`` to the list of ``name`` (created on first use), in the current :attr:`epoch`."""
+        epochs = self._epochs.setdefault(name, [])
+        epochs.append(self.epoch if self.epoch is not None else (epochs[-1] + 1 if epochs else 0))
         self._history.setdefault(name, []).append(value)
+
+    def epochs(self) -> dict[str, list[int]]:
+        """The 0-based epoch of each value, per metric (a copy).
+
+        >>> h = TrainingHistory()
+        >>> for epoch in range(4):
+        ...     h.epoch = epoch
+        ...     h.insert_single_result_into_history("loss", 1.0 / (epoch + 1))
+        ...     if epoch % 2 == 1:
+        ...         h.insert_single_result_into_history("val_loss", 0.9 / (epoch + 1))
+        >>> h.epochs()
+        {'loss': [0, 1, 2, 3], 'val_loss': [1, 3]}
+        """
+        return {k: list(v) for k, v in self._epochs.items()}
+
+    def load_epochs(self, epochs: Mapping[str, list[int]]) -> None:
+        """Restore what :meth:`epochs` returned (for the metrics whose lengths match; the rest stay one per epoch)."""
+        for name, values in self._history.items():
+            given = epochs.get(name)
+            if given is not None and len(given) == len(values):
+                self._epochs[name] = [int(e) for e in given]
 
     def __setitem__(self, name: str, value: Any) -> None:
         """``history[name] = value`` appends, as :meth:`insert_single_result_into_history` (the original's meaning)."""
@@ -126,6 +158,7 @@ class TrainingHistory(Mapping[str, list[Any]]):
 
     def load_state_dict(self, state: Mapping[str, list[Any]]) -> None:
         self._history = {k: list(v) for k, v in state.items()}
+        self._epochs = {k: list(range(len(v))) for k, v in self._history.items()}
 
     @staticmethod
     def is_finite(value: Any) -> bool:

@@ -207,7 +207,8 @@ def _sigterm_from_parent_only() -> None:
 
 class PreemptionWatch:
     """The signal handlers of one ``fit``: record the first signal and its time; a later one halves what is left of
-    the budget. :meth:`install` at the start of training, :meth:`restore` at its end."""
+    the budget, except that a second SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` at once, as Python does (a person
+    facing a hung step; the message says so). :meth:`install` at the start of training, :meth:`restore` at its end."""
 
     def __init__(self, settings: Preemption) -> None:
         self.settings = settings
@@ -220,6 +221,7 @@ class PreemptionWatch:
         self.signal_wall = 0.0  # time.time() of the first signal
         self.deadline = 0.0
         self.count = 0
+        self.interrupts = 0  # SIGINTs: the second one interrupts at once, as Python's own handler would
         self._previous: dict[int, Any] = {}
         self._pid = os.getpid()
 
@@ -243,6 +245,12 @@ class PreemptionWatch:
             return  # a forked DataLoader worker: the main process stops the loader
         now = time.monotonic()
         self.count += 1
+        if signum == signal.SIGINT:  # Ctrl-C: a person, who may be facing a hung step
+            self.interrupts += 1
+            if self.interrupts > 1:
+                os.write(2, b"\nCtrl-C again: interrupting now (KeyboardInterrupt); `latest` is the last committed\n")
+                raise KeyboardInterrupt
+            os.write(2, b"\nCtrl-C: stopping at the next optimizer step and saving; Ctrl-C again to interrupt now\n")
         if not self.requested:
             self.signum, self.signal_time, self.signal_wall = signum, now, time.time()
             self.deadline = now + self.budget_s

@@ -92,10 +92,10 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
     # The counters, read and written in :attr:`state`: ``epoch`` is the 0-based index of the epoch being trained
     # (after training, of the last one), ``iteration`` the batches done over every fit, ``total_iteration_idx`` the
     # 0-based global index of the batch being trained (-1 before the first), ``batch_in_epoch`` the batches done in
-    # the epoch.
+    # the epoch, ``epoch_length`` its batch count (None for a loader without a length).
     epoch, iteration, total_iteration_idx = StateField[int](), StateField[int](), StateField[int]()
     batch_in_epoch, num_epochs, num_iterations = StateField[int](), StateField[int](), StateField[int]()
-    grad_accumulation, early_stop = StateField[int](), StateField[bool]()
+    grad_accumulation, early_stop, epoch_length = StateField[int](), StateField[bool](), StateField["int | None"]()
     stop_reason, last_loss = StateField["str | None"](), StateField["torch.Tensor | None"]()
     train_history = StateField[TrainingHistory]("history")
     #: whether ``preemption=None`` means on (the checkpointing variants) or off

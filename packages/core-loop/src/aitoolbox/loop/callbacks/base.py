@@ -8,7 +8,15 @@ from typing import Any
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.history import canonical_metric
 
-__all__ = ["AbstractCallback", "Callback", "callback_states", "check_metric_will_exist", "load_callback_states"]
+__all__ = [
+    "AbstractCallback",
+    "Callback",
+    "callback_states",
+    "check_metric_will_exist",
+    "check_state_keys",
+    "load_callback_states",
+    "state_key_of",
+]
 
 
 class Callback:
@@ -76,6 +84,27 @@ class Callback:
         self.device_idx_execution = device_idx_execution
         #: the running TrainLoop (typed ``Any``: this module does not import the engine)
         self.train_loop_obj: Any = None
+
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's :meth:`state_dict` in a checkpoint: the one set (``cb.state_key = "..."``),
+        else :meth:`default_state_key`. Two stateful callbacks of one run need different keys (refused before
+        training otherwise); a key never depends on the callbacks' order.
+
+        .. versionadded:: 0.6
+        """
+        return getattr(self, "_state_key", None) or self.default_state_key()
+
+    @state_key.setter
+    def state_key(self, key: str) -> None:
+        if not isinstance(key, str) or not key:
+            raise LoopConfigError(f"state_key must be a non-empty string, got {key!r}")
+        self._state_key = key
+
+    def default_state_key(self) -> str:
+        """The key when none is set: ``callback_name``; stateful callbacks add what tells two of them apart (e.g.
+        ``EarlyStopping(val_loss)``)."""
+        return self.callback_name
 
     def register_train_loop_object(self, train_loop_obj: Any) -> Callback:
         """Attach the callback to a TrainLoop and call :meth:`on_train_loop_registration`."""
@@ -164,27 +193,60 @@ def check_metric_will_exist(tl: Any, monitor: str, what: str) -> None:
         )
 
 
-def _keyed(callbacks: Sequence[Callback]) -> dict[str, Callback]:
-    """Stable names for callbacks' states: ``callback_name``, with ``#2``, ``#3`` for repeats."""
-    keys: dict[str, Callback] = {}
+def state_key_of(cb: Callback) -> str:
+    """Where ``cb``'s state goes in a checkpoint: its :attr:`Callback.state_key` (``callback_name`` for a callback
+    that is not a :class:`Callback`)."""
+    return cb.state_key if isinstance(cb, Callback) else str(cb.callback_name)
+
+
+def _stateful(cb: Callback) -> bool:
+    return type(cb).state_dict is not Callback.state_dict
+
+
+def check_state_keys(callbacks: Sequence[Callback]) -> None:
+    """Refuse two stateful callbacks under one :func:`state_key_of`: on resume each must get its own state back,
+    whatever the order the callbacks are given in.
+
+    Raises:
+        LoopConfigError: naming the key and both callbacks, with the fix.
+    """
+    seen: dict[str, Callback] = {}
     for cb in callbacks:
-        key, n = cb.callback_name, 1
-        while key in keys:
-            n += 1
-            key = f"{cb.callback_name}#{n}"
-        keys[key] = cb
-    return keys
+        if not _stateful(cb):
+            continue
+        key = state_key_of(cb)
+        if key in seen:
+            raise LoopConfigError(
+                f"two callbacks keep their checkpoint state under the key {key!r} ({type(seen[key]).__name__} and "
+                f"{type(cb).__name__}), so a resume could give each the other's; give one of them its own key, e.g. "
+                f"cb.state_key = '{key}-2'"
+            )
+        seen[key] = cb
 
 
 def callback_states(callbacks: Sequence[Callback]) -> dict[str, dict[str, Any]]:
-    """The non-empty ``state_dict()`` of each callback, by a stable name (``callback_name``, ``#2`` for repeats)."""
-    return {key: state for key, cb in _keyed(callbacks).items() if (state := cb.state_dict())}
+    """The non-empty ``state_dict()`` of each callback, by :func:`state_key_of` (checked: :func:`check_state_keys`)."""
+    check_state_keys(callbacks)
+    return {state_key_of(cb): state for cb in callbacks if (state := cb.state_dict())}
 
 
 def load_callback_states(callbacks: Sequence[Callback], states: dict[str, dict[str, Any]]) -> list[str]:
-    """Give each callback its state from :func:`callback_states`; returns the names no callback took."""
+    """Give each callback its state from :func:`callback_states`; returns the keys no callback took.
+
+    A checkpoint written before keys were explicit keyed states by ``callback_name`` (``#2`` for repeats, by
+    order): such a name is given to the one callback of that name that found no state, never to one of several.
+    """
+    check_state_keys(callbacks)
     unknown = dict(states)
-    for key, cb in _keyed(callbacks).items():
+    waiting = []
+    for cb in callbacks:
+        key = state_key_of(cb)
         if key in unknown:
             cb.load_state_dict(unknown.pop(key))
+        elif _stateful(cb):
+            waiting.append(cb)
+    for cb in waiting:
+        named = [c for c in waiting if c.callback_name == cb.callback_name]
+        if len(named) == 1 and cb.callback_name in unknown:
+            cb.load_state_dict(unknown.pop(cb.callback_name))
     return sorted(unknown)

@@ -128,6 +128,9 @@ class EarlyStopping(Callback):
     def provided_metrics(self) -> tuple[str, ...]:
         return ()  # adds nothing to the training history
 
+    def default_state_key(self) -> str:
+        return f"{self.callback_name}({self.monitor})"
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "best": self.best,

@@ -112,6 +112,12 @@ class LRSchedulerCallback(Callback):
     def provided_metrics(self) -> tuple[str, ...]:
         return ()  # adds nothing to the training history
 
+    def default_state_key(self) -> str:
+        """``LRSchedulerCallback(StepLR, optimizer 0)``: the scheduler's class and the optimizer it schedules."""
+        tl, scheduled = self.train_loop_obj, getattr(self.scheduler, "optimizer", None)
+        index = next((i for i, opt in enumerate(tl.optimizers) if opt is scheduled), 0) if tl is not None else 0
+        return f"{self.callback_name}({type(self.scheduler).__name__}, optimizer {index})"
+
     def state_dict(self) -> dict[str, Any]:
         return {"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}
 

@@ -8,7 +8,7 @@ import math
 import torch
 
 from aitoolbox.loop.callbacks.base import Callback
-from aitoolbox.loop.errors import NonFiniteLossError, check_int
+from aitoolbox.loop.errors import LoopConfigError, NonFiniteLossError, check_int
 
 __all__ = ["TerminateOnNaN"]
 
@@ -36,6 +36,8 @@ class TerminateOnNaN(Callback):
     def __init__(self, raise_error: bool = False, check_every: int | None = None) -> None:
         super().__init__()
         check_int("check_every", check_every, 1, optional=True, expected="a positive int")
+        if not isinstance(raise_error, bool):
+            raise LoopConfigError(f"raise_error must be True or False, got {raise_error!r}")
         self.raise_error = raise_error
         self.check_every = check_every
         self._k = 1
