@@ -84,3 +84,41 @@ def test_errors_name_the_sample() -> None:
         fastcollate.pad_collate([torch.zeros(3, dtype=torch.int64)] * 2 + [torch.zeros(3)])
     with pytest.raises(fastcollate.CollateTypeError, match="sample 1 is a list"):
         fastcollate.pad_collate([torch.zeros(3), [1, 2]])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "pad_value"),
+    [
+        (torch.uint8, 300),
+        (torch.uint8, -1),
+        (torch.int64, float("nan")),
+        (torch.int32, 1.5),
+        (torch.bool, 2),
+        (torch.float16, 1e6),
+        (torch.int8, "x"),
+    ],
+)
+def test_a_pad_value_the_dtype_cannot_hold_is_refused(dtype: torch.dtype, pad_value: object) -> None:
+    """Before, the cast wrapped it: 300 became 44 in uint8, NaN became INT64_MIN."""
+    with pytest.raises(fastcollate.CollateDtypeError, match="cannot be stored in|must be a number"):
+        fastcollate.pad_collate([torch.ones(3, dtype=dtype), torch.ones(1, dtype=dtype)], pad_value=pad_value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "pad_value"),
+    [
+        (torch.uint8, 255),
+        (torch.int64, -(2**63)),
+        (torch.float32, float("nan")),
+        (torch.float16, float("-inf")),
+        (torch.bool, True),
+        (torch.int32, 7.0),
+    ],
+)
+def test_every_value_the_dtype_holds_is_padded_exactly(dtype: torch.dtype, pad_value: float) -> None:
+    seqs = [torch.ones(3, dtype=dtype), torch.ones(1, dtype=dtype)]
+    got = fastcollate.pad_collate(seqs, pad_value=pad_value)
+    if pad_value != pad_value:  # NaN: equal to nothing, itself included
+        assert torch.isnan(got.data[1, 1:]).all() and torch.equal(got.data[:, :1], torch.ones(2, 1))
+    else:
+        assert_padded(got, reference(seqs, pad_value))

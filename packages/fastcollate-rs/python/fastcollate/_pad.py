@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import math
 import struct
 from typing import Any, NamedTuple
 
@@ -130,10 +131,30 @@ def _pattern(pad_value: float, dtype: torch.dtype) -> bytes:
     key = (pad_value, dtype)
     pattern = _patterns.get(key)
     if pattern is None:
+        _check_pad_value(pad_value, dtype)
         pattern = bytes(torch.tensor([pad_value]).to(dtype).view(torch.uint8).tolist())
         if len(_patterns) < 64:
             _patterns[key] = pattern
     return pattern
+
+
+def _check_pad_value(pad_value: Any, dtype: torch.dtype) -> None:
+    """Refuse a ``pad_value`` that ``dtype`` cannot hold exactly: a cast would wrap it (300 -> 44 in uint8, NaN ->
+    INT64_MIN) or round it, and the padding would silently be another value."""
+    if isinstance(pad_value, bool) or not isinstance(pad_value, int | float):
+        raise CollateDtypeError(f"pad_value must be a number, got {pad_value!r}")
+    if dtype == torch.bool:
+        fits = pad_value in (0, 1)
+    elif dtype.is_floating_point or dtype.is_complex:
+        fits = math.isnan(pad_value) or math.isinf(pad_value) or abs(pad_value) <= torch.finfo(dtype).max
+    else:
+        info = torch.iinfo(dtype)
+        fits = math.isfinite(pad_value) and pad_value == int(pad_value) and info.min <= pad_value <= info.max
+    if not fits:
+        raise CollateDtypeError(
+            f"pad_value={pad_value!r} cannot be stored in the sequences' dtype {dtype} (it would become another "
+            "value); choose a value that dtype holds, e.g. 0"
+        )
 
 
 def _normalise(t: Any, i: int, path: str, elem: torch.Tensor) -> torch.Tensor:
