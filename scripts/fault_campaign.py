@@ -3,9 +3,11 @@ checkpoint commits and uploads alike, with the S3 server (SeaweedFS on loopback)
 the cloud runs; every run is resumed until it completes and compared with an uninterrupted run.
 
 It prints how many runs resumed exactly (parameters, optimizer state and history ``torch.equal`` to the uninterrupted
-run's), how many steps each kill lost (a SIGKILL loses the steps since the last checkpoint; a SIGTERM none), and
-whether ``latest`` ever named a checkpoint that does not load (locally, or in the bucket when it is up). It exits
-non-zero if any run is not exact, any ``latest`` is unloadable or a SIGTERM lost a step.
+run's), how many steps each kill lost (a SIGKILL loses the steps since the last checkpoint; a SIGTERM none), whether
+``latest`` ever named a checkpoint that does not load (locally, or in the bucket when it is up), and whether ranked
+retention (``rm_subopt_local_models='val_loss'``, 2 kept, with iteration checkpoints) kept the two best epoch-end
+checkpoints, verified, at the end of every run. It exits non-zero if any run is not exact, any ``latest`` is
+unloadable, the best two are not kept or a SIGTERM lost a step.
 
 usage: uv run python scripts/fault_campaign.py [--runs 50] [--seed 0] [--s3-every 4] [--keep DIR]
 """
@@ -87,6 +89,7 @@ class Stats:
     sigterm_codes: dict[str, int] = field(default_factory=dict)
     unloadable: list[str] = field(default_factory=list)
     bucket_bad: list[str] = field(default_factory=list)
+    best_kept: int = 0  # runs whose two best epoch-end checkpoints (by val_loss) were kept and verify
     server_kills: int = 0
     in_commit: int = 0  # kills that left a half-written checkpoint (.tmp-*) behind: inside a commit
     uploads_pending: int = 0  # kills (S3 runs) after which the journal still listed uploads
@@ -157,6 +160,18 @@ def _check_latest(run_dir: Path, stats: Stats, label: str) -> int:
     except Exception as err:  # the invariant under test: never
         stats.unloadable.append(f"{label}: latest={name}: {err}")
         return -1
+
+
+def _check_best_kept(run_dir: Path, val_loss: list[float], stats: Stats, label: str) -> None:
+    """Ranked retention kept the two best epoch-end checkpoints by val_loss, each verified, with its own score."""
+    manager, _, _ = _latest(run_dir)
+    scored = {i.epoch: i.metrics.get("val_loss") for i in manager.list(verify=True) if "val_loss" in i.metrics}
+    best = sorted(range(len(val_loss)), key=lambda e: val_loss[e])[:2]
+    missing = [e + 1 for e in best if scored.get(e + 1) != val_loss[e]]
+    if missing:
+        stats.failures.append(f"{label}: the best checkpoints of epochs {missing} are not kept (kept: {scored})")
+    else:
+        stats.best_kept += 1
 
 
 def _check_bucket(store: Any, run_dir: Path, stats: Stats, label: str) -> None:
@@ -231,10 +246,12 @@ def one_run(i: int, rng: random.Random, scratch: Path, reference: dict[str, Any]
     if code != 0:
         stats.failures.append(f"run {i}: the resumed run failed ({code}): {final.stderr[-3000:]}")
         return
-    if _same(torch.load(run_dir / "result.pt", weights_only=False), reference):
+    result = torch.load(run_dir / "result.pt", weights_only=False)
+    if _same(result, reference):
         stats.exact += 1
     else:
         stats.failures.append(f"run {i}: NOT equal to the uninterrupted run")
+    _check_best_kept(run_dir, result["history"]["val_loss"], stats, f"run {i}")
     if store is not None:
         _check_bucket(store, run_dir, stats, f"run {i} end")
 
@@ -330,6 +347,7 @@ def campaign(runs: int, seed: int, s3_every: int, keep: Path | None) -> int:
     print(f"  kills inside a commit:   {stats.in_commit} (a half-written checkpoint left behind); with uploads "
           f"pending: {stats.uploads_pending}")  # fmt: skip
     print(f"  unloadable latest:       {len(stats.unloadable)}; bucket latest incomplete: {len(stats.bucket_bad)}")
+    print(f"  best 2 kept, verified:   {stats.best_kept}/{stats.runs}")
     for line in stats.failures + stats.unloadable + stats.bucket_bad:
         print("  !", line[:3000])
     if keep is None:

@@ -9,11 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from _exact import assert_same_run, load_result, run_child
 from torch import nn, optim
 
-from aitoolbox.checkpointing import CheckpointIncompatibleError, CheckpointManager, CheckpointNotFoundError
+from aitoolbox.checkpointing import (
+    CheckpointIncompatibleError,
+    CheckpointManager,
+    CheckpointNotFoundError,
+    first_non_finite,
+)
 from aitoolbox.loop import LoopConfigError
+from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
 from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint
 
@@ -192,3 +199,150 @@ def test_bad_names_and_root(tmp_path: Path) -> None:
 def test_ranking_metric_missing_from_history_is_reported(tmp_path: Path) -> None:
     with pytest.raises(LoopConfigError, match="ranked by 'val_accuracy', which nothing in this run puts"):
         _tl(tmp_path, rm_subopt_local_models="val_accuracy").fit(num_epochs=1)
+
+
+def test_a_second_writer_of_one_experiment_is_refused_until_the_first_is_gone(tmp_path: Path, straight: Any) -> None:
+    """Two processes resuming one experiment would both exit 0 and the last would win: the second is refused before
+    it trains, naming the first; once the first is SIGKILLed its lock is gone and the resume is exact."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from _exact import CHILD
+
+    first = subprocess.Popen(
+        [sys.executable, str(CHILD), str(tmp_path), "-", "straight"],
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "AITB_TEST_PAUSE_AT": f"22:{tmp_path}"},
+    )
+    try:
+        while not (tmp_path / "paused").exists():  # after iteration 22: the checkpoint of 20 is committed
+            assert first.poll() is None
+            time.sleep(0.05)
+        second = run_child(tmp_path, tmp_path / "out.pt", "resume")
+        assert second.returncode == 1 and "ExperimentLockedError" in second.stderr
+        assert f"is being written by another process (pid {first.pid} on host" in second.stderr
+        assert not (tmp_path / "out.pt").exists()
+        exp = next((tmp_path / "proj").iterdir())
+        assert CheckpointManager(exp / "checkpoint_model").list()[-1].iteration == 20  # untouched by the second
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    resumed = run_child(tmp_path, tmp_path / "out.pt", "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(load_result(tmp_path / "out.pt"), straight("global", 0), 20)
+
+
+class _NaNAt(Callback):
+    """Poisons the model (as a NaN loss's step would) before iteration ``at``, so that its loss is NaN."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__("nan-at", execution_order=-1)
+        self.at = at
+
+    def on_batch_begin(self) -> None:
+        tl = self.train_loop_obj
+        if tl.iteration + 1 == self.at:
+            with torch.no_grad():
+                tl.model.net[0].weight[0, 0] = float("nan")
+
+
+def test_non_finite_weights_never_become_latest_and_are_not_resumed(tmp_path: Path) -> None:
+    from aitoolbox.loop.callbacks import TerminateOnNaN
+
+    tl = _tl(tmp_path, iteration_save_freq=2)
+    tl.fit(num_epochs=4, callbacks=[_NaNAt(11), TerminateOnNaN()])  # 4 batches per epoch: in epoch 2
+    assert "non-finite loss nan" in tl.stop_reason
+    manager = CheckpointManager(tl.checkpoint_dir)
+    assert manager.latest_name() == "ckpt-e0002-i000000010"  # the checkpoints of iteration 11 and 12 were refused
+    for info in manager.list():
+        assert first_non_finite(manager.load(info)["model"]) is None
+
+    nan_ckpt = manager.save({**manager.load().parts, "model": tl.model.state_dict()}, epoch=2, iteration=11)
+    manager.wait()  # a NaN checkpoint from elsewhere (another tool, an older version) is `latest` now
+    with pytest.raises(CheckpointIncompatibleError, match=r"holds non-finite values \(model\['net.0.weight'\]"):
+        _tl(tmp_path).fit(num_epochs=4, resume_from="latest")
+    resumed = _tl(tmp_path)
+    resumed.fit(num_epochs=3, resume_from=tl.checkpoint_dir / nan_ckpt, allow_non_finite_resume=True)
+    assert resumed.epochs_done == 3
+
+
+@pytest.mark.parametrize("every", [0, 4])
+def test_num_iterations_in_two_fits_equals_one_run(tmp_path: Path, every: int) -> None:
+    """fit(num_iterations=6) ends inside epoch 1 (4 batches per epoch); the resume to 10 trains the rest of that epoch
+    (before, it went on from epoch 2: two batches were never trained)."""
+    torch.manual_seed(0)
+    first = _tl(tmp_path / "two", iteration_save_freq=every)
+    first.fit(num_iterations=6)
+    assert len(first.train_history["loss"]) == 2  # the cut epoch is closed, as the original's loop did
+    latest = CheckpointManager(first.checkpoint_dir).load()
+    assert (latest.info.epoch, latest.info.iteration, latest["loop"]["batch_in_epoch"]) == (1, 6, 2)
+    resumed = _tl(tmp_path / "two")
+    resumed.fit(num_iterations=10, resume_from="latest")
+    torch.manual_seed(0)
+    straight = _tl(tmp_path / "one", iteration_save_freq=every)
+    straight.fit(num_iterations=10)
+    assert resumed.train_history.to_dict() == straight.train_history.to_dict()
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+
+
+def test_a_failing_fit_finishes_and_reports_the_commit_in_flight(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+    import time
+
+    from aitoolbox.loop.extensions import LoopExtension
+
+    class SlowFailingUpload(LoopExtension):  # the checkpoint's commit hook fails, slowly (e.g. a stuck mount)
+        def on_fit_start(self, loop: Any) -> None:
+            def on_commit(info: Any) -> None:
+                if info.epoch == 2:
+                    time.sleep(0.5)
+                    raise OSError("the commit hook failed")
+
+            loop.checkpoint_manager.on_commit = on_commit
+
+    class Bug(Callback):
+        def __init__(self) -> None:
+            super().__init__("bug", execution_order=20_000)  # after the epoch-end checkpoint started
+
+        def on_epoch_end(self) -> None:
+            if self.train_loop_obj.epoch == 1:
+                raise RuntimeError("a bug in a callback")
+
+    tl = _tl(tmp_path, extensions=[SlowFailingUpload()])
+    with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError, match="a bug in a callback") as err:
+        tl.fit(num_epochs=3, callbacks=[Bug()])
+    assert not [t for t in threading.enumerate() if t.name.startswith("checkpoint-")]  # nothing left running
+    assert "the checkpoint being committed when training failed could not be committed" in caplog.text
+    assert "the commit hook failed" in caplog.text
+    if hasattr(err.value, "__notes__"):
+        assert "also, the checkpoint being committed failed" in err.value.__notes__[0]
+
+
+def test_two_callbacks_of_one_class_get_their_own_state_back_in_any_order(tmp_path: Path) -> None:
+    from aitoolbox.loop.callbacks import EarlyStopping
+
+    first = _tl(tmp_path)
+    on_val, on_loss = EarlyStopping(monitor="val_loss", patience=9), EarlyStopping(monitor="loss", patience=9)
+    first.fit(num_epochs=2, callbacks=[on_val, on_loss])
+    saved = CheckpointManager(first.checkpoint_dir).load()["callbacks"]
+    assert saved["EarlyStopping(val_loss)"] == on_val.state_dict() != on_loss.state_dict()
+    resumed = _tl(tmp_path)
+    again_val, again_loss = EarlyStopping(monitor="val_loss", patience=9), EarlyStopping(monitor="loss", patience=9)
+    resumed.fit(num_epochs=3, callbacks=[again_loss, again_val], resume_from="latest")  # the other order
+    torch.manual_seed(0)
+    straight = _tl(tmp_path / "straight")
+    one_val, one_loss = EarlyStopping(monitor="val_loss", patience=9), EarlyStopping(monitor="loss", patience=9)
+    straight.fit(num_epochs=3, callbacks=[one_val, one_loss])
+    assert again_val.state_dict() == one_val.state_dict() and again_loss.state_dict() == one_loss.state_dict()
+
+    same = [EarlyStopping(monitor="val_loss", patience=1), EarlyStopping(monitor="val_loss", patience=5)]
+    with pytest.raises(LoopConfigError, match=r"under the key 'EarlyStopping\(val_loss\)'.*cb.state_key ="):
+        _tl(tmp_path / "ambiguous").fit(num_epochs=1, callbacks=same)
+    assert not (tmp_path / "ambiguous" / "p").exists() or not list((tmp_path / "ambiguous" / "p").rglob("ckpt-*"))
+    same[1].state_key = "patient"
+    _tl(tmp_path / "ambiguous").fit(num_epochs=1, callbacks=same)

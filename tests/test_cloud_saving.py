@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import subprocess
@@ -16,8 +17,9 @@ import pytest
 import torch
 from torch import nn, optim
 
+from aitoolbox.checkpointing import CheckpointCorruptError, CheckpointManager
 from aitoolbox.cloud import CloudAuthError, CloudConnectionError, CloudNotFoundError, S3Store
-from aitoolbox.cloud.testing import SeaweedServer
+from aitoolbox.cloud.testing import MemoryStore, SeaweedServer
 from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
 from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
@@ -53,10 +55,12 @@ def local_files(experiment_dir: Path) -> dict[str, str]:
 
 
 def test_checkpoint_end_save_mirrors_the_experiment_folder(
-    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
+    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sys, "argv", ["train.py", "--hf-token", "hf_SECRET_1", "--epochs", "3"])
+    hyper = {"lr": 0.01, "wandb_api_key": "SECRET_2", "data": "s3://AKIA:SECRET_3@host/bucket"}
     tl = TrainLoopCheckpointEndSave(
-        *_args(), "proj", "exp", tmp_path, {"lr": 0.01},
+        *_args(), "proj", "exp", tmp_path, hyper,
         test_result_package=ClassificationResultPackage(), cloud_save_mode="s3", bucket_name=bucket,
         cloud_dir_prefix="team/runs", cloud_options={"endpoint_url": s3_server.endpoint_url, "create_bucket": True},
         device="cpu",
@@ -66,6 +70,10 @@ def test_checkpoint_end_save_mirrors_the_experiment_folder(
     store = S3Store(bucket, prefix="team/runs", endpoint_url=s3_server.endpoint_url)
     remote = mirror_of(store, tl.experiment_dir, "proj")
     assert remote == local_files(tl.experiment_dir)  # every file, same bytes
+    for name in ("hyperparams.json", "environment.json", "summary.md"):  # no secret reached the bucket
+        text = store.read_bytes(store.key(f"proj/{tl.experiment_dir.name}/{name}")).decode()
+        assert "SECRET" not in text and "***" in text, name
+    assert tl.hyperparams["wandb_api_key"] == "SECRET_2"  # the loop keeps the user's values
     assert {"summary.md", "model/model_state_dict.pt", "checkpoint_model/latest", "hyperparams.json"} <= remote.keys()
     assert (
         store.read_bytes(store.key(f"proj/{tl.experiment_dir.name}/checkpoint_model/latest"))
@@ -227,6 +235,36 @@ def test_gcs_mode_goes_through_an_s3_compatible_endpoint(
         make_store("gcs", bucket, "", {})
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backoff_s": -1}, r"backoff_s must be a number >= 0.0, got -1"),
+        ({"backoff_s": "x"}, r"backoff_s must be a number >= 0.0, got 'x'"),
+        ({"max_attempts": 2.5}, r"max_attempts must be an int >= 1, got 2.5"),
+        ({"max_backoff_s": float("nan")}, r"max_backoff_s must be a number"),
+        ({"create_bucket": "no"}, r"cloud_options\['create_bucket'\] must be True or False, got 'no'"),
+        ({"flush_timeout_s": -5}, r"flush_timeout_s'\] must be a number of seconds >= 0"),
+    ],
+)
+def test_bad_cloud_option_values_are_refused_before_any_request(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    """A bad value used to reach the upload thread (which died; fit then waited its whole flush timeout) or, for
+    create_bucket='no', to create the bucket."""
+    from aitoolbox.loop import LoopConfigError
+
+    with pytest.raises(LoopConfigError, match=message):
+        TrainLoopCheckpoint(
+            *_args(),
+            "p",
+            "e",
+            tmp_path,
+            cloud_save_mode="s3",
+            bucket_name="ok-bucket",
+            cloud_options={"endpoint_url": "http://127.0.0.1:9", **options},
+        )
+
+
 def test_bad_cloud_arguments(tmp_path: Path) -> None:
     from aitoolbox.loop import LoopConfigError
 
@@ -253,3 +291,65 @@ def test_local_mode_never_touches_the_network(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+# ------------------------------------------------------------------ a hostile or damaged bucket (a store double: a
+# real server refuses keys with ``../``, AWS S3 accepts them)
+
+
+def _bucket_of_one_checkpoint(tmp_path: Path) -> tuple[MemoryStore, str, str]:
+    """A real checkpoint (trained here) copied into a store double as the variants upload it."""
+    tl = TrainLoopCheckpoint(*_args(), "p", "e", tmp_path / "made", device="cpu")
+    tl.fit(num_epochs=1)
+    ckpt = CheckpointManager(tl.checkpoint_dir).list()[-1]
+    base = f"p/{tl.experiment_dir.name}/checkpoint_model/"
+    store = MemoryStore({f"{base}{ckpt.name}/{p.name}": p.read_bytes() for p in ckpt.path.iterdir()})
+    store.put(f"{base}latest", f"{ckpt.name}\n".encode())
+    return store, base, ckpt.name
+
+
+def _written(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_hostile_latest_pointer_cannot_write_outside_the_results_root(tmp_path: Path) -> None:
+    from aitoolbox.torchtrain._cloud import download_latest_checkpoint
+
+    store, base, name = _bucket_of_one_checkpoint(tmp_path)
+    hostile = "../../../../escaped"
+    for key in [k for k in store.objects if f"/{name}/" in k]:  # the checkpoint's files under the hostile name too
+        store.put(key.replace(f"/{name}/", f"/{hostile}/"), store.objects[key])
+    store.put(f"{base}latest", f"{hostile}\n".encode())
+    root = tmp_path / "sandbox" / "results"
+    with pytest.raises(CheckpointCorruptError, match=r"latest names '\.\./\.\./\.\./\.\./escaped'"):
+        download_latest_checkpoint(store, root, "p", "e")
+    assert _written(tmp_path / "sandbox") == set()  # nothing outside the root, nor inside it
+
+    store.put(f"{base}latest", b"\xff\xfe not text\n")  # a damaged pointer: a clear error, not UnicodeDecodeError
+    with pytest.raises(CheckpointCorruptError, match="is not UTF-8 text"):
+        download_latest_checkpoint(store, root, "p", "e")
+
+
+def test_a_manifest_naming_a_file_outside_its_folder_is_refused(tmp_path: Path) -> None:
+    from aitoolbox.torchtrain._cloud import download_latest_checkpoint
+
+    store, base, name = _bucket_of_one_checkpoint(tmp_path)
+    manifest = json.loads(store.objects[f"{base}{name}/manifest.json"])
+    manifest["parts"]["model"]["file"] = "../../../../outside.pt"
+    store.put(f"{base}{name}/manifest.json", json.dumps(manifest).encode())
+    store.put(f"{base}{name}/../../../../outside.pt", store.objects[f"{base}{name}/model.pt"])
+    root = tmp_path / "sandbox" / "results"
+    with pytest.raises(CheckpointCorruptError, match=r"part 'model' 'file' names '\.\./\.\./\.\./\.\./outside\.pt'"):
+        download_latest_checkpoint(store, root, "p", "e")
+    assert {Path(p).name for p in _written(tmp_path / "sandbox")} == {"manifest.json"}  # only the manifest, inside
+    assert all(not p.startswith("..") for p in _written(root))
+
+
+def test_listing_keys_outside_the_experiment_folders_are_ignored(tmp_path: Path) -> None:
+    from aitoolbox.torchtrain._cloud import download_latest_checkpoint
+
+    store, _, _ = _bucket_of_one_checkpoint(tmp_path)
+    for key in list(store.objects):
+        store.put(key.replace("p/e_", "p/e_x/../../../"), store.objects.pop(key))  # a newer, nested "experiment"
+    assert download_latest_checkpoint(store, tmp_path / "sandbox", "p", "e") is None
+    assert not (tmp_path / "sandbox").exists()

@@ -185,3 +185,24 @@ def test_performance_evaluation_errors() -> None:
         ).fit(num_epochs=1, callbacks=[ModelPerformanceEvaluation(ClassificationResultPackage())])
     with pytest.raises(LoopConfigError, match="must be a result package instance"):
         ModelPerformanceEvaluation("accuracy")  # type: ignore[arg-type]
+
+
+def test_a_metric_evaluated_every_n_epochs_is_in_its_epochs_rows(tmp_path: Path) -> None:
+    """end_auto_eval=2 evaluates epochs 1, 3, 5 (1-based): their rows hold val_loss, the others none (before, the
+    three values filled rows 1, 2, 3). A resume carries the epochs of each value through the checkpoint."""
+    package = ClassificationResultPackage()
+    tl = TrainLoopCheckpointEndSave(
+        *_args(), "p", "e", tmp_path, test_result_package=package, device="cpu", end_auto_eval=2
+    )
+    tl.fit(num_epochs=3)
+    resumed = TrainLoopCheckpointEndSave(
+        *_args(), "p", "e", tmp_path, test_result_package=package, device="cpu", end_auto_eval=2
+    )
+    resumed.fit(num_epochs=5, resume_from="latest")
+    assert resumed.train_history.epochs()["val_loss"] == [0, 2, 4]
+    with open(resumed.experiment_dir / "results" / "training_history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["1", "2", "3", "4", "5"]
+    filled = [row["epoch"] for row in rows if row["val_loss"]]
+    assert filled == ["1", "3", "5"]
+    assert [float(rows[int(e) - 1]["val_loss"]) for e in filled] == resumed.train_history["val_loss"]

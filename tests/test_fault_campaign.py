@@ -1,6 +1,7 @@
 """A fixed-seed slice of the randomized fault campaign (``scripts/fault_campaign.py``; run it with ``--runs 50`` for
 the whole one): real SIGKILLs and SIGTERMs at random moments, one run mirrored to S3 with its server killed and
-restarted; every run resumes to the uninterrupted result, SIGTERM loses no step, ``latest`` always loads."""
+restarted; every run resumes to the uninterrupted result, SIGTERM loses no step, ``latest`` always loads, and ranked
+retention keeps the two best epoch-end checkpoints."""
 
 from __future__ import annotations
 
@@ -24,3 +25,4 @@ def test_a_small_fixed_seed_campaign_resumes_every_run_exactly() -> None:
     assert "resumed exactly:         3/3" in out
     assert "steps lost per SIGTERM:  0 in total" in out
     assert "unloadable latest:       0; bucket latest incomplete: 0" in out
+    assert "best 2 kept, verified:   3/3" in out  # ranked retention with iteration checkpoints

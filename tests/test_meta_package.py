@@ -134,7 +134,7 @@ def test_the_variants_are_a_train_loop_with_extensions_and_take_yours(tmp_path: 
         tmp_path, val_result_package=ClassificationResultPackage(), extensions=[mine], device="cpu",
     )  # fmt: skip
     kinds = [type(e).__name__ for e in tl.extensions]
-    assert kinds == ["Checkpointing", "ExperimentFolder", "CloudMirror", "EndSave", "Mine"]
+    assert kinds == ["ExperimentFolder", "Checkpointing", "CloudMirror", "EndSave", "Mine"]
     tl.fit(num_epochs=1, note="hello")
     assert mine.note == "hello"
     assert mine.results_then == {}  # extensions finish last-attached first: yours before the end save

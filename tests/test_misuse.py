@@ -83,6 +83,57 @@ def test_checkpoint_ranking_keeps_the_best(
     assert caplog.text.count(f"checkpoints are ranked by {metric}, {better}") == 1
 
 
+def test_ranked_retention_with_iteration_checkpoints_keeps_the_real_best(tmp_path: Path) -> None:
+    """Only epoch-end checkpoints are scored: a mid-epoch one (every 3 iterations here; 4 batches per epoch) carries
+    no score, so it neither outranks nor evicts a scored one. Before, it inherited the previous epoch's score and
+    the true second best (epoch 2, 0.2) was deleted."""
+    tl = TrainLoopCheckpoint(
+        *_args(),
+        "p",
+        "e",
+        tmp_path,
+        rm_subopt_local_models="score",
+        rm_subopt_mode="min",
+        num_best_checkpoints_kept=2,
+        iteration_save_freq=3,
+        device="cpu",
+    )
+    tl.fit(num_epochs=5, callbacks=[Scripted("score", [0.1, 0.9, 0.2, 0.8, 0.7])])
+    infos = CheckpointManager(tl.checkpoint_dir).list(verify=True)
+    assert [(i.epoch, i.iteration) for i in infos] == [(1, 4), (3, 12), (5, 20)]  # the two best, the newest
+    assert [i.metrics.get("score") for i in infos] == [0.1, 0.2, 0.7]
+
+
+def test_a_preemption_at_an_epoch_end_keeps_that_epochs_score(tmp_path: Path) -> None:
+    """A signal during the last epoch's end work commits the preemption checkpoint at the epoch-end position: it
+    replaces the epoch-end checkpoint of the same name and must keep its score (the fault campaign found the best
+    checkpoint dropped from the ranking this way)."""
+    import os
+    import signal
+
+    from aitoolbox.loop.preemption import Preempted
+
+    class SignalAtTheEnd(Callback):
+        def on_epoch_end(self) -> None:
+            if self.train_loop_obj.epoch == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    tl = TrainLoopCheckpoint(
+        *_args(),
+        "p",
+        "e",
+        tmp_path,
+        rm_subopt_local_models="score",
+        rm_subopt_mode="min",
+        num_best_checkpoints_kept=1,
+        device="cpu",
+    )
+    with pytest.raises(Preempted):
+        tl.fit(num_epochs=3, callbacks=[Scripted("score", [0.5, 0.9, 0.1]), SignalAtTheEnd()])
+    infos = CheckpointManager(tl.checkpoint_dir).list()
+    assert [(i.epoch, i.metrics.get("score"), "preemption" in i.meta) for i in infos] == [(3, 0.1, True)]
+
+
 @pytest.mark.parametrize("metric", ["val_bleu", "val_iou", "val_dice", "val_map", "val_accuracy", "val_r2"])
 def test_early_stopping_and_ranking_agree_on_maximised_metrics(metric: str) -> None:
     assert EarlyStopping(monitor=metric).mode == "max" == resolve_mode(metric)
@@ -519,3 +570,31 @@ def test_an_optimizer_class_and_a_dataset_for_a_loader_are_named() -> None:
         TrainLoop(model, loader, None, None, optim.Adam, nn.CrossEntropyLoss())
     with pytest.raises(LoopConfigError, match=r"got TensorDataset; wrap the dataset: DataLoader\(dataset, batch_size"):
         TrainLoop(model, loader.dataset, None, None, optim.Adam(model.parameters()), nn.CrossEntropyLoss())
+
+
+def test_an_optimizer_given_twice_or_sharing_parameters_is_refused() -> None:
+    from aitoolbox.loop import TrainLoop
+
+    model = TinyClassifier()
+    loader = make_classification_loader(16)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(LoopConfigError, match="optimizer 1 is optimizer 0, so those parameters would be updated twice"):
+        TrainLoop(model, loader, None, None, [opt, opt], nn.CrossEntropyLoss())
+    other = optim.Adam(model.net[0].parameters())
+    with pytest.raises(LoopConfigError, match="optimizer 1 steps parameters of optimizer 0"):
+        TrainLoop(model, loader, None, None, [opt, other], nn.CrossEntropyLoss())
+    first = optim.SGD(model.net[0].parameters(), lr=0.1)
+    second = optim.Adam(model.net[2].parameters())
+    TrainLoop(model, loader, None, None, [first, second], nn.CrossEntropyLoss())  # disjoint: fine
+
+
+def test_flags_and_names_are_checked_exactly() -> None:
+    from aitoolbox.loop.callbacks import TerminateOnNaN
+
+    with pytest.raises(LoopConfigError, match="raise_error must be True or False, got 'no'"):
+        TerminateOnNaN(raise_error="no")  # type: ignore[arg-type]
+    for name in ("proj\n", "exp\n"):
+        with pytest.raises(LoopConfigError, match="must be a non-empty name of letters"):
+            TrainLoopCheckpoint(*_args(), name, "exp", "/tmp/unused", device="cpu")
+        with pytest.raises(LoopConfigError, match="must be a non-empty name of letters"):
+            TrainLoopCheckpoint(*_args(), "proj", name, "/tmp/unused", device="cpu")

@@ -367,6 +367,11 @@ def test_source_dirs_are_zipped_into_the_experiment(tmp_path: Path) -> None:
     (src / "sub" / "data.py").write_text("Y = 2\n")
     (src / "__pycache__").mkdir()
     (src / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "secret.txt").write_text("not source code")
+    (src / "secret_link.txt").symlink_to(tmp_path / "secret.txt")  # links lead outside: never archived
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keys.py").write_text("K = 3\n")
+    (src / "linked").symlink_to(tmp_path / "elsewhere")
     train, val = loaders()
     model = TinyClassifier()
     tl = TrainLoopCheckpointEndSave(model, train, val, val, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),

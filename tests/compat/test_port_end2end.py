@@ -261,7 +261,7 @@ def test_e2e_saved_snapshot_holds_the_optimizer_and_the_schedulers(tmp_path: Any
         assert torch.equal(saved["state"][idx]["exp_avg"], state["exp_avg"])
         assert torch.equal(saved["state"][idx]["exp_avg_sq"], state["exp_avg_sq"])
     for cb in schedulers:
-        assert last["callbacks"][cb.callback_name]["scheduler"] == cb.scheduler.state_dict()
+        assert last["callbacks"][cb.state_key]["scheduler"] == cb.scheduler.state_dict()
     assert optimizer.param_groups[0]["lr"] != 0.001  # the schedulers did change it: the comparison is not vacuous
     final = torch.load(tl.experiment_dir / "model" / "model_state_dict.pt", weights_only=True)
     assert final.keys() == tl.model.state_dict().keys()

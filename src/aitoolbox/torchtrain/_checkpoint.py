@@ -9,16 +9,24 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from aitoolbox.checkpointing import (
+    CheckpointIncompatibleError,
     CheckpointManager,
     CheckpointNotFoundError,
+    CheckpointWriteError,
     LoadedCheckpoint,
     capture_rng_state,
+    first_non_finite,
     restore_rng_state,
 )
 from aitoolbox.checkpointing.compat import load_model_state, load_optimizer_states
 from aitoolbox.loop import LoopConfigError, TrainLoop, resolve_mode
 from aitoolbox.loop.callbacks import Callback
-from aitoolbox.loop.callbacks.base import callback_states, check_metric_will_exist, load_callback_states
+from aitoolbox.loop.callbacks.base import (
+    callback_states,
+    check_metric_will_exist,
+    check_state_keys,
+    load_callback_states,
+)
 from aitoolbox.loop.errors import check_int
 from aitoolbox.loop.extensions import FitRun, LoopExtension
 from aitoolbox.loop.history import canonical_metric
@@ -157,6 +165,17 @@ class EpochCheckpoint(Callback):
         if self.manager is None:
             return None
         parts = collect_parts(tl, loop_state)
+        bad = first_non_finite({"model": parts["model"], "optimizer": parts["optimizer"]})
+        if bad is not None:  # e.g. the step TerminateOnNaN stopped at: such weights must never become `latest`
+            loop = parts["loop"]
+            logger.error(
+                "no checkpoint at epoch %d, iteration %d: %s is not finite (NaN or infinity); `latest` stays at the "
+                "checkpoint before it",
+                loop["epoch"],
+                loop["iteration"],
+                bad,
+            )
+            return None
         if rt.distributed:
             parts["rng_ranks"] = [rng for rng, _ in per_rank]
             parts["loop"]["epoch_loss_sum_ranks"] = [loss_sum for _, loss_sum in per_rank]
@@ -165,7 +184,10 @@ class EpochCheckpoint(Callback):
             parts,
             epoch=loop["epoch"],
             iteration=loop["iteration"],
-            metrics=tl.train_history.last_numbers(),
+            # only a checkpoint at an epoch end has scores of its own (the history's last row is its epoch's, also
+            # for a preemption that lands there); a mid-epoch one would carry the previous epoch's and compete with
+            # it for the best-k places: it competes in none
+            metrics=tl.train_history.last_numbers() if loop["batch_in_epoch"] == 0 else None,
             meta={**self.meta, **(meta or {})},
         )
 
@@ -178,21 +200,40 @@ class EpochCheckpoint(Callback):
 
 
 class EpochAndIterationCheckpoint(EpochCheckpoint):
-    """Also commits a checkpoint every ``every`` iterations, at the first optimizer-step boundary."""
+    """Also commits a checkpoint every ``every`` iterations (0: never), at the first optimizer-step boundary, and,
+    when ``fit(num_iterations=N)`` ends inside an epoch, at that last step: the resume point, committed before the
+    cut epoch is closed (its history row, ``on_epoch_end``), so that a resume finishes the epoch as one run would.
+    The checkpoint of the cut epoch's close is not committed: resuming from it would skip the epoch's rest."""
 
     def __init__(self, meta: Mapping[str, Any], retention: Retention, every: int) -> None:
         super().__init__(meta, retention)
         self.every = every
         self._due = False
+        self._cut = False
 
     def on_batch_end(self) -> None:
         tl = self.train_loop_obj
         assert tl is not None
-        if tl.iteration % self.every == 0:
+        if self.every and tl.iteration % self.every == 0:
             self._due = True
-        if self._due and tl.batch_in_epoch % tl.grad_accumulation == 0:
+        boundary = tl.batch_in_epoch % tl.grad_accumulation == 0
+        if tl.iteration == tl.num_iterations and tl.batch_in_epoch != tl.epoch_length:  # the budget ends mid-epoch
+            self._cut = boundary
+            self._due = boundary
+            if not boundary and tl.is_main_process:
+                logger.warning(
+                    "num_iterations=%d ends inside a gradient accumulation: a resume continues from the next epoch",
+                    tl.num_iterations,
+                )
+        if self._due and boundary:
             self._due = False
             self.save(epoch_end=False)
+
+    def on_epoch_end(self) -> None:
+        if self._cut:
+            self._cut = False
+            return  # the mid-epoch checkpoint just committed is where a resume continues
+        self.save()
 
 
 class Checkpointing(LoopExtension):
@@ -203,6 +244,7 @@ class Checkpointing(LoopExtension):
         "resume_from": None,
         "allow_partial_resume": False,
         "allow_resume_changes": False,
+        "allow_non_finite_resume": False,
     }
 
     def __init__(
@@ -217,14 +259,15 @@ class Checkpointing(LoopExtension):
 
     def check_fit(self, loop: TrainLoop, run: FitRun) -> None:
         check_resume_from(run.options["resume_from"])
-        for name in ("allow_partial_resume", "allow_resume_changes"):
+        for name in ("allow_partial_resume", "allow_resume_changes", "allow_non_finite_resume"):
             if not isinstance(run.options[name], bool):
                 raise LoopConfigError(f"{name} must be True or False, got {run.options[name]!r}")
 
     def before_fit(self, loop: TrainLoop, run: FitRun) -> None:
         opts = run.options
         if opts["resume_from"] is not None:
-            loaded = self._load(loop, opts["resume_from"], opts["allow_partial_resume"], opts["allow_resume_changes"])
+            allow = (opts["allow_partial_resume"], opts["allow_resume_changes"], opts["allow_non_finite_resume"])
+            loaded = self._load(loop, opts["resume_from"], *allow)
             loop.runtime.barrier()  # every rank has read the checkpoint before rank 0 writes or prunes
             epochs = max(0, run.num_epochs - loop.epochs_done) if run.num_epochs else 0
             iterations = max(0, run.num_iterations - loop.iteration) if run.num_iterations else 0
@@ -237,15 +280,16 @@ class Checkpointing(LoopExtension):
             self._pending = loaded
         meta = {"project_name": self.folder.project_name, "experiment_name": self.folder.experiment_name,
                 "variant": type(loop).__name__}  # fmt: skip
-        self._callback = (
+        self._callback = (  # a per-batch hook only when something may be due inside an epoch
             EpochAndIterationCheckpoint(meta, self.retention, self.every)
-            if self.every
+            if self.every or run.num_iterations
             else EpochCheckpoint(meta, self.retention)
         )
         run.callbacks.append(self._callback)
 
     def on_fit_start(self, loop: TrainLoop) -> None:
         assert self.folder.path is not None and self._callback is not None
+        check_state_keys(loop.callbacks)  # before training: every callback's state must come back to it
         self.manager = None
         if loop.is_main_process:  # the other ranks only contribute their RNG states to each checkpoint
             mirror = self.mirror if self.mirror.store is not None else None
@@ -259,6 +303,18 @@ class Checkpointing(LoopExtension):
         if self._pending is not None:
             apply_callbacks_and_rng(loop, self._pending)
             self._pending = None
+
+    def on_error(self, loop: TrainLoop, error: BaseException) -> None:
+        """Training failed: finish the commit in flight (a checkpoint is never left half-made by a failing fit) and
+        report its own error beside the one raised."""
+        if self.manager is None:
+            return
+        try:
+            self.manager.wait()
+        except CheckpointWriteError as err:
+            logger.error("the checkpoint being committed when training failed could not be committed: %s", err)
+            if hasattr(error, "add_note"):  # Python 3.11+: the traceback shows it too
+                error.add_note(f"also, the checkpoint being committed failed: {err}")
 
     def on_preempt(self, loop: TrainLoop, preempted: Preempted) -> None:
         """Commit the stop position through the normal path (the manifest records the preemption), newest upload
@@ -276,13 +332,26 @@ class Checkpointing(LoopExtension):
         preempted.seconds_to_commit = time.monotonic() - preempted.signal_time
         self.mirror.upload_first(name, keep={info.name for info in self.manager.list()})
 
-    def _load(self, loop: TrainLoop, resume_from: Any, allow_partial: bool, allow_changes: bool) -> LoadedCheckpoint:
+    def _load(
+        self, loop: TrainLoop, resume_from: Any, allow_partial: bool, allow_changes: bool, allow_non_finite: bool
+    ) -> LoadedCheckpoint:
         runtime = loop.runtime
         resolved = self._resolve(resume_from) if runtime.is_main else None
         resolved = runtime.broadcast(resolved)  # rank 0 decides (downloading if needed); every rank loads that one
         experiment_dir, info = resolved
         manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
         loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
+        bad = first_non_finite({part: loaded[part] for part in ("model", "optimizer") if part in loaded})
+        if bad is not None and not allow_non_finite:
+            raise CheckpointIncompatibleError(
+                f"checkpoint {loaded.info.path} holds non-finite values ({bad} has a NaN or infinity): training from "
+                "it would go on from broken weights. Resume from an earlier checkpoint (resume_from=<its folder>), "
+                "or pass allow_non_finite_resume=True to continue anyway"
+            )
+        if bad is not None:
+            logger.warning(
+                "resuming from %s although %s is not finite (allow_non_finite_resume=True)", loaded.info.path, bad
+            )
         apply_model_and_optimizers(loop, loaded, strict=not allow_changes)
         self.folder.use(loop, experiment_dir, resumed=True)
         if runtime.is_main:

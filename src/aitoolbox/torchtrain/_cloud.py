@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager
-from aitoolbox.checkpointing.layout import LATEST, pointer_bytes, read_pointer
+from aitoolbox.checkpointing.layout import LATEST, MANIFEST, pointer_bytes, read_pointer
 from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.extensions import LoopExtension
 from aitoolbox.loop.preemption import Preempted
-from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder
+from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, is_experiment_name
 
 if TYPE_CHECKING:
     from aitoolbox.cloud import S3Store, UploadReport
@@ -53,14 +53,33 @@ class CloudSettings:
         validate_bucket_name(self.bucket_name)
         if not isinstance(self.prefix, str):
             raise LoopConfigError(f"cloud_dir_prefix must be a string, got {type(self.prefix).__name__}")
+        if not isinstance(opts.get("create_bucket", False), bool):
+            raise LoopConfigError(
+                f"cloud_options['create_bucket'] must be True or False, got {opts['create_bucket']!r}"
+            )
+        timeout = opts.get("flush_timeout_s", 600.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout < float("inf"):
+            raise LoopConfigError(f"cloud_options['flush_timeout_s'] must be a number of seconds >= 0, not {timeout!r}")
+        self.check_upload_options()
         store_kwargs = {k: opts[k] for k in _STORE_OPTIONS if k in opts}
         if mode == "gcs":
             store_kwargs.setdefault("endpoint_url", GCS_ENDPOINT)  # GCS's S3-compatible XML API, with HMAC keys
             store_kwargs.setdefault("region", "auto")
         store = S3Store(str(self.bucket_name), prefix=self.prefix, **store_kwargs)
-        store.preflight(create_bucket=bool(opts.get("create_bucket", False)))
+        store.preflight(create_bucket=opts.get("create_bucket", False))
         logger.info("cloud: %s preflight passed", store)
         return store
+
+    def check_upload_options(self) -> None:
+        """``max_attempts``, ``backoff_s``, ``max_backoff_s``: checked now (a bad one would stop the upload thread
+        and leave ``fit`` waiting for its flush), by the uploader's own rules."""
+        from aitoolbox.cloud import BackgroundUploader, CloudConfigError
+
+        upload = {k: self.options[k] for k in _UPLOAD_OPTIONS if k in self.options}
+        try:
+            BackgroundUploader.check_options(**upload)
+        except CloudConfigError as err:
+            raise LoopConfigError(f"cloud_options: {err}") from None
 
 
 def make_store(mode: str, bucket_name: object, prefix: object, options: Mapping[str, Any] | None) -> S3Store:
@@ -135,7 +154,8 @@ class CloudMirror(LoopExtension):
         self._finish()
 
     def on_error(self, loop: TrainLoop, error: BaseException) -> None:
-        self._finish(timeout=30.0)  # what was committed goes up if it can quickly; the rest stays in the journal
+        # what was committed goes up if it can quickly; the rest stays in the journal. Ctrl-C twice: no wait at all
+        self._finish(timeout=0.0 if isinstance(error, KeyboardInterrupt) else 30.0)
 
     def on_preempt(self, loop: TrainLoop, preempted: Preempted) -> None:
         """Upload within what is left of the grace period (newest checkpoint first: promoted by the checkpointing);
@@ -165,21 +185,34 @@ class CloudMirror(LoopExtension):
 
 def download_latest_checkpoint(store: S3Store, root: Path, project_name: str, experiment_name: str) -> Path | None:
     """Find the newest experiment of this name in the bucket and download its newest checkpoint under ``root``; it
-    becomes the local ``latest`` once verified. ``None`` when the bucket holds no checkpoint of this experiment."""
-    prefix = store.key(f"{project_name}/{experiment_name}_")
+    becomes the local ``latest`` once verified. ``None`` when the bucket holds no checkpoint of this experiment.
+
+    Every name read from the bucket (the experiment folder in a key, the pointer's checkpoint name, each file the
+    manifest lists) must be one plain folder entry: a hostile or damaged bucket cannot write outside ``root``; only
+    the files the manifest lists are downloaded.
+
+    Raises:
+        CheckpointCorruptError: a name read from the bucket would resolve outside its folder (it is named).
+    """
+    project_key = store.key(f"{project_name}/")
     suffix = f"/{CHECKPOINT_DIR}/{LATEST}"
-    pointers = [o for o in store.list(prefix) if o.key.endswith(suffix)]
+    pointers = []
+    for obj in store.list(store.key(f"{project_name}/{experiment_name}_")):
+        exp_name = obj.key[len(project_key) : -len(suffix)] if obj.key.endswith(suffix) else ""
+        if is_experiment_name(exp_name, experiment_name):  # one folder entry of this experiment; others ignored
+            pointers.append((obj, exp_name))
     if not pointers:
         return None
-    newest = max(pointers, key=lambda o: o.last_modified)
+    newest, exp_name = max(pointers, key=lambda p: p[0].last_modified)
     ckpt_dir_key = newest.key[: -len(LATEST)]
-    name = read_pointer(store.read_bytes(newest.key))
-    exp_name = ckpt_dir_key.rstrip("/").split("/")[-2]
-    local_exp = root / project_name / exp_name
+    name = read_pointer(store.read_bytes(newest.key), store.url(newest.key))
     if name is None:
         return None
-    for obj in store.list(f"{ckpt_dir_key}{name}/"):
-        store.download_file(obj.key, local_exp / CHECKPOINT_DIR / name / obj.key.rsplit("/", 1)[1])
+    local_ckpt = root / project_name / exp_name / CHECKPOINT_DIR / name
+    store.download_file(f"{ckpt_dir_key}{name}/{MANIFEST}", local_ckpt / MANIFEST)
+    for entry in CheckpointInfo.read(local_ckpt).parts.values():  # the file names are checked by read()
+        store.download_file(f"{ckpt_dir_key}{name}/{entry['file']}", local_ckpt / entry["file"])
+    local_exp = root / project_name / exp_name
     hyper = store.key(f"{project_name}/{exp_name}/{ExperimentWriter.HYPERPARAMS}")
     if store.exists(hyper):
         store.download_file(hyper, local_exp / ExperimentWriter.HYPERPARAMS)

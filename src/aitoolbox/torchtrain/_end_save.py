@@ -97,10 +97,10 @@ def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
     folder = ext.folder
     assert folder is not None and folder.path is not None
     start = time.perf_counter()
-    writer = ExperimentWriter(folder.path)
+    writer = folder.writer()
     save_final_model(tl, writer)
-    history = tl.train_history.to_dict()
-    writer.write_history(history)
+    history, epochs = tl.train_history.to_dict(), tl.train_history.epochs()
+    writer.write_history(history, epochs=epochs)
     writer.write_hyperparams(folder.hyperparams)
     writer.copy_script()
     writer.write_environment({"device": str(tl.device), "amp": str(tl.amp.dtype), "variant": type(tl).__name__})
@@ -117,7 +117,7 @@ def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
             continue
         writer.write_results(split, results[split])
         writer.write_predictions(split, y_true, y_pred, metadata)
-    writer.write_plots(history, results)
+    writer.write_plots(history, results, epochs=epochs)
     notes = [
         f"{type(tl).__name__}: {tl.epochs_done} epochs, {tl.iteration} iterations on {tl.device}",
         "final model: `model/model_state_dict.pt`",

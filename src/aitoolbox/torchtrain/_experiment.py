@@ -13,19 +13,19 @@ from pathlib import Path
 
 from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager, CheckpointNotFoundError
 from aitoolbox.checkpointing.layout import damaged_message, is_checkpoint
-from aitoolbox.experiment import ExperimentWriter
+from aitoolbox.experiment import ExperimentLock, ExperimentWriter
 from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.extensions import FitRun, LoopExtension
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint_model"
-_NAME = re.compile(r"^[\w.\-]+$")
+_NAME = re.compile(r"[\w.\-]+")  # fullmatch: "$" would let a trailing newline through
 
 
 def validate_names(project_name: object, experiment_name: object) -> None:
     for label, value in (("project_name", project_name), ("experiment_name", experiment_name)):
-        if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+        if not isinstance(value, str) or not _NAME.fullmatch(value) or value in (".", ".."):
             raise LoopConfigError(
                 f"{label} must be a non-empty name of letters, digits, '_', '-' or '.', got {value!r} "
                 "(it becomes a folder name)"
@@ -62,13 +62,23 @@ def check_source_dirs(source_dirs: object) -> list[Path]:
 
 
 def zip_folder(folder: Path) -> bytes:
-    """``folder`` as a zip archive (its files under ``<folder name>/``; caches and ``.git`` left out)."""
+    """``folder`` as a zip archive (its files under ``<folder name>/``; caches and ``.git`` left out). Symbolic links
+    are left out too (with a warning): their targets are not part of the folder."""
     buf = io.BytesIO()
+    links = []
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            rel = path.relative_to(folder)
-            if path.is_file() and not {"__pycache__", ".git"} & set(rel.parts):
-                archive.write(path, str(Path(folder.name) / rel))
+        for dirpath, dirnames, filenames in os.walk(folder):  # never descends into a linked folder
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", ".git"))
+            links += [here / d for d in dirnames if (here / d).is_symlink()]
+            for name in sorted(filenames):
+                path = here / name
+                if path.is_symlink():
+                    links.append(path)
+                elif path.is_file():
+                    archive.write(path, str(Path(folder.name) / path.relative_to(folder)))
+    if links:
+        logger.warning("source_dirs: %d symbolic link(s) not archived: %s", len(links), ", ".join(map(str, links[:5])))
     return buf.getvalue()
 
 
@@ -86,13 +96,18 @@ def new_experiment_dir(root: Path, project_name: str, experiment_name: str) -> P
             path = base.with_name(f"{base.name}_{n}")
 
 
+def is_experiment_name(name: str, experiment_name: str) -> bool:
+    """Whether ``name`` is a folder :func:`new_experiment_dir` makes for ``experiment_name``."""
+    return re.fullmatch(re.escape(experiment_name) + r"_\d{8}_\d{6}(_\d+)?", name) is not None
+
+
 def _newest_in_root(root: Path, project_name: str, experiment_name: str) -> Path:
     """The experiment folder of this name under ``root`` holding the newest valid checkpoint."""
     best: tuple[float, Path] | None = None
     searched: list[Path] = []
     folder = root / project_name
     for exp in sorted(folder.glob(f"{experiment_name}_*")) if folder.is_dir() else []:
-        if not re.fullmatch(re.escape(experiment_name) + r"_\d{8}_\d{6}(_\d+)?", exp.name):
+        if not is_experiment_name(exp.name, experiment_name):
             continue
         searched.append(exp)
         for info in CheckpointManager(exp / CHECKPOINT_DIR).list(verify=True)[-1:]:
@@ -145,12 +160,27 @@ def check_resume_from(resume_from: object) -> None:
 
 class ExperimentFolder(LoopExtension):
     """The experiment folder ``<root>/<project>/<experiment>_<timestamp>/`` with ``hyperparams.json``: created by
-    rank 0 when training first starts (every rank learns its path), or adopted from a resumed run."""
+    rank 0 when training first starts (every rank learns its path), or adopted from a resumed run.
+
+    The writing process holds the folder's lock (:class:`~aitoolbox.experiment.ExperimentLock`) from the start of
+    ``fit`` to its end, so a second process writing the same experiment is refused, naming the first. Attach it
+    first: its ``after_fit``/``on_error`` then run after every other extension's."""
 
     def __init__(
-        self, project_name: str, experiment_name: str, root: object, hyperparams: object, source_dirs: object = ()
+        self,
+        project_name: str,
+        experiment_name: str,
+        root: object,
+        hyperparams: object,
+        source_dirs: object = (),
+        *,
+        redact: object = True,
     ) -> None:
         validate_names(project_name, experiment_name)
+        if not isinstance(redact, bool):
+            raise LoopConfigError(f"redact_secrets must be True or False, got {redact!r}")
+        #: secrets redacted in what the folder holds (``hyperparams.json``, ``environment.json``, ``summary.md``)
+        self.redact = redact
         self.source_dirs = check_source_dirs(source_dirs)
         if hyperparams is not None and not isinstance(hyperparams, Mapping):
             raise LoopConfigError(f"hyperparams must be a dict or None, got {type(hyperparams).__name__}")
@@ -159,6 +189,7 @@ class ExperimentFolder(LoopExtension):
         self.root = Path()
         self.hyperparams = dict(hyperparams or {})
         self.path: Path | None = None
+        self._lock: ExperimentLock | None = None
         #: called with ``(path, resumed)`` whenever the folder is set (the cloud mirror follows it)
         self.listeners: list[Callable[[Path, bool], None]] = []
 
@@ -166,23 +197,68 @@ class ExperimentFolder(LoopExtension):
         self.root = prepare_root(self.given_root)  # after the loop's own checks, before any network
 
     def use(self, loop: TrainLoop, path: Path, *, resumed: bool) -> None:
+        """Write into ``path`` from now on; the writing process locks it first (a second writer is refused with
+        :class:`~aitoolbox.experiment.ExperimentLockedError`, before anything is written)."""
+        if loop.is_main_process:
+            self.lock(path)
         self.path = path
         if loop.is_main_process:
             logger.info("experiment folder: %s", path)
         for listener in self.listeners:
             listener(path, resumed)
 
+    def lock(self, path: Path) -> None:
+        """Hold the write lock of ``path`` until :meth:`unlock` (the end of ``fit``), this loop is gone or the
+        process exits (killed too)."""
+        if self._lock is not None and self._lock.folder == path.resolve():
+            return
+        lock = ExperimentLock(path)
+        if self._lock is not None:
+            self._lock.release()
+        self._lock = lock
+
     def before_fit(self, loop: TrainLoop, run: FitRun) -> None:
         if self.path is not None:
+            if loop.is_main_process:
+                self.lock(self.path)  # another fit of this loop: still (or again) the only writer
             return
+        if run.options.get("resume_from") is None:
+            self.create(loop)
+        # else: the checkpointing extension (attached after this one) finds the folder and uses it
+
+    def on_fit_start(self, loop: TrainLoop) -> None:
+        if self.path is None:
+            self.create(loop)
+
+    def create(self, loop: TrainLoop) -> None:
+        """Make a new experiment folder (rank 0, which locks it; every rank learns its path) and use it."""
         path = None
         if loop.is_main_process:  # in distributed runs rank 0 creates the folder and tells the others
             path = new_experiment_dir(self.root, self.project_name, self.experiment_name)
-            writer = ExperimentWriter(path)
+            self.lock(path)
+            writer = self.writer(path)
             writer.write_hyperparams(self.hyperparams)
             for folder in self.source_dirs:
                 writer.write_bytes(f"code/{folder.name}.zip", zip_folder(folder))
         self.use(loop, loop.runtime.broadcast(path), resumed=False)
+
+    def after_fit(self, loop: TrainLoop) -> None:
+        self.unlock()  # attached first: every other extension's end-of-fit work is done
+
+    def on_error(self, loop: TrainLoop, error: BaseException) -> None:
+        self.unlock()
+
+    def unlock(self) -> None:
+        """Give the folder's write lock back (another process may continue the experiment now)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def writer(self, path: Path | None = None) -> ExperimentWriter:
+        """The writer of the folder (``path``: of another one), with this run's redaction setting."""
+        where = path or self.path
+        assert where is not None
+        return ExperimentWriter(where, redact=self.redact)
 
     def export_run(self, loop: TrainLoop) -> Path | None:
         return self.path

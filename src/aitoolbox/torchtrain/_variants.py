@@ -33,9 +33,9 @@ Criterion = Callable[..., torch.Tensor] | None
 
 def _tracking(
     project_name: str, experiment_name: str, root: str | Path, hyperparams: Mapping[str, Any] | None,
-    cloud: CloudSettings, source_dirs: Sequence[str | Path] = (),
+    cloud: CloudSettings, source_dirs: Sequence[str | Path] = (), redact: bool = True,
 ) -> tuple[ExperimentFolder, CloudMirror]:  # fmt: skip
-    folder = ExperimentFolder(project_name, experiment_name, root, hyperparams, source_dirs)
+    folder = ExperimentFolder(project_name, experiment_name, root, hyperparams, source_dirs, redact=redact)
     return folder, CloudMirror(cloud, folder)
 
 
@@ -51,6 +51,7 @@ class _Tracked(TrainLoop):
     experiment_name = property(lambda self: self._folder.experiment_name)
     hyperparams = property(lambda self: self._folder.hyperparams)
     local_model_result_folder_path = property(lambda self: self._folder.root)
+    redact_secrets = property(lambda self: self._folder.redact, doc="Whether secrets are redacted in what is written.")
     cloud_store = property(lambda self: self._mirror.store, doc="The bucket (``S3Store``) where this rank uploads.")
     upload_report = property(lambda self: self._mirror.report, doc="The last upload summary, in cloud modes.")
     results = property(lambda self: {} if self._end is None else self._end.results, doc="EndSave metrics by split.")
@@ -90,6 +91,10 @@ class TrainLoopCheckpoint(_Tracked):
         iteration_save_freq: also checkpoint every N iterations (0: only at epoch ends).
         source_dirs: folders of source code zipped into the experiment's ``code/`` (``code/<folder>.zip``) when
             training starts, beside the copy of the running script.
+        redact_secrets: write ``"***"`` for the values of secret-looking hyperparameters (``hf_token``,
+            ``db_password``, ``wandb_api_key``...) and command-line options, and for the credentials in URLs, in
+            ``hyperparams.json``, ``environment.json`` and ``summary.md`` (so in the bucket too); the rule is
+            :mod:`aitoolbox.experiment.redact`'s. ``False`` writes them as given.
         extensions: more :class:`~aitoolbox.loop.extensions.LoopExtension` objects, run after the built-in ones.
         **loop_options: the keyword options of :class:`TrainLoop` (``device``, ``use_amp``, ...: ``LoopOptions``).
             ``preemption`` is on here: on SIGTERM/SIGUSR1/SIGINT training stops at the next optimizer-step boundary,
@@ -132,18 +137,25 @@ class TrainLoopCheckpoint(_Tracked):
         rm_subopt_mode: str = "auto",
         cloud_options: Mapping[str, Any] | None = None,
         source_dirs: Sequence[str | Path] = (),
+        redact_secrets: bool = True,
         extensions: Sequence[LoopExtension] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
         retention = Retention(rm_subopt_local_models, num_best_checkpoints_kept, rm_subopt_mode)
         cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
         self._folder, self._mirror = _tracking(
-            project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud, source_dirs
+            project_name,
+            experiment_name,
+            local_model_result_folder_path,
+            hyperparams,
+            cloud,
+            source_dirs,
+            redact_secrets,
         )
         self._checkpointing = Checkpointing(self._folder, self._mirror, retention, iteration_save_freq)
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion,
-            extensions=[self._checkpointing, self._folder, self._mirror, *extensions], **loop_options,
+            extensions=[self._folder, self._checkpointing, self._mirror, *extensions], **loop_options,
         )  # fmt: skip
         self.rm_subopt_local_models = rm_subopt_local_models
         self.num_best_checkpoints_kept = num_best_checkpoints_kept
@@ -170,6 +182,7 @@ class TrainLoopCheckpoint(_Tracked):
         resume_from: str | Path | None = None,
         allow_partial_resume: bool = False,
         allow_resume_changes: bool = False,
+        allow_non_finite_resume: bool = False,
         **options: Any,
     ) -> TTModel | nn.Module:
         """Train with a checkpoint after every epoch; see :meth:`TrainLoop.fit` for the loop itself.
@@ -185,16 +198,20 @@ class TrainLoopCheckpoint(_Tracked):
             allow_resume_changes: continue an epoch from a mid-epoch checkpoint although the training loader's batch
                 size, dataset length, sampler or ``grad_accumulation`` changed since (refused by default: the
                 skipped batches would not be the ones already trained on).
+            allow_non_finite_resume: resume from a checkpoint whose weights or optimizer state hold a NaN or an
+                infinity (refused by default; such checkpoints are never committed by this loop).
 
         Raises:
             CheckpointNotFoundError: ``resume_from`` does not exist or holds no valid checkpoint.
-            CheckpointIncompatibleError: the checkpoint's model or optimizers (class, param groups) do not match.
+            CheckpointIncompatibleError: the checkpoint's model or optimizers (class, param groups) do not match, or
+                its weights are not finite (see ``allow_non_finite_resume``).
             ResumeMismatchError: a mid-epoch checkpoint, and the loader or ``grad_accumulation`` changed (when
                 training starts, before the first batch).
         """
         return super().fit(
             num_epochs, num_iterations, callbacks, grad_accumulation, resume_from=resume_from,
-            allow_partial_resume=allow_partial_resume, allow_resume_changes=allow_resume_changes, **options,
+            allow_partial_resume=allow_partial_resume, allow_resume_changes=allow_resume_changes,
+            allow_non_finite_resume=allow_non_finite_resume, **options,
         )  # fmt: skip
 
 
@@ -244,13 +261,20 @@ class TrainLoopEndSave(_Tracked):
         *,
         cloud_options: Mapping[str, Any] | None = None,
         source_dirs: Sequence[str | Path] = (),
+        redact_secrets: bool = True,
         extensions: Sequence[LoopExtension] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
         self._end = EndSave(val_result_package, test_result_package, validation_loader, test_loader)
         cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
         self._folder, self._mirror = _tracking(
-            project_name, experiment_name, local_model_result_folder_path, hyperparams, cloud, source_dirs
+            project_name,
+            experiment_name,
+            local_model_result_folder_path,
+            hyperparams,
+            cloud,
+            source_dirs,
+            redact_secrets,
         )
         super().__init__(
             model, train_loader, validation_loader, test_loader, optimizer, criterion,
@@ -303,6 +327,7 @@ class TrainLoopCheckpointEndSave(TrainLoopCheckpoint):
         rm_subopt_mode: str = "auto",
         cloud_options: Mapping[str, Any] | None = None,
         source_dirs: Sequence[str | Path] = (),
+        redact_secrets: bool = True,
         extensions: Sequence[LoopExtension] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
@@ -314,7 +339,7 @@ class TrainLoopCheckpointEndSave(TrainLoopCheckpoint):
             cloud_dir_prefix, rm_subopt_local_models=rm_subopt_local_models,
             num_best_checkpoints_kept=num_best_checkpoints_kept, iteration_save_freq=iteration_save_freq,
             rm_subopt_mode=rm_subopt_mode, cloud_options=cloud_options, source_dirs=source_dirs,
-            extensions=[end_save, *extensions],
+            redact_secrets=redact_secrets, extensions=[end_save, *extensions],
             **loop_options,
         )  # fmt: skip
         self.val_result_package, self.test_result_package = val_result_package, test_result_package

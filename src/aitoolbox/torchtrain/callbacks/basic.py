@@ -71,6 +71,9 @@ class ThresholdEarlyStopping(Callback):
         if self.patience_count < 0:
             tl.request_stop(f"{self.monitor} did not reach {self.threshold} within {self.patience + 1} epochs")
 
+    def default_state_key(self) -> str:
+        return f"{self.callback_name}({self.monitor})"
+
     def state_dict(self) -> dict[str, Any]:
         return {"patience_count": self.patience_count}
 

@@ -122,8 +122,10 @@ class CSVHistoryWriter(Callback):
         tl = self.train_loop_obj
         assert tl is not None
         if self.directory is not None:
-            ExperimentWriter(self.directory).write_history(tl.train_history, folder=".")
+            ExperimentWriter(self.directory).write_history(
+                tl.train_history, folder=".", epochs=tl.train_history.epochs()
+            )
         else:
             exp = _experiment_dir(self)
             assert exp is not None
-            ExperimentWriter(exp).write_history(tl.train_history)
+            ExperimentWriter(exp).write_history(tl.train_history, epochs=tl.train_history.epochs())

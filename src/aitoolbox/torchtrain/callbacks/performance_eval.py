@@ -288,7 +288,8 @@ class ModelTrainHistoryPlot(_HistoryFileCallback):
     def write(self, folder: Path) -> None:
         from aitoolbox.experiment.plots import plot_history
 
-        plot_history(self.train_loop_obj.train_history, folder / "plots")
+        history = self.train_loop_obj.train_history
+        plot_history(history, folder / "plots", epochs=history.epochs())
 
 
 class ModelTrainHistoryFileWriter(_HistoryFileCallback):
@@ -306,4 +307,5 @@ class ModelTrainHistoryFileWriter(_HistoryFileCallback):
         self.file_format = file_format
 
     def write(self, folder: Path) -> None:
-        ExperimentWriter(folder).write_history(self.train_loop_obj.train_history)
+        history = self.train_loop_obj.train_history
+        ExperimentWriter(folder).write_history(history, epochs=history.epochs())

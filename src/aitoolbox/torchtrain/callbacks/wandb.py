@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aitoolbox.experiment.redact import redact
 from aitoolbox.loop import LoopConfigError
 from aitoolbox.loop.errors import check_int
 from aitoolbox.torchtrain.callbacks.abstract import AbstractExperimentCallback
@@ -128,7 +129,8 @@ class WandBTracking(AbstractExperimentCallback):
             self.run = wandb.run  # a second fit() continues the same run
         else:
             log_dir = self.experiment_dir() if self.is_project else self.log_dir
-            self.run = wandb.init(project=self.project_name, name=self.experiment_name, config=self.hyperparams,
+            config = redact(self.hyperparams) if getattr(tl, "redact_secrets", True) else self.hyperparams
+            self.run = wandb.init(project=self.project_name, name=self.experiment_name, config=config,
                                   tags=self.tags, dir=None if log_dir is None else str(log_dir),
                                   **self.wandb_params_kwargs)  # fmt: skip
             for folder in self.source_dirs:
