@@ -304,10 +304,12 @@ def test_progress_bar_draws_one_line_per_epoch_with_loss_and_val_loss() -> None:
     tl.fit(num_epochs=2, callbacks=[ProgressBar(file=out)])
     lines = [line for line in out.getvalue().replace("\r", "\n").split("\n") if line.strip()]
     finals = [line for line in lines if "val_loss=" in line]
-    assert len(finals) == 2
-    assert finals[0].startswith("epoch 1/2") and finals[1].startswith("epoch 2/2")
-    assert f"loss={tl.train_history['loss'][1]:.4f}" in finals[1]
-    assert "4/4" in finals[1] and "batch/s" in finals[1]
+    last = {
+        line.split()[1].rstrip(":"): line for line in finals
+    }  # each epoch's last draw (tqdm may redraw on its own timer)
+    assert list(last) == ["1/2", "2/2"] and all(line.startswith("epoch ") for line in finals)
+    assert f"loss={tl.train_history['loss'][1]:.4f}" in last["2/2"]
+    assert "4/4" in last["2/2"] and "batch/s" in last["2/2"]
 
 
 def test_progress_bar_refreshes_the_running_loss_mid_epoch() -> None:
@@ -347,3 +349,49 @@ def test_callback_states_are_keyed_by_identity_not_order() -> None:
     ]
     with pytest.raises(LoopConfigError, match="state_key must be a non-empty string"):
         single.state_key = ""
+
+
+NO_TERMINAL = """
+import logging, sys
+from torch import nn, optim
+from aitoolbox.loop import TrainLoop
+from aitoolbox.loop.callbacks import ProgressLog
+from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+
+if sys.argv[1] == "configured":
+    logging.basicConfig(level=logging.WARNING)  # the program's own choice: INFO stays hidden
+m = TinyClassifier()
+tl = TrainLoop(m, make_classification_loader(256, batch_size=8), make_classification_loader(32), None,
+               optim.SGD(m.parameters(), 0.1), nn.CrossEntropyLoss(), device="cpu")
+callbacks = [ProgressLog(every_s=1e-9)] if sys.argv[1] == "often" else []
+tl.fit(num_epochs=2, callbacks=callbacks)
+print(repr(tl.train_history["val_loss"][1]))
+"""
+
+
+def _no_terminal(mode: str) -> tuple[str, str]:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", NO_TERMINAL, mode], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, proc.stderr  # stderr is a pipe here: not a terminal, as under nohup, SLURM or CI
+
+
+def test_without_a_terminal_each_epoch_is_a_log_line() -> None:
+    out, err = _no_terminal("plain")
+    lines = [line for line in err.splitlines() if ": loss " in line]
+    assert [line.split()[2] for line in lines] == ["1/2:", "2/2:"]  # one line per epoch, no bar
+    assert f"val_loss {float(out):.4f}" in lines[1] and "batch/s" not in err
+    assert "\r" not in err
+
+
+def test_without_a_terminal_long_epochs_log_their_progress() -> None:
+    _, err = _no_terminal("often")
+    running = [line for line in err.splitlines() if " batches, loss " in line]
+    assert running and all("/32 batches, loss " in line and line.endswith("batch/s") for line in running)
+
+
+def test_a_program_that_configured_logging_decides_what_shows() -> None:
+    _, err = _no_terminal("configured")
+    assert ": loss " not in err  # its root handler at WARNING: the loop adds none of its own

@@ -74,6 +74,26 @@ def test_resolve_amp_cuda_defaults_to_fp16_with_scaler() -> None:
     assert not resolve_amp("bf16", torch.device("cuda", 0)).use_grad_scaler
 
 
+def test_amp_dicts_of_the_original_and_grad_scaler_settings() -> None:
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    original = resolve_amp({"init_scale": 1024.0, "growth_interval": 100}, cuda)  # AIToolbox 1.8's GradScaler kwargs
+    assert (original.dtype, original.use_grad_scaler) == (torch.float16, True)
+    assert original.scaler_options == {"init_scale": 1024.0, "growth_interval": 100}
+    with pytest.raises(LoopConfigError, match=r"1.8's GradScaler settings\) means float16 .* on the CPU use"):
+        resolve_amp({"init_scale": 1024.0}, cpu)
+    for apex in ({"opt_level": "O1"}, {"opt_level": "O2", "loss_scale": "dynamic"}):
+        with pytest.raises(LoopConfigError, match="apex amp.initialize setting .* apex is not used: use_amp=True"):
+            resolve_amp(apex, cuda)
+    settings = resolve_amp({"dtype": "fp16", "grad_scaler": {"init_scale": 8.0}}, cpu)  # honoured where it scales
+    assert settings.use_grad_scaler and settings.scaler_options == {"init_scale": 8.0}
+    with pytest.raises(LoopConfigError, match="GradScaler settings apply to float16, and this run autocasts to"):
+        resolve_amp({"grad_scaler": {"init_scale": 8.0}}, cpu)  # bfloat16 on the CPU: the settings would be dropped
+    with pytest.raises(LoopConfigError, match=r"GradScaler settings are \['init_scale'"):
+        resolve_amp({"dtype": "fp16", "grad_scaler": {"init_scal": 8.0}}, cpu)
+    with pytest.raises(LoopConfigError, match="a GradScaler needs float16 AMP"):
+        resolve_amp({"dtype": False, "grad_scaler": True}, cpu)
+
+
 def test_training_history() -> None:
     h = TrainingHistory({"loss": [1.0]})
     h.insert_single_result_into_history("loss", 0.5)
@@ -114,7 +134,7 @@ def test_public_api_is_pinned() -> None:
     ]  # fmt: skip
     assert sorted(aitoolbox.loop.callbacks.__all__) == [
         "AbstractCallback", "Callback", "EarlyStopping", "GradNormClip", "GradValueClip", "LRSchedulerCallback",
-        "ProgressBar", "TerminateOnNaN",
+        "ProgressBar", "ProgressLog", "TerminateOnNaN",
     ]  # fmt: skip
     for name in aitoolbox.loop.__all__:
         assert hasattr(aitoolbox.loop, name)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -31,12 +30,13 @@ from aitoolbox.loop._stop import StopPoint, preempted_after_training
 from aitoolbox.loop.amp import AmpConfig
 from aitoolbox.loop.callbacks._dispatch import CallbackHandler
 from aitoolbox.loop.callbacks.progress_bar import ProgressBar
+from aitoolbox.loop.callbacks.progress_log import ProgressLog, is_terminal, visible_progress
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.extensions import FitRun
 from aitoolbox.loop.model import TTModel
 from aitoolbox.loop.multi_loss import MultiLoss, backward_multi
 
-__all__ = ["Engine", "EpochRunner", "train"]
+__all__ = ["Engine", "EpochRunner", "progress_session", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -220,21 +220,30 @@ class EpochRunner:
             opt.zero_grad(set_to_none=True)
 
 
+@contextlib.contextmanager
+def progress_session(loop: Any, run: FitRun) -> Iterator[None]:
+    """The whole of one ``fit`` (the extensions' work included): when progress goes to log lines (no terminal, or a
+    :class:`ProgressLog` given), the loop's INFO lines are visible on stderr if the program configured no logging."""
+    given = [cb for cb in run.callbacks if isinstance(cb, ProgressBar | ProgressLog)]
+    logged = isinstance(given[0] if given else _progress_display(loop), ProgressLog) and loop.is_main_process
+    with visible_progress() if logged else contextlib.nullcontext():
+        yield
+
+
 def train(loop: Any, run: FitRun) -> None:
     """Train ``loop`` (a TrainLoop) for ``run``: register the callbacks, then epochs until a limit or a stop."""
     state: LoopState = loop.state
+    if state.resumed and loop.is_main_process:
+        target = f"epoch {run.num_epochs}" if run.num_epochs else f"iteration {run.num_iterations}"
+        done = f"{state.epochs_done} epochs, {state.iteration} iterations"
+        logger.info(
+            "resumed after %s: training up to %s (after a resume, num_epochs counts from the start)", done, target
+        )
     state.begin_fit(run.num_epochs, run.num_iterations, run.grad_accumulation)
     if state.resume_plan is not None:
         check_resume_plan(state, data_layout(loop.train_loader))
-    loop.callbacks = run.callbacks
-    if not any(isinstance(cb, ProgressBar) for cb in loop.callbacks) and _show_progress(loop):
-        loop.callbacks.append(ProgressBar())
-    for cb in loop.callbacks:
-        cb.register_train_loop_object(loop)
+    handler = _register_callbacks(loop, run)
     local_rank = getattr(loop.runtime, "local_rank", None)  # set in a distributed run
-    if loop.print_callbacks:
-        logger.info("callbacks: %s", [cb.callback_name for cb in loop.callbacks])
-    loop.callback_handler = handler = CallbackHandler(loop.callbacks, local_rank)
     for ext in loop.extensions:
         ext.on_fit_start(loop)
     runner = EpochRunner(loop, loop.runtime.wrapped)
@@ -252,8 +261,18 @@ def train(loop: Any, run: FitRun) -> None:
         total, batches = loop.runtime.sum([loss_sum, state.epoch_batches])  # the mean over every rank's batches
         mean = total / batches
         _epoch_end(loop, mean)
-        log("epoch %d: loss %.4f%s (%.2f s)", state.epoch, mean, _val(loop), time.perf_counter() - epoch_start)
         handler.call("on_epoch_end")
+        of = f"/{state.num_epochs}" if state.num_epochs else ""
+        log(
+            "epoch %d%s: loss %.4f%s (%.2f s)",
+            state.epoch + 1,
+            of,
+            mean,
+            _metrics(loop),
+            time.perf_counter() - epoch_start,
+        )
+        if state.messages is not None:
+            state.messages.end_of_epoch_trigger()
         if runner.stop_point is not None:
             runner.stop_point.publish()
         # every rank takes part in the vote; another rank's stop stops this one now, without its own reason
@@ -266,6 +285,21 @@ def train(loop: Any, run: FitRun) -> None:
     took = time.perf_counter() - start
     why = f" (stopped: {state.stop_reason})" if state.stop_reason else ""
     log("training finished: %d epochs, %d iterations in %.1f s%s", state.epochs_done, state.iteration, took, why)
+
+
+def _register_callbacks(loop: Any, run: FitRun) -> CallbackHandler:
+    """The run's callbacks (with the progress display), registered; the handler that calls their hooks."""
+    loop.callbacks = run.callbacks
+    display = _progress_display(loop)
+    if display is not None and not any(isinstance(cb, ProgressBar | ProgressLog) for cb in loop.callbacks):
+        loop.callbacks.append(display)
+    for cb in loop.callbacks:
+        cb.register_train_loop_object(loop)
+    if loop.print_callbacks:
+        logger.info("callbacks: %s", [cb.callback_name for cb in loop.callbacks])
+    handler = CallbackHandler(loop.callbacks, getattr(loop.runtime, "local_rank", None))
+    loop.callback_handler = handler
+    return handler
 
 
 def _epoch_end(loop: Any, mean_loss: float) -> None:
@@ -282,14 +316,21 @@ def _epoch_end(loop: Any, mean_loss: float) -> None:
         loop.train_history.insert_single_result_into_history("val_loss", loop.evaluate_loss_on_validation_set())
 
 
-def _val(loop: Any) -> str:
-    history = loop.train_history
-    return f", val_loss {history.get_last('val_loss'):.4f}" if "val_loss" in history else ""
+def _metrics(loop: Any) -> str:
+    """The epoch's numbers other than ``loss`` (what the bar shows at its end): ``, val_loss 0.4132, ...``."""
+    history, epoch = loop.train_history, loop.epoch
+    epochs = history.epochs()
+    shown = []
+    for name, values in history.items():
+        last = values[-1] if values else None
+        if name != "loss" and epochs[name][-1:] == [epoch] and isinstance(last, int | float) and last is not True:
+            shown.append(f", {name} {last:.4f}")
+    return "".join(shown)
 
 
-def _show_progress(loop: Any) -> bool:
-    if not loop.is_main_process:
-        return False
-    if loop.progress_bar is not None:
-        return bool(loop.progress_bar)
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+def _progress_display(loop: Any) -> ProgressBar | ProgressLog | None:
+    """``progress_bar=None``: a bar on a terminal, log lines elsewhere; ``True``: a bar; ``False``: nothing. Only the
+    main process shows progress."""
+    if not loop.is_main_process or loop.progress_bar is False:
+        return None
+    return ProgressBar() if loop.progress_bar or is_terminal() else ProgressLog()

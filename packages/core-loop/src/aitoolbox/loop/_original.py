@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from aitoolbox.loop.callbacks.lr_scheduler import LRSchedulerCallback
 from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.messages import MessageService
 
 __all__ = ["ORIGINAL_DDP_KWARGS", "CallableBool", "OriginalLoopAPI", "take_ddp_kwargs"]
 
@@ -21,7 +24,43 @@ class CallableBool(int):
 
 
 class OriginalLoopAPI:
-    """History, scheduler and step-count helpers of the original AIToolbox ``TrainLoop``."""
+    """What callbacks use besides the counters: the batch loss, the message service, the GradScaler, and the
+    history, scheduler and step-count helpers of the original AIToolbox ``TrainLoop``."""
+
+    @property
+    def batch_loss(self: Any) -> torch.Tensor | None:
+        """The loss of the batch just trained, detached from the graph (on the device; ``.item()`` syncs): what a
+        callback reads in ``on_batch_end``. ``None`` before the first batch.
+
+        .. versionadded:: 0.6
+        """
+        loss = self.state.last_loss
+        return None if loss is None else loss.detach()
+
+    @property
+    def message_service(self: Any) -> MessageService:
+        """The message board callbacks write to and read from (the original's ``tl.message_service``); messages
+        written with the default setting are dropped after each epoch's callbacks.
+
+        .. versionadded:: 0.6
+        """
+        if self.state.messages is None:
+            self.state.messages = MessageService()
+        return self.state.messages  # type: ignore[no-any-return]
+
+    @property
+    def amp_scaler(self: Any) -> torch.amp.GradScaler:
+        """The original's name of the GradScaler: :attr:`grad_scaler`, or a disabled one when no scaler runs (its
+        ``scale``/``unscale_``/``step`` then do nothing special), as the original always had one.
+
+        .. versionadded:: 0.6
+        """
+        if self.grad_scaler is not None:
+            return self.grad_scaler  # type: ignore[no-any-return]
+        disabled = self.__dict__.get("_disabled_scaler")
+        if disabled is None:
+            disabled = self.__dict__["_disabled_scaler"] = torch.amp.GradScaler(self.device.type, enabled=False)
+        return disabled  # type: ignore[no-any-return]
 
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
         """``tl(num_epochs=...)`` is ``tl.fit(num_epochs=...)`` (the original's spelling)."""

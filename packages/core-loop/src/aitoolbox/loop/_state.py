@@ -34,10 +34,12 @@ class LoopState:
         "last_loss",
         "loss_sum_dev",
         "loss_sum_host",
+        "messages",
         "num_epochs",
         "num_iterations",
         "resume_plan",
         "resume_strict",
+        "resumed",
         "sampler_seed",
         "stop_reason",
         "total_iteration_idx",
@@ -68,6 +70,10 @@ class LoopState:
         self.resume_plan: dict[str, Any] | None = None
         self.data_rng_pending: dict[str, Any] | None = None
         self.resume_strict = True
+        #: set by :meth:`load_state_dict`: the next fit's num_epochs/num_iterations are totals from the run's start
+        self.resumed = False
+        #: ``tl.message_service``, made on first use (its epoch-end purge costs nothing until then)
+        self.messages: Any = None
         self.sampler_seed = 0
 
     @property
@@ -81,9 +87,12 @@ class LoopState:
         self.stop_reason = self.stop_reason or reason
 
     def begin_fit(self, num_epochs: int, num_iterations: int, grad_accumulation: int) -> None:
-        """``num_epochs``/``num_iterations`` more from here (0: not the limit)."""
-        self.num_epochs = self.epochs_done + num_epochs if num_epochs else 0
-        self.num_iterations = self.iteration + num_iterations if num_iterations else 0
+        """``num_epochs``/``num_iterations`` more from here, or, after a resume (:meth:`load_state_dict`), in total
+        from the run's start (0: not the limit)."""
+        epochs, iterations = (0, 0) if self.resumed else (self.epochs_done, self.iteration)
+        self.resumed = False
+        self.num_epochs = epochs + num_epochs if num_epochs else 0
+        self.num_iterations = iterations + num_iterations if num_iterations else 0
         self.grad_accumulation = grad_accumulation
         self.early_stop = False
         self.stop_reason = None
@@ -157,6 +166,7 @@ class LoopState:
             self.resume_plan["epoch_loss_sum"] = float(ranks[rank])
         self.data_rng_pending = state.get("data_rng")
         self.resume_strict = strict
+        self.resumed = True
         self.batch_in_epoch = int(state["batch_in_epoch"])
         # at an epoch boundary the loop stands where fit leaves it: epoch is the last complete epoch's index
         self.epoch_complete = self.batch_in_epoch == 0 and self.epoch > 0

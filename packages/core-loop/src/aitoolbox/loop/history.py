@@ -123,6 +123,11 @@ class TrainingHistory(Mapping[str, list[Any]]):
         """``history[name] = value`` appends, as :meth:`insert_single_result_into_history` (the original's meaning)."""
         self.insert_single_result_into_history(name, value)
 
+    @property
+    def train_history(self) -> dict[str, list[Any]]:
+        """The history as a plain dict (a copy): the original's attribute of the same name."""
+        return self.to_dict()
+
     def get_train_history(self) -> dict[str, list[Any]]:
         """The history as a plain dict (a copy; the original returned its own dict)."""
         return self.to_dict()

@@ -124,6 +124,7 @@ class ModelWrap(TTModel):
         module: the model to adapt.
         batch_model_feed_def: how to feed it (the original AIToolbox's ``ModelWrap(model, feed_def)``).
         num_inputs: without a feed definition, how many leading batch elements are inputs (``None``: all but the last).
+        model: the original's name of ``module`` (``ModelWrap(model=net, batch_model_feed_def=feed)``).
 
     Example:
         >>> import torch
@@ -135,8 +136,19 @@ class ModelWrap(TTModel):
         torch.Size([])
     """
 
-    def __init__(self, module: nn.Module, batch_model_feed_def: Any = None, *, num_inputs: int | None = None) -> None:
+    def __init__(
+        self,
+        module: nn.Module | None = None,
+        batch_model_feed_def: Any = None,
+        *,
+        num_inputs: int | None = None,
+        model: nn.Module | None = None,
+    ) -> None:
         super().__init__()
+        if model is not None:  # the original's keyword: ModelWrap(model=..., batch_model_feed_def=...)
+            if module is not None:
+                raise ModelNotSupportedError("ModelWrap takes the module once: as module (or model=), not both")
+            module = model
         if not isinstance(module, nn.Module):
             raise ModelNotSupportedError(f"ModelWrap needs an nn.Module, got {type(module).__name__}")
         check_int("num_inputs", num_inputs, 1, optional=True, expected="a positive int")

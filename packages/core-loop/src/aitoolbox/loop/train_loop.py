@@ -15,7 +15,7 @@ from torch import nn
 
 from aitoolbox.loop import _checks, _distributed
 from aitoolbox.loop._device import resolve_device
-from aitoolbox.loop._epoch import train
+from aitoolbox.loop._epoch import progress_session, train
 from aitoolbox.loop._evaluation import EvaluationAPI
 from aitoolbox.loop._launch import launch, will_launch
 from aitoolbox.loop._loaders import RunLoaders, resolve_fast_collate
@@ -150,7 +150,8 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         self.runtime: Runtime = Runtime(_distributed.launched_rank())
         self.amp: AmpConfig = resolve_amp(use_amp, self.device)
         self.use_amp = use_amp
-        self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_grad_scaler else None
+        amp = self.amp
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, **amp.scaler_options) if amp.use_grad_scaler else None
         self.fast_collate = resolve_fast_collate(fast_collate)
         self.preemption = Preemption.resolve(preemption, self.preemption_default)
         self.preemption_watch: PreemptionWatch | None = None
@@ -222,8 +223,9 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         complete epochs.
 
         Args:
-            num_epochs: how many epochs to train (exactly one of ``num_epochs``/``num_iterations`` is given).
-            num_iterations: how many batches to train; the epoch in which the count is reached is closed normally.
+            num_epochs: how many epochs to train (exactly one of ``num_epochs``/``num_iterations`` is given); after a
+                resume (:meth:`load_state_dict`, ``resume_from``) the run's total, so a requeue runs the same call.
+            num_iterations: batches, likewise; the epoch in which the count is reached is closed normally.
             callbacks: :class:`~aitoolbox.loop.callbacks.Callback` instances.
             grad_accumulation: number of batches whose gradients are summed before each optimizer step.
             **options: the keyword options the loop's extensions declare (e.g. ``resume_from``).
@@ -247,7 +249,7 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
             return self.model
         _distributed.start_rank(self)
         training = False
-        with preemption_guard(self):
+        with preemption_guard(self), progress_session(self, run):
             try:
                 for ext in self.extensions:
                     ext.before_fit(self, run)

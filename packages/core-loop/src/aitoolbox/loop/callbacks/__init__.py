@@ -5,6 +5,7 @@ from aitoolbox.loop.callbacks.early_stopping import EarlyStopping
 from aitoolbox.loop.callbacks.gradient import GradNormClip, GradValueClip
 from aitoolbox.loop.callbacks.lr_scheduler import LRSchedulerCallback
 from aitoolbox.loop.callbacks.progress_bar import ProgressBar
+from aitoolbox.loop.callbacks.progress_log import ProgressLog
 from aitoolbox.loop.callbacks.terminate_on_nan import TerminateOnNaN
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "GradValueClip",
     "LRSchedulerCallback",
     "ProgressBar",
+    "ProgressLog",
     "TerminateOnNaN",
 ]

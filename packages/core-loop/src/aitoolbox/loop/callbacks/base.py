@@ -131,7 +131,8 @@ class Callback:
         """Called before every training batch."""
 
     def on_batch_end(self) -> None:
-        """Called after every training batch; ``train_loop_obj.last_loss`` is that batch's loss (a device tensor)."""
+        """Called after every training batch; ``train_loop_obj.batch_loss`` is that batch's loss (a detached device
+        tensor: ``.item()`` syncs with the device, so read it every few batches on a GPU)."""
 
     def on_after_gradient_update(self, optimizer_idx: int) -> None:
         """Called when the gradients for optimizer ``optimizer_idx`` are ready, just before its step."""
