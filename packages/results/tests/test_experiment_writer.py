@@ -55,7 +55,13 @@ def test_plots(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     w = ExperimentWriter(tmp_path)
     written = w.write_plots(
-        {"loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "val_accuracy": [0.5, 0.9], "notes": ["a", "b"]},
+        {
+            "loss": [1.0, 0.5],
+            "val_loss": [1.1, 0.6],
+            "val_accuracy": [0.5, 0.9],
+            "notes": ["a", "b"],
+            "train_end_val_accuracy": [0.9],
+        },  # one value: not plotted
         {"test": {"confusion_matrix": [[3, 1], [0, 4]]}},
     )
     names = sorted(p.name for p in written)

@@ -41,14 +41,16 @@ def _numeric(values: Sequence[Any]) -> list[float] | None:
 def plot_history(
     history: Mapping[str, Sequence[Any]], directory: Path, *, epochs: Mapping[str, Sequence[int]] | None = None
 ) -> list[Path]:
-    """``loss.png`` (training and validation loss) and one PNG per other numeric metric, over epochs.
+    """``loss.png`` (training and validation loss) and one PNG per other numeric metric, over epochs. A metric with a
+    single value (``train_end_*``, a one-epoch run) is not drawn: a plot of one point says nothing the results and the
+    summary do not.
 
     ``epochs``: metric -> the 0-based epoch of each value (a metric recorded every N epochs is drawn at those
     epochs); without it, a metric's i-th value is at epoch i + 1.
     """
     plt = _pyplot()
     written = []
-    series = {k: v for k, v in history.items() if (n := _numeric(v)) is not None and n}
+    series = {k: v for k, v in history.items() if (n := _numeric(v)) is not None and len(n) > 1}
     x = {k: _epochs_of(k, v, epochs) for k, v in series.items()}
     losses = {k: v for k, v in series.items() if k in ("loss", "val_loss")}
     if losses:

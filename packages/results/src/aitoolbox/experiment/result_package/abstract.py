@@ -192,6 +192,17 @@ class AbstractResultPackage:
     ) -> None:
         """Override to place extra output inside the experiment folder (the original's hook); nothing by default."""
 
+    def qa_check_hyperparameters_dict(self) -> None:
+        """The original's check that the hyperparameters are there (and name the experiment's scripts): each
+        problem goes to :meth:`warn_about_result_data_problem`."""
+        hyper = self.hyperparameters
+        if not isinstance(hyper, dict):
+            self.warn_about_result_data_problem("Warning: Hyperparameters missing")
+            return
+        for key in ("bash_script_path", "experiment_file_path"):
+            if hyper.get(key) is None:
+                self.warn_about_result_data_problem(f"{key} missing from hyperparameters dict")
+
     def warn_about_result_data_problem(self, msg: str) -> None:
         """Raise ``ValueError(msg)`` with ``strict_content_check``, else log it as a warning."""
         if self.strict_content_check:
