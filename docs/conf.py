@@ -1,4 +1,5 @@
-"""Sphinx configuration: `uv run --group docs sphinx-build -W --keep-going -b html docs site` (scripts/docs.sh)."""
+"""Sphinx configuration: `uv run sphinx-build -W --keep-going -b html docs site` (the README's command; CI builds it in
+tests/test_docs.py)."""
 
 from __future__ import annotations
 

@@ -3,31 +3,62 @@
 # fresh environment without Rust, running its tests (then all of them: the seed examples and the demo); the
 # cross-package tests together in the development environment (with doctests and the documentation site); every
 # benchmark once.
+#
+# Every stage runs, whatever happened before it: one failing test never hides the stages after it. The failed
+# stages are listed at the end, and the script exits non-zero if there is one.
 source "$(dirname "$0")/_bootstrap.sh"
-section() { echo "== $1 ($(date +%T))"; }
+failed=()
 
-section "lint"
-uv sync --all-packages --locked --quiet
-uv run --locked ruff check .
-uv run --locked ruff format --check .   # ruff also holds the complexity limit (mccabe, 12)
-uv run --locked python scripts/check_architecture.py  # module sizes, private imports, import cycles, exact bounds
+stage() {  # stage NAME FUNCTION: run it in a bash of its own with errexit (its first failing command fails it)
+    echo "== $1 ($(date +%T))"
+    # a separate process: errexit holds inside it (in this shell, an `if` would turn it off for the function)
+    if ! bash -euo pipefail -c "$(declare -p dist pytest_args); $(declare -f "$2"); $2"; then
+        failed+=("$1")
+        echo "!! stage failed: $1"
+    fi
+}
 
-section "rust (fastcollate kernels)"
-(cd packages/fastcollate-rs && cargo fmt --check && cargo clippy --quiet --all-targets --features abi3 -- -D warnings \
-    && cargo test --quiet)
-uv run --locked python -m mypy.stubtest fastcollate._native
-uv run --locked mypy  # --strict over all six distributions ([tool.mypy] in pyproject.toml)
+lint() {
+    uv run --locked ruff check .
+    uv run --locked ruff format --check .   # ruff also holds the complexity limit (mccabe, 12)
+    uv run --locked python scripts/check_architecture.py  # module sizes, private imports, import cycles, exact bounds
+}
 
-section "wheels: built, then each installed alone (no Rust on PATH)"
+rust() {
+    (cd packages/fastcollate-rs && cargo fmt --check && cargo clippy --quiet --all-targets --features abi3 \
+        -- -D warnings && cargo test --quiet)
+    uv run --locked python -m mypy.stubtest fastcollate._native
+    uv run --locked mypy  # --strict over all six distributions ([tool.mypy] in pyproject.toml)
+}
+
+wheels() {
+    bash scripts/build.sh "$dist"
+    bash scripts/test_wheels.sh "$dist"
+}
+
+full_suite() {
+    # The packages' own tests ran above against their wheels; here: the cross-package tests and the doctests.
+    uv run --locked pytest tests -q --doctest-modules packages/*/src packages/fastcollate-rs/python "${pytest_args[@]}"
+}
+
+benchmarks() {
+    AITB_BENCH_QUICK=1 uv run --locked pytest benchmarks -q --benchmark-disable -p no:cacheprovider
+}
+
+pytest_args=("$@")
 dist=$(mktemp -d)/dist
 trap 'rm -rf "$(dirname "$dist")"' EXIT
-bash scripts/build.sh "$dist"
-bash scripts/test_wheels.sh "$dist"
-
-section "full suite"
-# The packages' own tests ran above against their wheels; here: the cross-package tests and the doctests.
-uv run --locked pytest tests -q --doctest-modules packages/*/src packages/fastcollate-rs/python "$@"
-
-section "benchmarks, each once (AITB_BENCH_QUICK=1, no timing)"
-AITB_BENCH_QUICK=1 uv run --locked pytest benchmarks -q --benchmark-disable -p no:cacheprovider
-section "done"
+echo "== environment ($(date +%T))"
+uv sync --all-packages --locked --quiet  # every stage needs it: a failure here ends the run
+stage "lint" lint
+stage "rust (fastcollate kernels), stubs, mypy" rust
+stage "wheels: built, then each installed alone (no Rust on PATH)" wheels
+stage "full suite" full_suite
+stage "benchmarks, each once (AITB_BENCH_QUICK=1, no timing)" benchmarks
+echo "== done ($(date +%T))"
+if ((${#failed[@]})); then
+    printf '!! %d stage(s) failed:\n' "${#failed[@]}"
+    printf '   - %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all stages passed"

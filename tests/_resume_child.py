@@ -2,6 +2,7 @@
 
 usage: _resume_child.py ROOT OUT MODE [KILL_AT] [WORKERS] [CONFIG]
   MODE straight: 4 epochs.   crash: 4 epochs, SIGKILL at KILL_AT ("epoch:N" or "iter:N").   resume: resume 'latest'.
+       auto: resume_from='auto' (the same command on a first launch and on every requeue).
        preempt: 4 epochs, a preemption signal at KILL_AT (the process exits with the Preempted code):
          iter:N / epoch:N    SIGTERM to itself after iteration N / as epoch N begins
          twice:N, int:N      two SIGTERMs / a SIGINT after iteration N
@@ -191,7 +192,7 @@ def main() -> None:
         num_epochs=4,
         callbacks=callbacks,
         grad_accumulation=3 if config == "accum3" else 1,
-        resume_from="latest" if mode == "resume" else None,
+        resume_from={"resume": "latest", "auto": "auto"}.get(mode),
     )
     torch.save(
         {

@@ -74,6 +74,9 @@ def test_checkpoint_end_save_mirrors_the_experiment_folder(
         text = store.read_bytes(store.key(f"proj/{tl.experiment_dir.name}/{name}")).decode()
         assert "SECRET" not in text and "***" in text, name
     assert tl.hyperparams["wandb_api_key"] == "SECRET_2"  # the loop keeps the user's values
+    summary = (tl.experiment_dir / "summary.md").read_text()  # where the run is, and what each place keeps
+    assert f"uploaded to `s3://{bucket}/team/runs/proj/{tl.experiment_dir.name}/`" in summary
+    assert "checkpoints: `checkpoint_model/` keeps every one; the bucket keeps every checkpoint" in summary
     assert {"summary.md", "model/model_state_dict.pt", "checkpoint_model/latest", "hyperparams.json"} <= remote.keys()
     assert (
         store.read_bytes(store.key(f"proj/{tl.experiment_dir.name}/checkpoint_model/latest"))

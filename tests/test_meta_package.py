@@ -139,3 +139,29 @@ def test_the_variants_are_a_train_loop_with_extensions_and_take_yours(tmp_path: 
     assert mine.note == "hello"
     assert mine.results_then == {}  # extensions finish last-attached first: yours before the end save
     assert "accuracy" in tl.results["validation"] and tl.checkpoint_manager is not None
+
+
+def test_a_missing_member_distribution_is_named_with_its_install() -> None:
+    """The packages are separate distributions: one can be missing (``pip install --no-deps``, an uninstall). The
+    error names the install instead of ``No module named 'aitoolbox.checkpointing'`` (the wheel-only check is in
+    ``scripts/test_wheels.sh``)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.path[:] = [p for p in sys.path if 'packages/checkpointing' not in p]  # as if it were not installed\n"
+        "try:\n"
+        "    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint\n"
+        "except ModuleNotFoundError as err:\n"
+        "    print(err.name, '|', err)\n"
+        "from aitoolbox.loop import TrainLoop  # what is installed still imports\n"
+        "import aitoolbox.loop.nothing_here\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    name, message = proc.stdout.strip().split(" | ")
+    assert name == "aitoolbox.checkpointing"
+    assert "the aitoolbox-checkpointing distribution is not installed" in message
+    assert "`pip install aitoolbox-checkpointing`" in message
+    assert "No module named 'aitoolbox.loop.nothing_here'" in proc.stderr  # a missing module stays Python's error
+    assert "pip install" not in proc.stderr

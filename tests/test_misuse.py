@@ -29,6 +29,7 @@ from aitoolbox.experiment.result_package.basic_packages import (
 from aitoolbox.loop import LoopConfigError, resolve_mode
 from aitoolbox.loop.callbacks import Callback, EarlyStopping
 from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+from aitoolbox.torchtrain._end_save import storage_notes
 from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint, TrainLoopCheckpointEndSave, TrainLoopEndSave
 
 
@@ -100,6 +101,9 @@ def test_ranked_retention_with_iteration_checkpoints_keeps_the_real_best(tmp_pat
     )
     tl.fit(num_epochs=5, callbacks=[Scripted("score", [0.1, 0.9, 0.2, 0.8, 0.7])])
     infos = CheckpointManager(tl.checkpoint_dir).list(verify=True)
+    assert storage_notes(tl, "p", tl.experiment_dir.name) == [  # what summary.md says of it
+        "checkpoints: `checkpoint_model/` keeps the newest and the 2 best epoch-end ones by score (lower is better)"
+    ]
     assert [(i.epoch, i.iteration) for i in infos] == [(1, 4), (3, 12), (5, 20)]  # the two best, the newest
     assert [i.metrics.get("score") for i in infos] == [0.1, 0.2, 0.7]
 

@@ -211,3 +211,28 @@ def test_the_preemption_checkpoint_is_the_newest_and_records_the_signal(tmp_path
     assert 0 <= record["signal_to_snapshot_s"] <= err.seconds_to_commit < BUDGET_S
     assert info.created >= record["signal_time"]  # created - signal_time: the time from the signal to the commit
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_one_command_for_the_first_launch_and_the_requeue(tmp_path: Path, straight: Any) -> None:
+    """The README's job script: `fit(num_epochs=4, resume_from='auto')`, launched, preempted by the scheduler's
+    SIGTERM, launched again unchanged: it starts fresh the first time (no error: nothing to resume) and ends
+    bit-identical to a run that never stopped."""
+    env = {**os.environ, "AITB_TEST_PAUSE_AT": f"20:{tmp_path}"}
+    command = [sys.executable, str(CHILD), str(tmp_path / "run"), str(tmp_path / "out.pt"), "auto"]
+    first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    start = time.monotonic()
+    while not (tmp_path / "paused").exists():
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert time.monotonic() - start < 120
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)  # the scheduler's notice
+    (tmp_path / "go").touch()
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 143, stderr[-4000:]
+    assert "resume_from='auto': no checkpoint of proj/exact under" in stderr and "a new run" in stderr
+    assert _preemption_record(tmp_path / "run")["iteration"] == 20
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "resuming from" in again.stderr and "a new run" not in again.stderr
+    assert_same_run(load_result(tmp_path / "out.pt"), straight("global", 0), 20)

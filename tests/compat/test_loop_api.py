@@ -133,8 +133,9 @@ def test_print_report_strict_about_missing_metrics() -> None:
     train, val = loaders()
     model = TinyClassifier()
     tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
-    with pytest.raises(LoopConfigError, match="metric val_Accuracy is not in the training history"):
+    with pytest.raises(LoopConfigError, match="reports 'val_Accuracy', which nothing in this run puts in the training"):
         tl.fit(num_epochs=1, callbacks=[ModelPerformancePrintReport(["val_Accuracy"], stream=io.StringIO())])
+    assert tl.iteration == 0  # named before training, not after it
 
 
 def test_terminate_on_nan_by_monitor_and_all_predictions_same() -> None:

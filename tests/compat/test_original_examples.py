@@ -38,6 +38,7 @@ def history(folder: Path) -> dict[str, list[float]]:
     return data
 
 
+@pytest.mark.timeout(900)  # the original's 10-epoch script with a real S3 server: ~60 s, 3-4x that on a busy machine
 def test_fully_tracked_experiment_with_s3(
     tmp_path: Path, s3_server: SeaweedServer, aws_env: None
 ) -> None:  # fmt: skip

@@ -19,7 +19,7 @@ from aitoolbox.checkpointing import (
     restore_rng_state,
 )
 from aitoolbox.checkpointing.compat import load_model_state, load_optimizer_states
-from aitoolbox.loop import LoopConfigError, TrainLoop, resolve_mode
+from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.callbacks.base import (
     callback_states,
@@ -29,45 +29,20 @@ from aitoolbox.loop.callbacks.base import (
 )
 from aitoolbox.loop.errors import check_int
 from aitoolbox.loop.extensions import FitRun, LoopExtension
-from aitoolbox.loop.history import canonical_metric
 from aitoolbox.loop.preemption import Preempted
 from aitoolbox.torchtrain._cloud import CloudMirror, download_latest_checkpoint
-from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, check_resume_from, resolve_resume
+from aitoolbox.torchtrain._experiment import (
+    CHECKPOINT_DIR,
+    ExperimentFolder,
+    check_resume_from,
+    has_checkpoints,
+    resolve_resume,
+)
+from aitoolbox.torchtrain._retention import Retention
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_PARTS = ("model", "optimizer", "loop", "rng", "callbacks")
-
-
-class Retention:
-    """The original AIToolbox retention options, checked, as CheckpointManager settings (``manager_options``)."""
-
-    def __init__(self, rm_subopt_local_models: object, num_best_checkpoints_kept: object, mode: object) -> None:
-        kept = num_best_checkpoints_kept
-        if kept is not None:
-            check_int("num_best_checkpoints_kept", kept, 1, expected="a positive int")
-        if kept is not None and rm_subopt_local_models is False:
-            raise LoopConfigError(
-                f"num_best_checkpoints_kept={kept} needs a metric to rank checkpoints by: set "
-                "rm_subopt_local_models=True (ranks by 'loss') or to a history metric such as 'val_loss'"
-            )
-        self.monitor: str | None = None
-        self.mode = "min"
-        self.manager_options: dict[str, Any] = {"keep_last": None, "keep_best": 0, "monitor": None, "mode": "min"}
-        if rm_subopt_local_models is False or rm_subopt_local_models is None:
-            return
-        if rm_subopt_local_models is not True and not (
-            isinstance(rm_subopt_local_models, str) and rm_subopt_local_models
-        ):
-            raise LoopConfigError(
-                f"rm_subopt_local_models must be False, True or a history metric name, got {rm_subopt_local_models!r}"
-            )
-        if mode not in ("auto", "min", "max"):
-            raise LoopConfigError(f"rm_subopt_mode must be 'auto', 'min' or 'max', got {mode!r}")
-        # the original's metric names rank by the same metric (``'val_Accuracy'`` is ``'val_accuracy'``)
-        self.monitor = "loss" if rm_subopt_local_models is True else canonical_metric(str(rm_subopt_local_models))
-        self.mode = resolve_mode(self.monitor, str(mode))  # the rule EarlyStopping(mode='auto') follows too
-        self.manager_options = {"keep_last": 1, "keep_best": kept or 2, "monitor": self.monitor, "mode": self.mode}
 
 
 def collect_parts(tl: TrainLoop, loop_state: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -268,16 +243,25 @@ class Checkpointing(LoopExtension):
         if opts["resume_from"] is not None:
             allow = (opts["allow_partial_resume"], opts["allow_resume_changes"], opts["allow_non_finite_resume"])
             loaded = self._load(loop, opts["resume_from"], *allow)
+            if loaded is None:  # resume_from='auto' on a first launch
+                self._add_callback(loop, run)
+                return
             loop.runtime.barrier()  # every rank has read the checkpoint before rank 0 writes or prunes
-            epochs = max(0, run.num_epochs - loop.epochs_done) if run.num_epochs else 0
-            iterations = max(0, run.num_iterations - loop.iteration) if run.num_iterations else 0
-            if not epochs and not iterations:
-                logger.info("nothing to train: the checkpoint is after %d epochs, %d iterations", loop.epochs_done,
-                            loop.iteration)  # fmt: skip
+            # after a resume, num_epochs/num_iterations are totals from the run's start (the engine's rule)
+            reached = loop.epochs_done >= run.num_epochs if run.num_epochs else loop.iteration >= run.num_iterations
+            if reached:
+                logger.info(
+                    "nothing to train: the checkpoint is after %d epochs, %d iterations",
+                    loop.epochs_done,
+                    loop.iteration,
+                )
+                loop.state.begin_fit(run.num_epochs, run.num_iterations, run.grad_accumulation)  # the targets, reached
                 run.train = False  # end-of-training work still runs: pending uploads, EndSave evaluation
                 return
-            run.num_epochs, run.num_iterations = epochs, iterations
             self._pending = loaded
+        self._add_callback(loop, run)
+
+    def _add_callback(self, loop: TrainLoop, run: FitRun) -> None:
         meta = {"project_name": self.folder.project_name, "experiment_name": self.folder.experiment_name,
                 "variant": type(loop).__name__}  # fmt: skip
         self._callback = (  # a per-batch hook only when something may be due inside an epoch
@@ -334,10 +318,12 @@ class Checkpointing(LoopExtension):
 
     def _load(
         self, loop: TrainLoop, resume_from: Any, allow_partial: bool, allow_changes: bool, allow_non_finite: bool
-    ) -> LoadedCheckpoint:
+    ) -> LoadedCheckpoint | None:
         runtime = loop.runtime
         resolved = self._resolve(resume_from) if runtime.is_main else None
         resolved = runtime.broadcast(resolved)  # rank 0 decides (downloading if needed); every rank loads that one
+        if resolved is None:
+            return None
         experiment_dir, info = resolved
         manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
         loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
@@ -359,10 +345,22 @@ class Checkpointing(LoopExtension):
             logger.info("resuming from %s (epoch %d, iteration %d)", info.path, info.epoch, info.iteration)
         return loaded
 
-    def _resolve(self, resume_from: Any) -> tuple[Path, Any]:
-        """The experiment folder and checkpoint to resume from; ``'latest'`` falls back to the cloud store."""
+    def _resolve(self, resume_from: Any) -> tuple[Path, Any] | None:
+        """The experiment folder and checkpoint to resume from; ``'latest'`` falls back to the cloud store; ``'auto'``
+        is ``'latest'``, or ``None`` (a new run) when no checkpoint of this experiment exists anywhere (damaged ones
+        are never passed over: they raise as for ``'latest'``)."""
         folder = self.folder
         root, project, experiment = folder.root, folder.project_name, folder.experiment_name
+        if resume_from == "auto":
+            try:
+                found = self._resolve("latest")
+            except CheckpointNotFoundError:
+                if has_checkpoints(root, project, experiment):
+                    raise
+                where = f"under {root}" + (f" nor in {self.mirror.store}" if self.mirror.store is not None else "")
+                logger.info("resume_from='auto': no checkpoint of %s/%s %s: a new run", project, experiment, where)
+                return None
+            return found
         try:
             return resolve_resume(resume_from, root, project, experiment)
         except CheckpointNotFoundError:

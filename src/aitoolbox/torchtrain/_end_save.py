@@ -87,6 +87,27 @@ def end_save_predictions(
         predict()
 
 
+def storage_notes(tl: TrainLoop, project: str, folder_name: str) -> list[str]:
+    """Where the run is kept: which checkpoints stay locally (retention) and, in the cloud modes, the bucket folder
+    (which keeps every checkpoint)."""
+    notes = []
+    store = getattr(tl, "cloud_store", None)
+    checkpointing = getattr(tl, "_checkpointing", None)
+    if checkpointing is not None:
+        options = checkpointing.retention.manager_options
+        if options["keep_best"]:
+            better = "lower" if options["mode"] == "min" else "higher"
+            kept = f"the newest and the {options['keep_best']} best epoch-end ones by {options['monitor']} ({better} "
+            kept += "is better)"
+        else:
+            kept = "every one"
+        in_bucket = "; the bucket keeps every checkpoint" if store is not None else ""
+        notes.append(f"checkpoints: `checkpoint_model/` keeps {kept}{in_bucket}")
+    if store is not None:
+        notes.append(f"uploaded to `{store.url(store.key(f'{project}/{folder_name}/'))}` (this summary last)")
+    return notes
+
+
 def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
     """Save the final model and history, evaluate the packages, write the experiment folder; returns the results.
 
@@ -124,6 +145,7 @@ def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
     ]
     if tl.stop_reason:
         notes.append(f"stopped early: {tl.stop_reason}")
+    notes += storage_notes(tl, folder.project_name, folder.path.name)
     notes.extend(
         f"**{split} result package failed** ({type(err).__name__}: {err}); the model and history above are saved"
         for split, err in failures

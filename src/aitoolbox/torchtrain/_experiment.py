@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager, CheckpointNotFoundError
-from aitoolbox.checkpointing.layout import damaged_message, is_checkpoint
+from aitoolbox.checkpointing.layout import LATEST, damaged_message, is_checkpoint
 from aitoolbox.experiment import ExperimentLock, ExperimentWriter
 from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.extensions import FitRun, LoopExtension
@@ -122,7 +122,8 @@ def _newest_in_root(root: Path, project_name: str, experiment_name: str) -> Path
     if damage:
         raise CheckpointNotFoundError(f"resume_from='latest': {damaged_message(where, damage)}")
     raise CheckpointNotFoundError(
-        f"resume_from='latest' found no committed checkpoint of {where}; start without resume_from, or pass a "
+        f"resume_from='latest' found no committed checkpoint of {where}; start without resume_from (or with "
+        "resume_from='auto': a new run when there is nothing to resume), or pass a "
         "checkpoint path"
     )
 
@@ -154,8 +155,19 @@ def resolve_resume(
 
 
 def check_resume_from(resume_from: object) -> None:
-    if resume_from is not None and resume_from != "latest" and not isinstance(resume_from, str | os.PathLike):
-        raise LoopConfigError(f"resume_from must be 'latest' or a path, got {type(resume_from).__name__}")
+    if resume_from is not None and not isinstance(resume_from, str | os.PathLike):
+        raise LoopConfigError(f"resume_from must be 'auto', 'latest' or a path, got {type(resume_from).__name__}")
+
+
+def has_checkpoints(root: Path, project_name: str, experiment_name: str) -> bool:
+    """Whether any experiment folder of this name under ``root`` holds a checkpoint or a pointer (valid or not)."""
+    folder = root / project_name
+    for exp in folder.glob(f"{experiment_name}_*") if folder.is_dir() else []:
+        ckpts = exp / CHECKPOINT_DIR
+        if is_experiment_name(exp.name, experiment_name) and ckpts.is_dir():
+            if any(p.name == LATEST or p.name.startswith("ckpt-") for p in ckpts.iterdir()):
+                return True
+    return False
 
 
 class ExperimentFolder(LoopExtension):

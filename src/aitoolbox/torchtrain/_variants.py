@@ -15,10 +15,11 @@ from aitoolbox.experiment.result_package import AbstractResultPackage
 from aitoolbox.loop import TrainLoop, TTModel
 from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.extensions import LoopExtension
-from aitoolbox.torchtrain._checkpoint import Checkpointing, Retention
+from aitoolbox.torchtrain._checkpoint import Checkpointing
 from aitoolbox.torchtrain._cloud import CloudMirror, CloudSettings
 from aitoolbox.torchtrain._end_save import EndSave
 from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder
+from aitoolbox.torchtrain._retention import Retention
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -50,7 +51,9 @@ class _Tracked(TrainLoop):
     project_name = property(lambda self: self._folder.project_name)
     experiment_name = property(lambda self: self._folder.experiment_name)
     hyperparams = property(lambda self: self._folder.hyperparams)
-    local_model_result_folder_path = property(lambda self: self._folder.root)
+    local_model_result_folder_path = property(
+        lambda self: str(self._folder.root), doc="The results root, a string (``+ '/sub'`` works, as in the original)."
+    )
     redact_secrets = property(lambda self: self._folder.redact, doc="Whether secrets are redacted in what is written.")
     cloud_store = property(lambda self: self._mirror.store, doc="The bucket (``S3Store``) where this rank uploads.")
     upload_report = property(lambda self: self._mirror.report, doc="The last upload summary, in cloud modes.")
@@ -190,9 +193,11 @@ class TrainLoopCheckpoint(_Tracked):
         Args:
             num_epochs, num_iterations, callbacks, grad_accumulation: as for :meth:`TrainLoop.fit`. When resuming
                 they are totals: training continues up to epoch ``num_epochs`` (or iteration ``num_iterations``).
-            resume_from: ``'latest'`` (the newest committed checkpoint of this project and experiment name under the
-                results root), a checkpoint folder, a ``checkpoint_model`` folder or an experiment folder. Training
-                continues in that experiment's folder.
+            resume_from: ``'auto'``: the newest checkpoint of this project and experiment name if there is one
+                (else a new run, said in one log line): the same command for a first launch and every requeue.
+                ``'latest'``: that newest checkpoint (locally, else in the bucket), which must exist. Or a checkpoint
+                folder, a ``checkpoint_model`` folder or an experiment folder. Training continues in that
+                experiment's folder, up to ``num_epochs`` (or ``num_iterations``) counted from the run's start.
             allow_partial_resume: load a checkpoint that lacks some parts (e.g. only the model) instead of failing.
             **options: the fit options of extensions given with ``extensions=``.
             allow_resume_changes: continue an epoch from a mid-epoch checkpoint although the training loader's batch

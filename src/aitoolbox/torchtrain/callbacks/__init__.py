@@ -1,6 +1,6 @@
 """TrainLoop callbacks: the base class, the built-in ones, and the original AIToolbox's under its names."""
 
-from aitoolbox.loop.callbacks import Callback, LRSchedulerCallback, ProgressBar
+from aitoolbox.loop.callbacks import Callback, LRSchedulerCallback, ProgressBar, ProgressLog
 from aitoolbox.torchtrain.callbacks.abstract import AbstractCallback, AbstractExperimentCallback
 from aitoolbox.torchtrain.callbacks.basic import (
     AllPredictionsSame,
@@ -56,6 +56,7 @@ __all__ = [
     "ModelTrainHistoryFileWriter",
     "ModelTrainHistoryPlot",
     "ProgressBar",
+    "ProgressLog",
     "ReduceLROnPlateauMetricScheduler",
     "ReduceLROnPlateauScheduler",
     "TensorBoardLogger",

@@ -17,6 +17,7 @@ from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.experiment.result_package import AbstractResultPackage
 from aitoolbox.loop import LoopConfigError
 from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop.callbacks.base import check_metric_will_exist
 from aitoolbox.loop.errors import check_int
 from aitoolbox.torchtrain.callbacks.abstract import AbstractExperimentCallback
 
@@ -96,9 +97,14 @@ class ModelPerformanceEvaluation(Callback):
         self.if_available_output_to_project_dir = if_available_output_to_project_dir
 
     def on_train_loop_registration(self) -> None:
-        if self.on_val_data and self.train_loop_obj.validation_loader is None:
+        tl = self.train_loop_obj
+        if self.on_val_data and tl.validation_loader is None:
             raise LoopConfigError(
                 "ModelPerformanceEvaluation(on_val_data=True) needs a validation_loader; pass one to the TrainLoop"
+            )
+        if self.if_available_output_to_project_dir and hasattr(tl, "project_name"):  # a tracked variant
+            self.result_package.set_experiment_dir_path_for_additional_results(
+                tl.project_name, tl.experiment_name, tl.experiment_timestamp, str(tl.local_model_result_folder_path)
             )
 
     def provided_metrics(self) -> tuple[str, ...] | None:
@@ -126,6 +132,9 @@ class ModelPerformanceEvaluation(Callback):
             for name, value in self.result_package.evaluate(y_true, y_pred, metadata, self.args).items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     tl.train_history.insert_single_result_into_history(f"{prefix}{split}_{name}", float(value))
+            reset = getattr(self.result_package, "metric_reset", None)
+            if callable(reset):  # a stateful metric (TorchMetricsPackage): each evaluation starts empty
+                reset()
 
 
 class ModelPerformancePrintReport(Callback):
@@ -158,6 +167,14 @@ class ModelPerformancePrintReport(Callback):
         self.on_each_epoch, self.report_frequency = on_each_epoch, report_frequency
         self.strict_metric_reporting, self.list_tracked_metrics = strict_metric_reporting, list_tracked_metrics
         self.stream = stream
+
+    def provided_metrics(self) -> tuple[str, ...]:
+        return ()  # reports, adds nothing
+
+    def on_train_begin(self) -> None:
+        if self.strict_metric_reporting:  # a metric nothing computes is named now, not after training
+            for metric in self.metrics:
+                check_metric_will_exist(self.train_loop_obj, metric, "ModelPerformancePrintReport reports")
 
     def on_epoch_end(self) -> None:
         if self.on_each_epoch and _every(self.report_frequency, self.train_loop_obj.epoch):
