@@ -310,7 +310,7 @@ def test_original_loop_helpers(caplog: pytest.LogCaptureFixture) -> None:
     assert tl.is_main_process and tl.is_main_process() is True
     with caplog.at_level("INFO", logger="aitoolbox.loop._epoch"):
         tl.fit(num_epochs=1, callbacks=[BatchSpy()])
-    assert "callbacks: ['spy']" in caplog.text
+    assert "callbacks: ['spy', 'ProgressLog']" in caplog.text  # the user's, and the progress display (no terminal)
     y_pred, _, _ = tl.predict_on_validation_set()
     assert isinstance(y_pred, list) and len(y_pred) == 3 and len(kept) == 6  # y_pred and y_true of 3 batches
     tl.insert_metric_result_into_history("custom", {"a": 1.0})
