@@ -325,6 +325,8 @@ class Checkpointing(LoopExtension):
         if resolved is None:
             return None
         experiment_dir, info = resolved
+        if runtime.is_main:  # a second writer is refused before anything, the model included, is touched
+            self.folder.lock(experiment_dir)
         manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
         loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
         bad = first_non_finite({part: loaded[part] for part in ("model", "optimizer") if part in loaded})
