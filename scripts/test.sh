@@ -37,8 +37,9 @@ wheels() {
 }
 
 full_suite() {
-    # The packages' own tests ran above against their wheels; here: the cross-package tests and the doctests.
-    uv run --locked pytest tests -q --doctest-modules packages/*/src packages/fastcollate-rs/python "${pytest_args[@]}"
+    # The packages' own tests ran above against their wheels; here: the cross-package tests and the doctests, on two
+    # pytest-xdist workers (most tests wait on child processes: two workers keep both cores busy)
+    uv run --locked pytest tests -q -n 2 --doctest-modules packages/*/src packages/fastcollate-rs/python "${pytest_args[@]}"
 }
 
 benchmarks() {

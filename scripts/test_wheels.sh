@@ -4,13 +4,17 @@
 #   1. each package's wheel alone (with only its declared dependencies and its test tools): its tests run against
 #      the installed code;
 #   2. every wheel together (aitoolbox[fast]): the seed document's examples and the demo run.
+# The package suites are launched as a busy CI runner launches them: in the background, so SIGINT is ignored (as for
+# `cmd &` in a script, nohup and many runners). AITB_TEST_HOGS=N also keeps N cores busy meanwhile (.ci/run: 2): the
+# tests must hold there too, with no assertion on wall-clock timing, terminal redraws or inherited signal dispositions.
 source "$(dirname "$0")/_bootstrap.sh"
 root=$PWD
 dist="$(realpath -m "${1:-dist}")"
 [ -n "$(ls "$dist"/*.whl 2>/dev/null)" ] || bash scripts/build.sh "$dist"
 python=$(uv run --locked python -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+hogs=()
+trap 'kill "${hogs[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 # Third-party versions as locked (what the rest of CI tests, and what uv's cache holds); ours only from the wheels.
 uv export --locked --quiet --all-packages --all-groups --all-extras --no-emit-workspace --no-hashes \
     --format requirements-txt --output-file "$work/constraints.txt"
@@ -43,14 +47,27 @@ declare -A module=([core-loop]=aitoolbox.loop [checkpointing]=aitoolbox.checkpoi
                    [cloud]=aitoolbox.cloud [fastcollate-rs]=fastcollate)
 declare -A dist_name=([core-loop]=aitoolbox_core_loop [checkpointing]=aitoolbox_checkpointing
                       [results]=aitoolbox_results [cloud]=aitoolbox_cloud [fastcollate-rs]=fastcollate)
+suite() {  # suite PACKAGE: its tests against the installed wheel, launched in the background (SIGINT ignored)
+    (
+        trap '' INT  # inherited through exec: the tests start with SIGINT ignored
+        exec "$work/env/bin/python" -m pytest "$root/packages/$1/tests" -q -p no:cacheprovider \
+            --rootdir "$root" -c "$root/pyproject.toml"
+    ) </dev/null &
+    wait $!
+}
+failed=()  # a package whose tests fail does not hide the next ones: all are reported at the end
+for _ in $(seq "${AITB_TEST_HOGS:-0}"); do
+    python3 -c 'while True: pass' &
+    hogs+=($!)
+done
 for pkg in core-loop checkpointing results cloud fastcollate-rs; do
     echo "-- ${dist_name[$pkg]} (its wheel alone)"
     mapfile -t tools < <(dev_group "$root/packages/$pkg/pyproject.toml")
     fresh_env "$(wheel "${dist_name[$pkg]}")" "${tools[@]}"
     installed_from_wheel "${module[$pkg]}"
-    "$work/env/bin/python" -m pytest "$root/packages/$pkg/tests" -q -p no:cacheprovider \
-        --rootdir "$root" -c "$root/pyproject.toml"
+    suite "$pkg" || failed+=("${dist_name[$pkg]}")
 done
+if ((${#hogs[@]})); then kill "${hogs[@]}"; hogs=(); fi
 
 echo "-- aitoolbox with a member missing (installed --no-deps): the error names the install"
 fresh_env "$(wheel aitoolbox_core_loop)"
@@ -74,3 +91,7 @@ installed_from_wheel aitoolbox aitoolbox.torchtrain aitoolbox.loop aitoolbox.che
 "$work/env/bin/python" -m pytest "$root/tests/test_seed_examples.py" -q -p no:cacheprovider \
     --rootdir "$root" -c "$root/pyproject.toml"
 "$work/env/bin/python" "$root/examples/train_digits.py" --epochs 3
+if ((${#failed[@]})); then
+    echo "!! the tests of these wheels failed: ${failed[*]}"
+    exit 1
+fi
