@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from aitoolbox.loop import LoopConfigError, NonFiniteLossError, TrainLoop
 from aitoolbox.loop.callbacks import (
     Callback,
     EarlyStopping,
+    Every,
     GradNormClip,
     GradValueClip,
     LRSchedulerCallback,
@@ -395,3 +397,50 @@ def test_without_a_terminal_long_epochs_log_their_progress() -> None:
 def test_a_program_that_configured_logging_decides_what_shows() -> None:
     _, err = _no_terminal("configured")
     assert ": loss " not in err  # its root handler at WARNING: the loop adds none of its own
+
+
+def test_every_is_applied_by_the_dispatcher_to_the_hooks_it_names() -> None:
+    class Count(Callback):
+        def __init__(self, schedule: Every | None) -> None:
+            super().__init__()
+            self.hook_schedule = schedule
+            self.batches: list[int] = []
+            self.epochs: list[int] = []
+
+        def on_batch_end(self) -> None:
+            self.batches.append(self.train_loop_obj.iteration)
+
+        def on_epoch_end(self) -> None:
+            self.epochs.append(self.train_loop_obj.epoch)
+
+    by_step, by_epoch, first = Count(Every(4, "step")), Count(Every(2, "epoch")), Count(Every(5, "step", start=1))
+    model = TinyClassifier()
+    loader, opt = make_classification_loader(48, batch_size=8), torch.optim.SGD(model.parameters(), lr=0.1)
+    tl = TrainLoop(model, loader, None, None, opt, nn.CrossEntropyLoss())
+    tl.fit(num_epochs=3, callbacks=[by_step, by_epoch, first])  # 6 batches an epoch, 18 in all
+    assert by_step.batches == [4, 8, 12, 16] and by_step.epochs == [0, 1, 2]  # on_epoch_end is not scheduled
+    assert by_epoch.epochs == [1] and len(by_epoch.batches) == 18  # after the 2nd epoch (0-based index 1)
+    assert first.batches == [1, 6, 11, 16]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Every(0), r"n must be an int >= 1, got 0"),
+        (lambda: Every(2, "batch"), r"unit=\.\.\.\) must be 'step' or 'epoch', got 'batch'"),  # type: ignore[arg-type]
+        (lambda: Every(2, start=0), r"start=\.\.\.\) must be an int >= 1, got 0"),
+    ],
+)
+def test_a_bad_schedule_is_refused(make: Any, message: str) -> None:
+    with pytest.raises(LoopConfigError, match=message):
+        make()
+
+
+def test_a_hook_schedule_that_is_not_every_is_refused_when_fit_starts() -> None:
+    cb = Callback()
+    cb.hook_schedule = 10  # type: ignore[assignment]
+    model = TinyClassifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tl = TrainLoop(model, make_classification_loader(16), None, None, opt, nn.CrossEntropyLoss())
+    with pytest.raises(LoopConfigError, match=r"callbacks\[0\] \(Callback\)\.hook_schedule must be None or an Every"):
+        tl.fit(num_epochs=1, callbacks=[cb])

@@ -159,3 +159,17 @@ def test_a_stop_set_by_attribute_stops_after_the_epoch_and_keeps_no_invented_rea
     tl = _loop()
     tl.fit(num_epochs=3, callbacks=[OldStyle()])
     assert tl.epochs_done == 1 and tl.early_stop and tl.stop_reason is None
+
+
+def test_loop_options_is_the_trainloops_keyword_options() -> None:
+    """LoopOptions is what classes built on the TrainLoop pass through: the same names and annotations as the
+    TrainLoop's keyword options (``extensions`` excepted: such a class builds its own)."""
+    import inspect
+
+    from aitoolbox.loop import TrainLoop
+    from aitoolbox.loop.extensions import LoopOptions
+
+    params = inspect.signature(TrainLoop.__init__).parameters.values()
+    keyword = {p.name: p.annotation for p in params if p.kind is p.KEYWORD_ONLY and p.name != "extensions"}
+    options = {name: getattr(hint, "__forward_arg__", hint) for name, hint in LoopOptions.__annotations__.items()}
+    assert options == keyword

@@ -126,16 +126,16 @@ def test_model_wrap_and_as_ttmodel() -> None:
 
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(aitoolbox.loop.__all__) == [
-        "AbstractModelFeedDefinition", "AmpConfig", "LoopConfigError", "LoopError", "ModelNotSupportedError",
-        "ModelWrap", "MultiLoss", "MultiOptimizer", "NonFiniteLossError", "Preempted", "Preemption",
-        "ResumeMismatchError", "TTBasicModel", "TTModel", "TrainLoop", "TrainingHistory", "__version__", "as_ttmodel",
-        "move_to_device", "resolve_amp", "resolve_device", "resolve_mode",
-    ]  # fmt: skip
-    assert sorted(aitoolbox.loop.callbacks.__all__) == [
-        "AbstractCallback", "Callback", "EarlyStopping", "GradNormClip", "GradValueClip", "LRSchedulerCallback",
-        "ProgressBar", "ProgressLog", "TerminateOnNaN",
-    ]  # fmt: skip
+    assert sorted(aitoolbox.loop.__all__) == sorted(
+        """AbstractModelFeedDefinition AmpConfig CallableBool DDP LoopConfigError LoopError LoopState LoopView
+        ModelNotSupportedError ModelWrap MultiLoss MultiOptimizer NonFiniteLossError Preempted Preemption
+        ResumeMismatchError Runtime SingleDevice Strategy TTBasicModel TTModel TrainLoop TrainingHistory __version__
+        as_ttmodel move_to_device resolve_amp resolve_device resolve_mode""".split()
+    )
+    assert sorted(aitoolbox.loop.callbacks.__all__) == sorted(
+        """AbstractCallback Callback EarlyStopping Every GradNormClip GradValueClip LRSchedulerCallback ProgressBar
+        ProgressLog TerminateOnNaN""".split()
+    )
     for name in aitoolbox.loop.__all__:
         assert hasattr(aitoolbox.loop, name)
 

@@ -3,6 +3,7 @@
 from aitoolbox.loop._device import move_to_device, resolve_device
 from aitoolbox.loop._version import __version__
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
+from aitoolbox.loop.callbacks.base import CallableBool, LoopView
 from aitoolbox.loop.direction import resolve_mode
 from aitoolbox.loop.errors import (
     LoopConfigError,
@@ -15,13 +16,20 @@ from aitoolbox.loop.history import TrainingHistory
 from aitoolbox.loop.model import AbstractModelFeedDefinition, ModelWrap, TTBasicModel, TTModel, as_ttmodel
 from aitoolbox.loop.multi_loss import MultiLoss, MultiOptimizer
 from aitoolbox.loop.preemption import Preempted, Preemption
+from aitoolbox.loop.runtime import Runtime
+from aitoolbox.loop.state import LoopState
+from aitoolbox.loop.strategy import DDP, SingleDevice, Strategy
 from aitoolbox.loop.train_loop import TrainLoop
 
 __all__ = [
+    "DDP",
     "AbstractModelFeedDefinition",
     "AmpConfig",
+    "CallableBool",
     "LoopConfigError",
     "LoopError",
+    "LoopState",
+    "LoopView",
     "ModelNotSupportedError",
     "ModelWrap",
     "MultiLoss",
@@ -30,6 +38,9 @@ __all__ = [
     "Preempted",
     "Preemption",
     "ResumeMismatchError",
+    "Runtime",
+    "SingleDevice",
+    "Strategy",
     "TTBasicModel",
     "TTModel",
     "TrainLoop",

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from aitoolbox.loop._runtime import Runtime
 from aitoolbox.loop._sharding import gather_predictions, set_epoch, shard_eval_loader, shard_train_loader
 from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.runtime import Runtime
 
 __all__ = [
     "DistributedContext",
@@ -75,21 +74,10 @@ def parent_device(device: str | torch.device | None, cuda_device_idx: int | None
     return torch.device("cuda", index or 0)
 
 
-class _LossForward(nn.Module):
-    """Routes ``get_loss`` through ``forward``, so DDP sees a forward pass (and arms its gradient all-reduce)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: Any, criterion: Any, device: torch.device) -> torch.Tensor:
-        return self.model.get_loss(batch, criterion, device)  # type: ignore[operator,no-any-return]
-
-
 @dataclass(eq=False)  # compared and hashed by identity (registered for release at exit)
 class DistributedContext(Runtime):
     """This process's place in a distributed run, and the collectives the loop uses (the distributed
-    :class:`~aitoolbox.loop._runtime.Runtime`).
+    :class:`~aitoolbox.loop.runtime.Runtime`).
 
     Attributes:
         rank: global rank; 0 writes checkpoints, results and uploads, logs summaries and shows the progress bar.
@@ -105,7 +93,6 @@ class DistributedContext(Runtime):
     backend: str
     owns_group: bool
     control_group: Any = None  # a gloo group for CPU-side collectives when the default group is nccl
-    wrapped: nn.Module | None = None  # the DDP wrapper (released at exit, before the groups are destroyed)
 
     distributed: ClassVar[bool] = True
 
@@ -144,14 +131,6 @@ class DistributedContext(Runtime):
 
         dist.barrier(group=self.control_group)
 
-    def wrap(self, model: nn.Module, device: torch.device, options: dict[str, Any]) -> nn.Module:
-        """``model`` (a TTModel) in DistributedDataParallel, called as ``ddp(batch, criterion, device)``."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        device_ids = [device.index] if device.type == "cuda" else None
-        self.wrapped = DistributedDataParallel(_LossForward(model), device_ids=device_ids, **options)
-        return self.wrapped
-
     def shard_train(self, loader: Iterable[Any], seed: int) -> Iterable[Any]:
         return shard_train_loader(loader, self, seed)
 
@@ -170,9 +149,8 @@ class DistributedContext(Runtime):
         record_failure(err)
 
     def release(self) -> None:
-        """Drops the DDP wrapper and the control group, which would otherwise keep the process groups alive into
-        interpreter finalisation."""
-        self.wrapped = None
+        """Drops the control group, which would otherwise keep the process groups alive into interpreter
+        finalisation."""
         self.control_group = None
 
 
@@ -271,9 +249,11 @@ def start_rank(loop: Any) -> None:
     loop.tt_model.to(loop.device)
     loop.runtime = ctx = setup(loop.device)
     loop.state.sampler_seed = int(ctx.broadcast(torch.initial_seed() % 2**62))
-    ctx.wrap(loop.tt_model, loop.device, loop.ddp_options)
+    loop.strategy.check_runtime(ctx)
+    loop.strategy.wrap(loop.tt_model, loop.device, ctx)
     if ctx.owns_group:
         release_at_exit(ctx)
+        release_at_exit(loop.strategy)
     loop.loaders.reset(ctx, loop.state.sampler_seed)
     if ctx.is_main:
-        logger.info("distributed data parallel: %d processes, backend %s", ctx.world_size, ctx.backend)
+        logger.info("%r: %d processes, backend %s", loop.strategy, ctx.world_size, ctx.backend)

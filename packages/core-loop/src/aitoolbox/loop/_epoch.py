@@ -16,6 +16,7 @@ import torch
 from aitoolbox.loop._checks import len_or_none
 from aitoolbox.loop._device import CudaPrefetcher, move_to_device
 from aitoolbox.loop._evaluation import check_loss
+from aitoolbox.loop._loaders import RunLoaders
 from aitoolbox.loop._resume import (
     capture_epoch_rng,
     check_resume_plan,
@@ -24,17 +25,16 @@ from aitoolbox.loop._resume import (
     restore_epoch_rng,
     skip_batches,
 )
-from aitoolbox.loop._runtime import Runtime
-from aitoolbox.loop._state import LoopState
 from aitoolbox.loop._stop import StopPoint, preempted_after_training
-from aitoolbox.loop.amp import AmpConfig
 from aitoolbox.loop.callbacks._dispatch import CallbackHandler
+from aitoolbox.loop.callbacks.base import LoopView
 from aitoolbox.loop.callbacks.progress_bar import ProgressBar
 from aitoolbox.loop.callbacks.progress_log import ProgressLog, is_terminal, visible_progress
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.extensions import FitRun
-from aitoolbox.loop.model import TTModel
 from aitoolbox.loop.multi_loss import MultiLoss, backward_multi
+from aitoolbox.loop.preemption import PreemptionWatch
+from aitoolbox.loop.state import LoopState
 
 __all__ = ["Engine", "EpochRunner", "progress_session", "train"]
 
@@ -43,20 +43,16 @@ logger = logging.getLogger(__name__)
 _BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_after_gradient_update", "on_after_optimizer_step")
 
 
-class Engine(Protocol):
-    """What an epoch needs of the TrainLoop (a protocol: this module does not import the TrainLoop)."""
+class Engine(LoopView, Protocol):
+    """What a fit needs of the TrainLoop beyond the :class:`~aitoolbox.loop.LoopView` (a protocol: this module does
+    not import the TrainLoop)."""
 
-    state: LoopState
     callback_handler: CallbackHandler
-    device: torch.device
-    amp: AmpConfig
-    tt_model: TTModel
-    grad_scaler: torch.amp.GradScaler | None
-    runtime: Runtime
     prefetch: bool
-    criterion: Callable[..., torch.Tensor] | None
-    optimizers: list[torch.optim.Optimizer]
-    preemption_watch: Any
+    preemption_watch: PreemptionWatch | None
+    progress_bar: bool | None
+    print_callbacks: bool
+    loaders: RunLoaders
 
 
 class EpochRunner:
@@ -65,9 +61,9 @@ class EpochRunner:
     def __init__(self, loop: Engine, wrapped: torch.nn.Module | None) -> None:
         self.loop = loop
         self.state: LoopState = loop.state
-        by_hook = loop.callback_handler.by_hook
-        self.cb_begin, self.cb_end = by_hook["on_batch_begin"], by_hook["on_batch_end"]
-        self.cb_grad, self.cb_step = by_hook["on_after_gradient_update"], by_hook["on_after_optimizer_step"]
+        by_hook, calls = loop.callback_handler.by_hook, loop.callback_handler.calls
+        self.cb_begin, self.cb_end = calls["on_batch_begin"], calls["on_batch_end"]
+        self.cb_grad, self.cb_step = calls["on_after_gradient_update"], calls["on_after_optimizer_step"]
         device, amp = loop.device, loop.amp
         self.device = device
         # DDP: the forward that arms the gradient all-reduce; else the model's get_loss, with autocast if asked
@@ -86,11 +82,16 @@ class EpochRunner:
             torch.Tensor.backward if scaler is None else lambda loss: scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
         )
         accum = self.state.grad_accumulation
-        self.no_sync: Callable[[], contextlib.AbstractContextManager[Any]] | None = (
-            getattr(wrapped, "no_sync") if wrapped is not None and accum > 1 else None  # noqa: B009 (DDP's, typed)
-        )
+        self.no_sync = loop.strategy.sync_off() if accum > 1 else None
         runtime = loop.runtime
-        needs_agreement = runtime.distributed and any(cb.stops_mid_epoch for h in _BATCH_HOOKS for cb in by_hook[h])
+        stoppers = sorted({cb.callback_name for h in _BATCH_HOOKS for cb in by_hook[h] if cb.stops_mid_epoch})
+        needs_agreement = runtime.distributed and bool(stoppers)
+        if needs_agreement:
+            logger.debug(
+                "ranks agree to stop after every batch (one gloo all-reduce), for %s: their batch hooks "
+                "may stop mid-epoch (stops_mid_epoch=True)",
+                stoppers,
+            )
         self.agree_stop: Callable[[bool], bool] | None = runtime.any if needs_agreement else None
         self.stop_point = StopPoint.build(loop.preemption_watch, runtime, self.state)
         self.params: list[list[torch.Tensor]] = []  # each optimizer's trainable parameters, for a MultiLoss
@@ -136,8 +137,8 @@ class EpochRunner:
         multi = False  # get_loss returns a MultiLoss (one branch per step)
         for batch in loader:
             state.total_iteration_idx = state.iteration
-            for cb in cb_begin:
-                cb.on_batch_begin()
+            for call in cb_begin:
+                call()
             if move is not None:
                 batch = move(batch, device)
             # DDP: between optimizer steps, skip the gradient all-reduce (it runs on the step's last micro-batch)
@@ -163,8 +164,8 @@ class EpochRunner:
             if n % accum == 0:
                 self.optimizer_step()
             state.iteration += 1
-            for cb in cb_end:
-                cb.on_batch_end()
+            for call in cb_end:
+                call()
             if stop_point is not None and stop_point(state.iteration, n % accum == 0):
                 raise stop_point.preempted()  # at an optimizer-step boundary, before the epoch's end
             if agree_stop is not None and agree_stop(state.early_stop):
@@ -206,22 +207,22 @@ class EpochRunner:
             if self.cb_grad:
                 if scaler is not None:
                     scaler.unscale_(opt)
-                for cb in self.cb_grad:
-                    cb.on_after_gradient_update(idx)
+                for call in self.cb_grad:
+                    call(idx)
             if scaler is None:
                 opt.step()
             else:
                 scaler.step(opt)
         if scaler is not None:
             scaler.update()
-        for cb in self.cb_step:
-            cb.on_after_optimizer_step()
+        for call in self.cb_step:
+            call()
         for opt in loop.optimizers:
             opt.zero_grad(set_to_none=True)
 
 
 @contextlib.contextmanager
-def progress_session(loop: Any, run: FitRun) -> Iterator[None]:
+def progress_session(loop: Engine, run: FitRun) -> Iterator[None]:
     """The whole of one ``fit`` (the extensions' work included): when progress goes to log lines (no terminal, or a
     :class:`ProgressLog` given), the loop's INFO lines are visible on stderr if the program configured no logging."""
     given = [cb for cb in run.callbacks if isinstance(cb, ProgressBar | ProgressLog)]
@@ -230,7 +231,7 @@ def progress_session(loop: Any, run: FitRun) -> Iterator[None]:
         yield
 
 
-def train(loop: Any, run: FitRun) -> None:
+def train(loop: Engine, run: FitRun) -> None:
     """Train ``loop`` (a TrainLoop) for ``run``: register the callbacks, then epochs until a limit or a stop."""
     state: LoopState = loop.state
     if state.resumed and loop.is_main_process:
@@ -246,7 +247,7 @@ def train(loop: Any, run: FitRun) -> None:
     local_rank = getattr(loop.runtime, "local_rank", None)  # set in a distributed run
     for ext in loop.extensions:
         ext.on_fit_start(loop)
-    runner = EpochRunner(loop, loop.runtime.wrapped)
+    runner = EpochRunner(loop, loop.strategy.wrapped)
     log = logger.info if loop.is_main_process else logger.debug
     loop.tt_model.train()
     if local_rank is not None:
@@ -287,7 +288,7 @@ def train(loop: Any, run: FitRun) -> None:
     log("training finished: %d epochs, %d iterations in %.1f s%s", state.epochs_done, state.iteration, took, why)
 
 
-def _register_callbacks(loop: Any, run: FitRun) -> CallbackHandler:
+def _register_callbacks(loop: Engine, run: FitRun) -> CallbackHandler:
     """The run's callbacks (with the progress display), registered; the handler that calls their hooks."""
     loop.callbacks = run.callbacks
     display = _progress_display(loop)
@@ -297,12 +298,12 @@ def _register_callbacks(loop: Any, run: FitRun) -> CallbackHandler:
         cb.register_train_loop_object(loop)
     if loop.print_callbacks:
         logger.info("callbacks: %s", [cb.callback_name for cb in loop.callbacks])
-    handler = CallbackHandler(loop.callbacks, getattr(loop.runtime, "local_rank", None))
+    handler = CallbackHandler(loop.callbacks, getattr(loop.runtime, "local_rank", None), loop.state)
     loop.callback_handler = handler
     return handler
 
 
-def _epoch_end(loop: Any, mean_loss: float) -> None:
+def _epoch_end(loop: Engine, mean_loss: float) -> None:
     """The epoch's history: ``loss`` and, when due (``end_auto_eval``), ``val_loss``."""
     loop.train_history.insert_single_result_into_history("loss", mean_loss)
     if not math.isfinite(mean_loss) and loop.is_main_process:
@@ -316,7 +317,7 @@ def _epoch_end(loop: Any, mean_loss: float) -> None:
         loop.train_history.insert_single_result_into_history("val_loss", loop.evaluate_loss_on_validation_set())
 
 
-def _metrics(loop: Any) -> str:
+def _metrics(loop: Engine) -> str:
     """The epoch's numbers other than ``loss`` (what the bar shows at its end): ``, val_loss 0.4132, ...``."""
     history, epoch = loop.train_history, loop.epoch
     epochs = history.epochs()
@@ -328,7 +329,7 @@ def _metrics(loop: Any) -> str:
     return "".join(shown)
 
 
-def _progress_display(loop: Any) -> ProgressBar | ProgressLog | None:
+def _progress_display(loop: Engine) -> ProgressBar | ProgressLog | None:
     """``progress_bar=None``: a bar on a terminal, log lines elsewhere; ``True``: a bar; ``False``: nothing. Only the
     main process shows progress."""
     if not loop.is_main_process or loop.progress_bar is False:

@@ -223,13 +223,13 @@ def predict_named(loop: Any, name: str, execute_callbacks: bool = False) -> tupl
     start_rank(loop)
     loader, sharded = loop.loaders.evaluation(name, _given(loop, name))
     on_batch = None
-    hooked = loop.callback_handler.by_hook["on_after_batch_prediction"] if execute_callbacks else []
+    hooked = loop.callback_handler.calls["on_after_batch_prediction"] if execute_callbacks else []
     if hooked:
         info = {"type": _SPLIT[name]}
 
         def on_batch(y_pred: Any, y_true: Any, metadata: Any) -> None:
-            for cb in hooked:
-                cb.on_after_batch_prediction(y_pred, y_true, metadata, info)
+            for call in hooked:
+                call(y_pred, y_true, metadata, info)
 
     collate, transform = loop.collate_batch_pred_fn, loop.pred_transform_fn
     out = predict(loop.tt_model, loader, loop.device, loop.amp, on_batch, collate, transform)

@@ -26,15 +26,16 @@ import torch
 
 from aitoolbox.loop._distributed import launched
 from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.strategy import Strategy
 
 __all__ = ["adopt_run", "export_run", "launch", "launch_fit", "will_launch"]
 
 logger = logging.getLogger(__name__)
 
 
-def will_launch(gpu_mode: str) -> bool:
-    """``gpu_mode='ddp'`` in a plain process: ``fit`` starts the workers."""
-    return gpu_mode == "ddp" and not launched()
+def will_launch(strategy: Strategy) -> bool:
+    """A launching strategy (DDP: ``gpu_mode='ddp'``) in a plain process: ``fit`` starts the workers."""
+    return strategy.launches and not launched()
 
 
 #: workers of ``gpu_mode='ddp'`` on a machine without GPU when ``num_processes`` is not given
@@ -69,14 +70,14 @@ def launch(loop: Any, kwargs: dict[str, Any]) -> None:
 def export_run(loop: Any) -> dict[str, Any]:
     """What a launched rank 0 hands back to the process that called ``fit`` (plain, picklable data)."""
     return {
-        "model": {k: v.detach().cpu() for k, v in loop.tt_model.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in loop.strategy.model_state_dict(loop.tt_model).items()},
         "state": loop.state.export(),
         "extensions": [ext.export_run(loop) for ext in loop.extensions],  # in the loop's order
     }
 
 
 def adopt_run(loop: Any, result: dict[str, Any]) -> None:
-    loop.tt_model.load_state_dict(result["model"])
+    loop.strategy.load_model_state_dict(loop.tt_model, result["model"])
     loop.state.adopt(result["state"])
     for ext, data in zip(loop.extensions, result["extensions"], strict=True):
         ext.import_run(loop, data)

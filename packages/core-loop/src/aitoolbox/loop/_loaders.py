@@ -17,7 +17,7 @@ from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.preemption import IgnoreSignals
 
 if TYPE_CHECKING:
-    from aitoolbox.loop._runtime import Runtime
+    from aitoolbox.loop.runtime import Runtime
 
 __all__ = [
     "RunLoaders",

@@ -10,17 +10,7 @@ from aitoolbox.loop.callbacks.lr_scheduler import LRSchedulerCallback
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.messages import MessageService
 
-__all__ = ["ORIGINAL_DDP_KWARGS", "CallableBool", "OriginalLoopAPI", "take_ddp_kwargs"]
-
-
-class CallableBool(int):
-    """A bool that may also be called: ``tl.is_main_process`` and the original's ``tl.is_main_process()``."""
-
-    def __call__(self) -> bool:
-        return bool(self)
-
-    def __repr__(self) -> str:
-        return repr(bool(self))
+__all__ = ["ORIGINAL_DDP_KWARGS", "OriginalLoopAPI", "take_ddp_kwargs"]
 
 
 class OriginalLoopAPI:

@@ -10,8 +10,8 @@ import torch
 
 from aitoolbox.loop._batch import is_array
 from aitoolbox.loop._loaders import derive_loader
-from aitoolbox.loop._runtime import Runtime
 from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.runtime import Runtime
 
 __all__ = [
     "ShardedEvalSampler",

@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from aitoolbox.loop._runtime import Runtime
-from aitoolbox.loop._state import LoopState
 from aitoolbox.loop.preemption import Preempted, PreemptionWatch
+from aitoolbox.loop.runtime import Runtime
+from aitoolbox.loop.state import LoopState
 
 __all__ = ["StopPoint", "on_preempted", "preempted_after_training", "preemption_guard"]
 

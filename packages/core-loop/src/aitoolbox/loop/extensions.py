@@ -20,14 +20,18 @@ With ``gpu_mode='ddp'`` from a plain process, the hooks from ``check_fit`` on ru
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
 
 import torch
 
-from aitoolbox.loop.callbacks.base import Callback
+from aitoolbox.loop.callbacks.base import Callback, LoopView
 from aitoolbox.loop.errors import LoopConfigError
+
+if TYPE_CHECKING:
+    from aitoolbox.loop.preemption import Preempted, Preemption
+    from aitoolbox.loop.strategy import Strategy
 
 logger = logging.getLogger("aitoolbox.loop.train_loop")  # where "training failed" was always logged
 
@@ -41,6 +45,7 @@ class LoopOptions(TypedDict, total=False):
     device: str | torch.device | None
     cuda_device_idx: int | None
     gpu_mode: str
+    strategy: Strategy | str | None
     use_amp: Any
     end_auto_eval: bool | int
     progress_bar: bool | None
@@ -48,9 +53,9 @@ class LoopOptions(TypedDict, total=False):
     fast_collate: bool | None
     num_processes: int | None
     ddp_options: dict[str, Any] | None
-    preemption: Any
-    collate_batch_pred_fn: Any
-    pred_transform_fn: Any
+    preemption: Preemption | bool | None
+    collate_batch_pred_fn: Callable[[Any, list[Any]], list[Any]] | None
+    pred_transform_fn: Callable[[list[Any]], Any] | None
     lazy_experiment_save: bool
     print_callbacks: bool
 
@@ -75,10 +80,17 @@ class FitRun:
     train: bool = True
 
 
-class LoopExtension:
-    """Base class of TrainLoop extensions: every hook is a no-op. ``loop`` is the
-    :class:`~aitoolbox.loop.TrainLoop` (typed ``Any`` here, since the engine imports this module; subclasses may
-    annotate it).
+#: the loop an extension is written for: :class:`~aitoolbox.loop.LoopView` (any TrainLoop), or a TrainLoop class
+L = TypeVar("L", contravariant=True)
+
+
+class LoopExtension(Generic[L]):
+    """Base class of TrainLoop extensions: every hook is a no-op. ``loop`` is the running loop: an extension for any
+    TrainLoop subclasses ``LoopExtension[LoopView]``; one that needs a variant's attributes names it
+    (``LoopExtension[TrainLoopCheckpoint]``).
+
+    .. versionchanged:: 0.7
+        Generic in the loop it attaches to (was typed ``Any``).
 
     Attributes:
         fit_options: keyword options this extension adds to ``fit``, with their defaults.
@@ -86,38 +98,38 @@ class LoopExtension:
 
     fit_options: ClassVar[Mapping[str, Any]] = {}
 
-    def attach(self, loop: Any) -> None:
+    def attach(self, loop: L) -> None:
         """The loop is constructed: check what can be checked before training."""
 
-    def check_fit(self, loop: Any, run: FitRun) -> None:
+    def check_fit(self, loop: L, run: FitRun) -> None:
         """``fit`` was called: check ``run.options`` (before launching workers)."""
 
-    def before_fit(self, loop: Any, run: FitRun) -> None:
+    def before_fit(self, loop: L, run: FitRun) -> None:
         """In the training process, before the callbacks are registered."""
 
-    def on_fit_start(self, loop: Any) -> None:
+    def on_fit_start(self, loop: L) -> None:
         """Callbacks registered, training about to begin."""
 
-    def after_fit(self, loop: Any) -> None:
+    def after_fit(self, loop: L) -> None:
         """Training ended normally (or there was nothing to train)."""
 
-    def on_error(self, loop: Any, error: BaseException) -> None:
+    def on_error(self, loop: L, error: BaseException) -> None:
         """Training failed with ``error`` (raised again after every extension's ``on_error``)."""
 
-    def on_preempt(self, loop: Any, preempted: Any) -> None:
+    def on_preempt(self, loop: L, preempted: Preempted) -> None:
         """Training stopped for a preemption signal at a step boundary (every rank at the same one): save what
         must survive within ``preempted.remaining_s()`` and record it on ``preempted`` (a
         :class:`~aitoolbox.loop.preemption.Preempted`: ``checkpoint``, ``seconds_to_commit``, ``durable``)."""
 
-    def export_run(self, loop: Any) -> Any:
+    def export_run(self, loop: L) -> Any:
         """What a launched rank 0 hands back for this extension (picklable)."""
         return None
 
-    def import_run(self, loop: Any, data: Any) -> None:
+    def import_run(self, loop: L, data: Any) -> None:
         """Adopt what :meth:`export_run` returned in rank 0."""
 
 
-def fit_options(loop: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+def fit_options(loop: LoopView, options: Mapping[str, Any]) -> dict[str, Any]:
     """``fit``'s keyword ``options`` with the defaults of ``loop.extensions``; an unknown one is refused."""
     known = {k: v for ext in loop.extensions for k, v in ext.fit_options.items()}
     unknown = sorted(set(options) - set(known))
@@ -129,7 +141,7 @@ def fit_options(loop: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     return {**known, **options}
 
 
-def fit_failed(loop: Any, error: BaseException, *, training: bool) -> None:
+def fit_failed(loop: LoopView, error: BaseException, *, training: bool) -> None:
     """``fit`` raised ``error``: log it (and report it to torchrun) when training had started, then every
     extension's ``on_error``, last attached first. The caller raises ``error`` again."""
     if training:
@@ -140,7 +152,7 @@ def fit_failed(loop: Any, error: BaseException, *, training: bool) -> None:
         ext.on_error(loop, error)
 
 
-def after_fit(loop: Any) -> None:
+def after_fit(loop: LoopView) -> None:
     """Every extension's ``after_fit``, last attached first; the first error is raised once all have run (what
     was saved must still go up when an earlier one failed)."""
     errors: list[BaseException] = []

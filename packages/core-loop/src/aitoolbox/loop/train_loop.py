@@ -1,13 +1,13 @@
 """The training-loop engine: :class:`TrainLoop` (arguments, the ``fit`` template; the evaluation API is inherited).
 
-The loop's counters are one :class:`~aitoolbox.loop._state.LoopState`; the epoch is :mod:`aitoolbox.loop._epoch`;
-where it runs (one process or a rank of a distributed job) is a :class:`~aitoolbox.loop._runtime.Runtime`.
+The loop's counters are one :class:`~aitoolbox.loop.state.LoopState`; the epoch is :mod:`aitoolbox.loop._epoch`;
+where it runs (one process or a rank of a distributed job) is a :class:`~aitoolbox.loop.runtime.Runtime`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -19,18 +19,19 @@ from aitoolbox.loop._epoch import progress_session, train
 from aitoolbox.loop._evaluation import EvaluationAPI
 from aitoolbox.loop._launch import launch, will_launch
 from aitoolbox.loop._loaders import RunLoaders, resolve_fast_collate
-from aitoolbox.loop._original import CallableBool, OriginalLoopAPI, take_ddp_kwargs
+from aitoolbox.loop._original import OriginalLoopAPI, take_ddp_kwargs
 from aitoolbox.loop._resume import capture_data_rng, data_layout, load_loop_state
-from aitoolbox.loop._runtime import Runtime
-from aitoolbox.loop._state import LoopState, StateField
 from aitoolbox.loop._stop import on_preempted, preemption_guard
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
 from aitoolbox.loop.callbacks._dispatch import CallbackHandler, validate_callbacks
-from aitoolbox.loop.callbacks.base import Callback
+from aitoolbox.loop.callbacks.base import CallableBool, Callback
 from aitoolbox.loop.extensions import FitRun, LoopExtension, after_fit, fit_failed, fit_options
 from aitoolbox.loop.history import TrainingHistory
 from aitoolbox.loop.model import TTModel, as_ttmodel
 from aitoolbox.loop.preemption import Preempted, Preemption, PreemptionWatch
+from aitoolbox.loop.runtime import Runtime
+from aitoolbox.loop.state import LoopState, StateField
+from aitoolbox.loop.strategy import DDP, Strategy, resolve_strategy
 
 __all__ = ["TrainLoop"]
 
@@ -48,12 +49,17 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         criterion: the loss function passed to ``model.get_loss``; may be ``None`` for a TTModel that needs none.
         device: where to train; ``None`` picks ``cuda`` when available, else ``cpu``.
         cuda_device_idx: the CUDA device index when ``device`` is ``None`` (original AIToolbox option).
-        gpu_mode: ``'single'`` or ``'ddp'``. Under ``torchrun`` every variant trains distributed data parallel
-            (DDP on ``cuda:LOCAL_RANK`` or gloo on CPU, the training loader sharded, evaluation sharded and gathered
-            in dataset order, only rank 0 writing); ``'ddp'`` from a plain ``python`` process makes ``fit`` start
-            ``num_processes`` workers (torch's elastic launcher) and return the trained model to the caller.
+        strategy: how the model is wrapped and synchronised: a :class:`~aitoolbox.loop.strategy.Strategy`
+            (:class:`~aitoolbox.loop.strategy.DDP` with its options, ...) or its name, ``'single'`` or ``'ddp'``.
+            ``None`` (default): from ``gpu_mode``; under ``torchrun`` DDP.
+        gpu_mode: ``'single'`` or ``'ddp'`` (the original's spelling of ``strategy``). Under ``torchrun`` every
+            variant trains distributed data parallel (DDP on ``cuda:LOCAL_RANK`` or gloo on CPU, the training loader
+            sharded, evaluation sharded and gathered in dataset order, only rank 0 writing); ``'ddp'`` (or
+            ``strategy='ddp'``) from a plain ``python`` process makes ``fit`` start ``num_processes`` workers
+            (torch's elastic launcher) and return the trained model to the caller.
         num_processes: workers for ``gpu_mode='ddp'`` from a plain process (default: the number of GPUs).
-        ddp_options: keyword arguments for ``DistributedDataParallel`` (e.g. ``{"find_unused_parameters": True}``).
+        ddp_options: keyword arguments for ``DistributedDataParallel`` (e.g. ``{"find_unused_parameters": True}``):
+            ``DDP(**ddp_options)``.
         use_amp: mixed precision: ``False``, ``True``, ``'bf16'`` or ``'fp16'``
             (see :func:`~aitoolbox.loop.resolve_amp`).
         end_auto_eval: compute ``val_loss`` on the validation loader at every epoch end (when there is one);
@@ -86,7 +92,7 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
             tl.train_history["val_loss"]
 
     .. versionchanged:: 0.3
-        ``extensions``, :meth:`request_stop`; the counters are one :class:`~aitoolbox.loop._state.LoopState`.
+        ``extensions``, :meth:`request_stop`; the counters are one :class:`~aitoolbox.loop.state.LoopState`.
     """
 
     # The counters, read and written in :attr:`state`: ``epoch`` is the 0-based index of the epoch being trained
@@ -120,12 +126,13 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         fast_collate: bool | None = None,
         num_processes: int | None = None,
         ddp_options: dict[str, Any] | None = None,
-        extensions: Sequence[LoopExtension] = (),
+        extensions: Sequence[LoopExtension[TrainLoop]] = (),
         preemption: Preemption | bool | None = None,
         collate_batch_pred_fn: Callable[[Any, list[Any]], list[Any]] | None = None,
         pred_transform_fn: Callable[[list[Any]], Any] | None = None,
         lazy_experiment_save: bool = False,
         print_callbacks: bool = False,
+        strategy: Strategy | str | None = None,
     ) -> None:
         self.tt_model: TTModel = as_ttmodel(model)
         self.model = model
@@ -139,10 +146,12 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
             gpu_mode=gpu_mode, num_processes=num_processes, ddp_options=ddp_options, progress_bar=progress_bar,
             prefetch=prefetch, end_auto_eval=end_auto_eval,
         )  # fmt: skip
-        self.gpu_mode, self.num_processes, self.ddp_options = gpu_mode, num_processes, dict(ddp_options or {})
+        self.strategy: Strategy = resolve_strategy(strategy, gpu_mode, ddp_options, launched=_distributed.launched())
+        self.gpu_mode = "ddp" if self.strategy.launches and strategy is not None else gpu_mode
+        self.num_processes, self._ddp_options = num_processes, dict(ddp_options or {})
         self.progress_bar, self.prefetch, self.end_auto_eval = progress_bar, prefetch, end_auto_eval
         self._device_request = (device, cuda_device_idx)
-        launching = will_launch(gpu_mode)
+        launching = will_launch(self.strategy)
         if launching:  # the workers are forked: this process must not initialise CUDA
             self.device = _distributed.parent_device(device, cuda_device_idx)
         else:
@@ -164,13 +173,13 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         self.collate_batch_pred_fn, self.pred_transform_fn = collate_batch_pred_fn, pred_transform_fn
         self.lazy_experiment_save, self.print_callbacks = lazy_experiment_save, print_callbacks
         self.experiment_timestamp = time.strftime("%Y-%m-%d_%H-%M-%S")  # the original's, when the loop was made
-        self.extensions = _checks.check_extensions(extensions)
+        self.extensions: list[LoopExtension[TrainLoop]] = _checks.check_extensions(extensions)
         for ext in self.extensions:
             ext.attach(self)
 
     @property
     def epochs_done(self) -> int:
-        """How many epochs are complete: :attr:`epoch` + 1 once the current epoch has ended, else :attr:`epoch`."""
+        """How many epochs are complete: ``epoch`` + 1 once the current epoch has ended, else ``epoch``."""
         return self.state.epochs_done
 
     @property
@@ -178,6 +187,19 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         """True where this process writes checkpoints and results and logs: rank 0, or any non-distributed run
         (``tl.is_main_process()``, the original's call, works too)."""
         return CallableBool(self.runtime.is_main)
+
+    @property
+    def callbacks_by_hook(self) -> Mapping[str, Sequence[Callback]]:
+        """The registered callbacks that override each hook, in the order they run (the current or last ``fit``).
+
+        .. versionadded:: 0.7
+        """
+        return self.callback_handler.by_hook
+
+    @property
+    def ddp_options(self) -> dict[str, Any]:
+        """The ``DistributedDataParallel`` options (the DDP strategy's, shared with it)."""
+        return self.strategy.options if isinstance(self.strategy, DDP) else self._ddp_options
 
     @property
     def distributed(self) -> _distributed.DistributedContext | None:
@@ -243,7 +265,7 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         )
         for ext in self.extensions:
             ext.check_fit(self, run)
-        if will_launch(self.gpu_mode):
+        if will_launch(self.strategy):
             launch(self, {"num_epochs": num_epochs, "num_iterations": num_iterations, "callbacks": callbacks,
                           "grad_accumulation": grad_accumulation, **options})  # fmt: skip
             return self.model

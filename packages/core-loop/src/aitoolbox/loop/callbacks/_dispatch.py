@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from aitoolbox.loop.callbacks.base import Callback
+from aitoolbox.loop.callbacks.schedule import Every
 from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.state import LoopState
 
 logger = logging.getLogger(__name__)
 
@@ -69,18 +72,54 @@ def validate_callbacks(callbacks: Iterable[object] | None) -> list[Callback]:
         for hook, nargs in HOOKS.items():
             if _overrides(cb, hook):
                 _check_signature(cb, hook, nargs)
+        _check_schedule(cb, i)
         checked.append(cb)
     return checked
+
+
+def _check_schedule(cb: Callback, i: int) -> None:
+    schedule = cb.hook_schedule
+    if schedule is None:
+        return
+    if not isinstance(schedule, Every):
+        raise LoopConfigError(
+            f"callbacks[{i}] ({type(cb).__name__}).hook_schedule must be None or an Every(...), got {schedule!r}"
+        )
+    unknown = [h for h in schedule.filtered_hooks if h not in HOOKS]
+    if unknown:
+        raise LoopConfigError(f"callbacks[{i}] ({type(cb).__name__}): {schedule!r} names unknown hooks {unknown}")
+
+
+def _scheduled(method: Callable[..., None], schedule: Every, state: LoopState) -> Callable[..., None]:
+    """``method``, called only when ``schedule`` is due (by the state's steps or complete epochs)."""
+    due = schedule.due
+    if schedule.unit == "step":
+
+        def by_step(*args: Any) -> None:
+            if due(state.iteration):
+                method(*args)
+
+        return by_step
+
+    def by_epoch(*args: Any) -> None:
+        if due(state.epochs_done):
+            method(*args)
+
+    return by_epoch
 
 
 class CallbackHandler:
     """The registered callbacks, sorted by ``execution_order``, and per hook the ones that override it.
 
     ``local_rank``: in a distributed run, this process's local rank; a callback with another ``device_idx_execution``
-    is left out here. ``None`` (one process): every callback runs.
+    is left out here. ``None`` (one process): every callback runs. ``calls``: per hook, what the loop calls (the
+    bound hooks; a callback's :class:`~aitoolbox.loop.callbacks.Every` ``hook_schedule`` filters its hooks by the
+    counters of ``state``).
     """
 
-    def __init__(self, callbacks: list[Callback], local_rank: int | None = None) -> None:
+    def __init__(
+        self, callbacks: list[Callback], local_rank: int | None = None, state: LoopState | None = None
+    ) -> None:
         def runs_here(cb: Callback) -> bool:
             where = getattr(cb, "device_idx_execution", None)
             return local_rank is None or where is None or where == local_rank
@@ -89,10 +128,19 @@ class CallbackHandler:
         self.by_hook: dict[str, list[Callback]] = {
             hook: [cb for cb in self.callbacks if _overrides(cb, hook)] for hook in HOOKS
         }
+        state = state or LoopState()
+        self.calls: dict[str, list[Callable[..., None]]] = {}
         for hook, cbs in self.by_hook.items():
+            calls = []
+            for cb in cbs:
+                method, schedule = getattr(cb, hook), cb.hook_schedule
+                if schedule is not None and hook in schedule.filtered_hooks:
+                    method = _scheduled(method, schedule, state)
+                calls.append(method)
+            self.calls[hook] = calls
             if cbs:
                 logger.debug("hook %s -> %s", hook, [cb.callback_name for cb in cbs])
 
     def call(self, hook: str) -> None:
-        for cb in self.by_hook[hook]:
-            getattr(cb, hook)()
+        for call in self.calls[hook]:
+            call()

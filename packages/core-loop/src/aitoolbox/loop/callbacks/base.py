@@ -1,22 +1,136 @@
-"""The callback base class. Subclass it and override only the hooks you need."""
+"""The callback base class (subclass it and override only the hooks you need), and :class:`LoopView`: the loop as
+callbacks and extensions see it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from aitoolbox.loop.errors import LoopConfigError
-from aitoolbox.loop.history import canonical_metric
+from aitoolbox.loop.history import TrainingHistory, canonical_metric
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from aitoolbox.loop.amp import AmpConfig
+    from aitoolbox.loop.callbacks.schedule import Every
+    from aitoolbox.loop.messages import MessageService
+    from aitoolbox.loop.model import TTModel
+    from aitoolbox.loop.preemption import Preemption
+    from aitoolbox.loop.runtime import Runtime
+    from aitoolbox.loop.state import LoopState
+    from aitoolbox.loop.strategy import Strategy
 
 __all__ = [
     "AbstractCallback",
+    "CallableBool",
     "Callback",
+    "LoopView",
     "callback_states",
     "check_metric_will_exist",
     "check_state_keys",
     "load_callback_states",
     "state_key_of",
 ]
+
+
+class CallableBool(int):
+    """A bool that may also be called: ``tl.is_main_process`` and the original's ``tl.is_main_process()``."""
+
+    def __call__(self) -> bool:
+        return bool(self)
+
+    def __repr__(self) -> str:
+        return repr(bool(self))
+
+
+@runtime_checkable
+class LoopView(Protocol):
+    """What callbacks and extensions may read or call on the running :class:`~aitoolbox.loop.TrainLoop` (its
+    variants add their own attributes, e.g. ``experiment_dir``). A TrainLoop is one; so is any object with these.
+
+    Counters (the meaning of each at every hook: :meth:`~aitoolbox.loop.TrainLoop.fit`): ``epoch``, ``iteration``,
+    ``total_iteration_idx``, ``batch_in_epoch``, ``epoch_length``, ``epochs_done``, and the run's targets
+    ``num_epochs``, ``num_iterations``, ``grad_accumulation``. ``early_stop`` may be set to stop (or call
+    :meth:`request_stop`).
+
+    .. versionadded:: 0.7
+    """
+
+    # the run's components, as given to the constructor (``tt_model``: the model as a TTModel)
+    model: TTModel | nn.Module
+    tt_model: TTModel
+    optimizer: Any  # as given: an optimizer, a list of them or a MultiOptimizer; ``optimizers`` is the list
+    optimizers: list[torch.optim.Optimizer]
+    criterion: Callable[..., torch.Tensor] | None
+    train_loader: Iterable[Any]
+    validation_loader: Iterable[Any] | None
+    test_loader: Iterable[Any] | None
+    # where and how it trains
+    device: torch.device
+    amp: AmpConfig
+    grad_scaler: torch.amp.GradScaler | None
+    runtime: Runtime
+    strategy: Strategy
+    preemption: Preemption | None
+    end_auto_eval: bool | int
+    # the run's state and its participants
+    state: LoopState
+    callbacks: list[Callback]
+    early_stop: bool
+    experiment_timestamp: str
+
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def iteration(self) -> int: ...
+    @property
+    def total_iteration_idx(self) -> int: ...
+    @property
+    def batch_in_epoch(self) -> int: ...
+    @property
+    def epoch_length(self) -> int | None: ...
+    @property
+    def epochs_done(self) -> int: ...
+    @property
+    def num_epochs(self) -> int: ...
+    @property
+    def num_iterations(self) -> int: ...
+    @property
+    def grad_accumulation(self) -> int: ...
+    @property
+    def stop_reason(self) -> str | None: ...
+    @property
+    def train_history(self) -> TrainingHistory: ...
+    @property
+    def last_loss(self) -> torch.Tensor | None: ...
+    @property
+    def batch_loss(self) -> torch.Tensor | None: ...
+    @property
+    def callbacks_by_hook(self) -> Mapping[str, Sequence[Callback]]: ...
+    @property
+    def message_service(self) -> MessageService: ...
+    @property
+    def is_main_process(self) -> CallableBool: ...
+    @property
+    def extensions(self) -> Sequence[Any]: ...  # LoopExtension objects (the extensions module imports this one)
+
+    def request_stop(self, reason: str | None = None) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any], *, strict: bool = True) -> None: ...
+    def evaluate_loss_on_validation_set(self, force_prediction: bool = ..., float_dict_format: bool = ...) -> float: ...
+    def predict_on_train_set(
+        self, force_prediction: bool = ..., execute_callbacks: bool = ...
+    ) -> tuple[Any, Any, dict[str, Any] | None]: ...
+    def predict_on_validation_set(
+        self, force_prediction: bool = ..., execute_callbacks: bool = ...
+    ) -> tuple[Any, Any, dict[str, Any] | None]: ...
+    def predict_on_test_set(
+        self, force_prediction: bool = ..., execute_callbacks: bool = ...
+    ) -> tuple[Any, Any, dict[str, Any] | None]: ...
+    def insert_metric_result_into_history(self, metric_name: str, metric_result: Any) -> None: ...
+    def get_num_training_steps(self) -> int: ...
 
 
 class Callback:
@@ -66,6 +180,10 @@ class Callback:
     #: on the flag across ranks after every batch (one small gloo all-reduce), so all ranks stop at the same batch.
     #: Callbacks that never stop mid-epoch set it to False (no per-batch collective).
     stops_mid_epoch: bool = True
+    #: When the hooks run: ``None`` (every time), or an :class:`~aitoolbox.loop.callbacks.Every` that the loop
+    #: applies to the hooks it names (e.g. ``Every(100, "step")``: ``on_batch_end`` after every 100th batch).
+    hook_schedule: Every | None = None
+    _train_loop: LoopView | None = None  # set by register_train_loop_object
 
     def __init__(
         self, callback_name: str | None = None, execution_order: int = 0, device_idx_execution: int | None = None
@@ -82,8 +200,6 @@ class Callback:
         self.execution_order = execution_order
         #: in a distributed run, the local rank (GPU index) whose process runs this callback; ``None``: every rank
         self.device_idx_execution = device_idx_execution
-        #: the running TrainLoop (typed ``Any``: this module does not import the engine)
-        self.train_loop_obj: Any = None
 
     @property
     def state_key(self) -> str:
@@ -106,9 +222,39 @@ class Callback:
         ``EarlyStopping(val_loss)``)."""
         return self.callback_name
 
-    def register_train_loop_object(self, train_loop_obj: Any) -> Callback:
+    @property
+    def train_loop_obj(self) -> LoopView:
+        """The running :class:`~aitoolbox.loop.TrainLoop` this callback is registered with.
+
+        Raises:
+            LoopConfigError: the callback is not registered (it was not given to ``fit(callbacks=[...])``).
+
+        .. versionchanged:: 0.7
+            Typed :class:`LoopView`; raises instead of returning ``None`` before registration.
+        """
+        loop = self._train_loop
+        if loop is None:
+            raise LoopConfigError(
+                f"callback {self.callback_name!r} is not registered with a TrainLoop: pass it to "
+                "fit(callbacks=[...]) (or call register_train_loop_object(tl)) before using train_loop_obj"
+            )
+        return loop
+
+    @train_loop_obj.setter
+    def train_loop_obj(self, loop: LoopView) -> None:
+        self._train_loop = loop
+
+    @property
+    def registered(self) -> bool:
+        """Whether the callback is registered with a TrainLoop (:attr:`train_loop_obj` is set).
+
+        .. versionadded:: 0.7
+        """
+        return self._train_loop is not None
+
+    def register_train_loop_object(self, train_loop_obj: LoopView) -> Callback:
         """Attach the callback to a TrainLoop and call :meth:`on_train_loop_registration`."""
-        self.train_loop_obj = train_loop_obj
+        self._train_loop = train_loop_obj
         self.on_train_loop_registration()
         return self
 
@@ -171,7 +317,7 @@ AbstractCallback = Callback
 """The original AIToolbox name of :class:`Callback`."""
 
 
-def check_metric_will_exist(tl: Any, monitor: str, what: str) -> None:
+def check_metric_will_exist(tl: LoopView, monitor: str, what: str) -> None:
     """Refuse, before training, a ``monitor`` that no part of the run will put in the history.
 
     Known: ``loss``, ``val_loss`` (with a validation loader and ``end_auto_eval``), what the history already holds

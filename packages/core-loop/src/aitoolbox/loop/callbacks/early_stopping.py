@@ -66,7 +66,6 @@ class EarlyStopping(Callback):
 
     def on_train_loop_registration(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         if self.monitor == "val_loss" and tl.validation_loader is None:
             raise LoopConfigError(
                 "EarlyStopping monitors 'val_loss' but the TrainLoop has no validation_loader; pass one, or "
@@ -75,7 +74,6 @@ class EarlyStopping(Callback):
 
     def on_train_begin(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         check_metric_will_exist(tl, self.monitor, "EarlyStopping monitors")
         if tl.is_main_process:
             logger.info(
@@ -95,7 +93,6 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         if self.monitor not in tl.train_history:
             raise LoopConfigError(
                 f"EarlyStopping monitors {self.monitor!r}, which is not in the training history "
@@ -105,7 +102,8 @@ class EarlyStopping(Callback):
         if math.isfinite(value) and self._improved(value):
             self.best, self.best_epoch, self.wait = value, tl.epoch, 0
             if self.restore_best_weights:
-                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in tl.model.state_dict().items()}
+                state = tl.strategy.model_state_dict(tl.model)
+                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
             return
         self.wait += 1
         if self.wait > self.patience:
@@ -118,9 +116,8 @@ class EarlyStopping(Callback):
 
     def on_train_end(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         if self.restore_best_weights and self._best_state is not None and self.best_epoch != tl.epoch:
-            tl.model.load_state_dict(self._best_state)
+            tl.strategy.load_model_state_dict(tl.model, self._best_state)
             logger.info(
                 "EarlyStopping: restored the weights of epoch %s (%s=%s)", self.best_epoch, self.monitor, self.best
             )

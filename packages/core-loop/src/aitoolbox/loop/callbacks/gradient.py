@@ -6,6 +6,7 @@ import torch
 
 from aitoolbox.loop.callbacks.base import Callback
 from aitoolbox.loop.errors import LoopConfigError
+from aitoolbox.loop.strategy import Strategy
 
 __all__ = ["GradNormClip", "GradValueClip"]
 
@@ -14,18 +15,20 @@ class _GradClip(Callback):
     def __init__(self) -> None:
         super().__init__()
         self._params: list[list[torch.Tensor]] = []
+        self._strategy = Strategy()
 
     def provided_metrics(self) -> tuple[str, ...]:
         return ()  # adds nothing to the training history
 
     def on_train_loop_registration(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         self._params = [[p for g in opt.param_groups for p in g["params"]] for opt in tl.optimizers]
+        self._strategy = tl.strategy  # clipping over every rank's shard is the strategy's
 
 
 class GradNormClip(_GradClip):
-    """Clip the total gradient norm of each optimizer's parameters (``torch.nn.utils.clip_grad_norm_``).
+    """Clip the total gradient norm of each optimizer's parameters (``torch.nn.utils.clip_grad_norm_``, through the
+    loop's :class:`~aitoolbox.loop.Strategy`).
 
     The norm is computed on the device; nothing is read back to the host.
 
@@ -49,7 +52,7 @@ class GradNormClip(_GradClip):
         self.norm_type = float(norm_type)
 
     def on_after_gradient_update(self, optimizer_idx: int) -> None:
-        torch.nn.utils.clip_grad_norm_(self._params[optimizer_idx], self.max_norm, self.norm_type)
+        self._strategy.clip_grad_norm_(self._params[optimizer_idx], self.max_norm, self.norm_type)
 
 
 class GradValueClip(_GradClip):
@@ -70,4 +73,4 @@ class GradValueClip(_GradClip):
         self.clip_value = float(clip_value)
 
     def on_after_gradient_update(self, optimizer_idx: int) -> None:
-        torch.nn.utils.clip_grad_value_(self._params[optimizer_idx], self.clip_value)
+        self._strategy.clip_grad_value_(self._params[optimizer_idx], self.clip_value)

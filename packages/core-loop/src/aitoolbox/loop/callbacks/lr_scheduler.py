@@ -66,7 +66,6 @@ class LRSchedulerCallback(Callback):
 
     def on_train_loop_registration(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         if self.scheduler is None:
             assert self._factory is not None
             self.scheduler = self._factory(tl.optimizers[0])
@@ -99,7 +98,6 @@ class LRSchedulerCallback(Callback):
             return
         if self._plateau:
             tl = self.train_loop_obj
-            assert tl is not None
             if self.monitor not in tl.train_history:
                 raise LoopConfigError(
                     f"ReduceLROnPlateau monitors {self.monitor!r}, which is not in the training history "

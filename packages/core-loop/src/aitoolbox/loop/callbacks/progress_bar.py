@@ -6,6 +6,7 @@ import sys
 import time
 from typing import IO, Any
 
+from aitoolbox.loop._checks import len_or_none
 from aitoolbox.loop.callbacks.base import Callback
 
 __all__ = ["ProgressBar"]
@@ -50,11 +51,7 @@ class ProgressBar(Callback):
         from tqdm.auto import tqdm  # lazy: keeps `import aitoolbox` cheap
 
         tl = self.train_loop_obj
-        assert tl is not None
-        try:
-            total: int | None = len(tl.train_loader)
-        except TypeError:
-            total = None
+        total = len_or_none(tl.train_loader)
         epochs = f"/{tl.num_epochs}" if tl.num_epochs else ""
         self._bar = tqdm(
             total=total,
@@ -78,7 +75,7 @@ class ProgressBar(Callback):
         elapsed = now - self._last
         if elapsed >= self.refresh_s:
             tl = self.train_loop_obj
-            assert tl is not None and tl.last_loss is not None
+            assert tl.last_loss is not None
             self._bar.set_postfix_str(f"loss={tl.last_loss.detach().item():.4f}", refresh=False)
             self._bar.update(self._count - self._shown)
             self._shown = self._count
@@ -90,7 +87,6 @@ class ProgressBar(Callback):
 
     def on_epoch_end(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         parts = [f"loss={tl.train_history.get_last('loss'):.4f}"]
         for name in tl.train_history:
             if name != "loss":

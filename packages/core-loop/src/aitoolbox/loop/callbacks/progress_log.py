@@ -72,7 +72,6 @@ class ProgressLog(Callback):
 
     def _log(self, now: float) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         epochs = f"/{tl.num_epochs}" if tl.num_epochs else ""
         total = f"/{tl.epoch_length}" if tl.epoch_length else ""
         loss = tl.batch_loss

@@ -50,7 +50,6 @@ class TerminateOnNaN(Callback):
 
     def on_train_begin(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         on_cpu = tl.device.type == "cpu"
         self._k = self.check_every or (1 if on_cpu else 50)
         self._buf = None if self._k == 1 else torch.empty(self._k, dtype=torch.float32, device=tl.device)
@@ -58,7 +57,7 @@ class TerminateOnNaN(Callback):
 
     def on_batch_end(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None and tl.last_loss is not None
+        assert tl.last_loss is not None
         if self._buf is None:
             value = tl.last_loss.item()
             if not math.isfinite(value):
@@ -86,7 +85,6 @@ class TerminateOnNaN(Callback):
 
     def _stop(self, value: float, iteration: int) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         message = f"non-finite loss {value} in epoch {tl.epoch} at iteration {iteration}"
         logger.error("TerminateOnNaN: %s; stopping training", message)
         tl.request_stop(message)

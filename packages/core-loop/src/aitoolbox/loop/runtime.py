@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
-import torch
-from torch import nn
-
 __all__ = ["Runtime"]
 
 
@@ -23,8 +20,6 @@ class Runtime:
 
     #: True for one rank of a distributed job
     distributed: ClassVar[bool] = False
-    #: the model as the training forward calls it (DDP's wrapper), once :meth:`wrap` made it
-    wrapped: nn.Module | None = None
 
     def __init__(self, rank: int = 0) -> None:
         self.rank = rank
@@ -34,10 +29,6 @@ class Runtime:
     def is_main(self) -> bool:
         """Whether this process writes checkpoints and results and logs summaries."""
         return self.rank == 0
-
-    def wrap(self, model: nn.Module, device: torch.device, options: dict[str, Any]) -> nn.Module | None:
-        """The model as the training forward calls it (DDP), or ``None`` to call ``model.get_loss`` directly."""
-        return None
 
     def shard_train(self, loader: Iterable[Any], seed: int) -> Iterable[Any]:
         """The training loader this process iterates."""
