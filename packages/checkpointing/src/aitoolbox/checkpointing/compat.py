@@ -3,7 +3,7 @@ loads (``load_state_dict`` would fail halfway, or worse, succeed with another op
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,8 +13,7 @@ from aitoolbox.checkpointing.errors import CheckpointIncompatibleError
 __all__ = ["load_model_state", "load_optimizer_states"]
 
 
-def _describe_mismatch(model: torch.nn.Module, saved: Mapping[str, Any]) -> str | None:
-    own = model.state_dict()
+def _describe_mismatch(own: Mapping[str, Any], saved: Mapping[str, Any]) -> str | None:
     missing = sorted(set(own) - set(saved))
     unexpected = sorted(set(saved) - set(own))
     shapes = [
@@ -51,16 +50,37 @@ def _optimizer_mismatch(i: int, opt: torch.optim.Optimizer, state: Mapping[str, 
     return ""
 
 
-def load_model_state(model: torch.nn.Module, state: Mapping[str, Any], where: object) -> None:
+def load_model_state(
+    model: torch.nn.Module | Mapping[str, Any],
+    state: Mapping[str, Any],
+    where: object,
+    load: Callable[[Mapping[str, Any]], object] | None = None,
+) -> None:
     """Load ``state`` into ``model``; a different architecture (missing, unexpected or reshaped tensors) is refused
-    first, naming the differences."""
-    mismatch = _describe_mismatch(model, state)
+    first, naming the differences.
+
+    Args:
+        model: the module, or its current state dict (whose keys and shapes ``state`` must have).
+        state: the saved state dict.
+        where: the checkpoint, named in the error.
+        load: loads ``state`` (default: ``model.load_state_dict``), e.g. a parallelism's own loader.
+
+    .. versionchanged:: 0.4.1
+        ``model`` may be a state dict; ``load``.
+    """
+    own = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    mismatch = _describe_mismatch(own, state)
     if mismatch:
         raise CheckpointIncompatibleError(
             f"checkpoint {where} holds a different model architecture ({mismatch}); resume with the model it was "
             "trained with"
         )
-    model.load_state_dict(state)
+    if load is not None:
+        load(state)
+    elif isinstance(model, torch.nn.Module):
+        model.load_state_dict(state)
+    else:
+        raise TypeError("load_model_state: give load= when model is a state dict")
 
 
 def load_optimizer_states(
@@ -68,8 +88,14 @@ def load_optimizer_states(
     states: Sequence[Mapping[str, Any]],
     saved_classes: Sequence[str] | None,
     where: object,
+    load: Callable[[torch.optim.Optimizer, Mapping[str, Any]], object] | None = None,
 ) -> None:
-    """Load ``states`` into ``optimizers`` (in order); another count, class or parameter layout is refused first."""
+    """Load ``states`` into ``optimizers`` (in order); another count, class or parameter layout is refused first.
+    ``load(optimizer, state)`` loads one (default: ``optimizer.load_state_dict``).
+
+    .. versionchanged:: 0.4.1
+        ``load``.
+    """
     if len(states) != len(optimizers):
         raise CheckpointIncompatibleError(
             f"checkpoint {where} has {len(states)} optimizer states but the TrainLoop has {len(optimizers)} optimizers"
@@ -83,6 +109,9 @@ def load_optimizer_states(
             )
     for i, (opt, state) in enumerate(zip(optimizers, states, strict=True)):
         try:
-            opt.load_state_dict(state)  # type: ignore[arg-type]
+            if load is None:
+                opt.load_state_dict(state)  # type: ignore[arg-type]
+            else:
+                load(opt, state)
         except (ValueError, KeyError) as err:
             raise CheckpointIncompatibleError(f"optimizer {i} does not match the checkpoint's: {err}") from err
