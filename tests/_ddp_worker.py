@@ -183,7 +183,13 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--spawn", type=int, default=0, help="gpu_mode='ddp' from this plain process, N workers")
     parser.add_argument("--accumulate", type=int, default=1, help="fit(grad_accumulation=...)")
+    parser.add_argument("--debug-log", action="store_true", help="the epoch engine's DEBUG lines on stderr")
     args = parser.parse_args()
+    if args.debug_log:
+        import logging
+
+        logging.basicConfig()
+        logging.getLogger("aitoolbox.loop._epoch").setLevel(logging.DEBUG)
     if "RANK" in os.environ:
         import atexit
 

@@ -47,7 +47,29 @@ def test_each_rule_catches_a_violation(
     assert checker.main() == 1
     out = capsys.readouterr().out
     assert "pyproject.toml: 'engine-dist>=0.1,<0.3' must read '>=0.2'" in out  # tested with 0.2: 0.1 may lack things
-    assert "other/glue.py: 404 lines (limit 400)" in out
+    assert "other/glue.py: 403 code lines (limit 400)" in out
     assert "imports the private engine._inner of another distribution" in out
     assert "uses ._launch, protected in another distribution" in out
     assert "import cycle: engine.a -> engine.b -> engine.a" in out
+
+
+def test_line_budgets_count_code_and_the_engine_module_holds_only_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checker = _checker()
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "__init__.py").write_text("")
+    documented = '"""Module.\n' + "text\n" * 500 + '"""\n\n# a comment\n\ndef f():\n    """Doc."""\n    return 1\n'
+    (engine / "documented.py").write_text(documented)  # 500 docstring lines: 2 lines of code
+    (engine / "train_loop.py").write_text("class TrainLoop:\n    pass\n\n\ndef helper():\n    pass\n")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "meta"\nversion = "1.0"\n')
+    monkeypatch.setattr(checker, "ROOT", tmp_path)
+    monkeypatch.setattr(checker, "SOURCES", {"engine": engine})
+    monkeypatch.setattr(checker, "ONE_CLASS", {"engine.train_loop": "TrainLoop"})
+    assert checker.main() == 1
+    out = capsys.readouterr().out
+    assert "documented.py" not in out
+    assert "engine/train_loop.py: holds helper besides TrainLoop" in out
+    tree = checker.ast.parse(documented)
+    assert checker.code_lines(tree, documented) == 2

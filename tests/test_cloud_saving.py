@@ -222,6 +222,18 @@ def test_preflight_fails_at_construction(
     assert not (tmp_path / "p").exists()
 
 
+def test_every_store_option_is_reachable_through_cloud_options(
+    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
+) -> None:
+    """cloud_options used to refuse connect_timeout and read_timeout, which S3Store takes ("unknown keys")."""
+    options = {"endpoint_url": s3_server.endpoint_url, "create_bucket": True, "connect_timeout": 5, "read_timeout": 30}
+    tl = TrainLoopCheckpoint(
+        *_args(), "p", "e", tmp_path, cloud_save_mode="s3", bucket_name=bucket, cloud_options=options, device="cpu"
+    )
+    config = tl.cloud_store.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (5, 30)
+
+
 def test_gcs_mode_goes_through_an_s3_compatible_endpoint(
     s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
 ) -> None:
@@ -254,9 +266,9 @@ def test_bad_cloud_option_values_are_refused_before_any_request(
 ) -> None:
     """A bad value used to reach the upload thread (which died; fit then waited its whole flush timeout) or, for
     create_bucket='no', to create the bucket."""
-    from aitoolbox.loop import LoopConfigError
+    from aitoolbox.cloud import CloudConfigError
 
-    with pytest.raises(LoopConfigError, match=message):
+    with pytest.raises(CloudConfigError, match=message):
         TrainLoopCheckpoint(
             *_args(),
             "p",
@@ -269,11 +281,11 @@ def test_bad_cloud_option_values_are_refused_before_any_request(
 
 
 def test_bad_cloud_arguments(tmp_path: Path) -> None:
-    from aitoolbox.loop import LoopConfigError
+    from aitoolbox.cloud import CloudConfigError
 
-    with pytest.raises(LoopConfigError, match="cloud_save_mode='s3' needs bucket_name"):
+    with pytest.raises(CloudConfigError, match="cloud_save_mode='s3' needs bucket_name"):
         TrainLoopCheckpoint(*_args(), "p", "e", tmp_path, cloud_save_mode="s3")
-    with pytest.raises(LoopConfigError, match=r"cloud_options has unknown keys \['endpoint'\]"):
+    with pytest.raises(CloudConfigError, match=r"cloud_options has unknown keys \['endpoint'\]"):
         TrainLoopCheckpoint(
             *_args(), "p", "e", tmp_path, cloud_save_mode="s3", bucket_name="ok-bucket", cloud_options={"endpoint": "x"}
         )

@@ -257,7 +257,9 @@ def test_a_rank_that_raises_fails_the_job_with_its_error(tmp_path: Path) -> None
 
 
 def test_a_stop_decided_on_one_rank_stops_every_rank_at_the_same_batch(tmp_path: Path) -> None:
-    _torchrun(tmp_path, "--variant", "plain", "--stop-on-rank", "1", "--stop-at-iteration", "5")
+    proc = _torchrun(tmp_path, "--variant", "plain", "--stop-on-rank", "1", "--stop-at-iteration", "5", "--debug-log")
+    # at DEBUG, fit names the callbacks that make the ranks agree after every batch
+    assert "ranks agree to stop after every batch (one gloo all-reduce), for ['stop']" in proc.stderr, proc.stderr
     rank0, rank1 = _load(tmp_path, 0), _load(tmp_path, 1)
     assert rank0["iteration"] == rank1["iteration"] == 5, "no rank runs ahead into a collective the other left"
     assert rank0["epoch"] == rank1["epoch"] == 0  # both stopped in (and closed) epoch 0

@@ -165,3 +165,33 @@ def test_a_missing_member_distribution_is_named_with_its_install() -> None:
     assert "`pip install aitoolbox-checkpointing`" in message
     assert "No module named 'aitoolbox.loop.nothing_here'" in proc.stderr  # a missing module stays Python's error
     assert "pip install" not in proc.stderr
+
+
+def test_the_tracked_variants_agree_on_their_shared_arguments() -> None:
+    """Shared names come in the same order, with the same kind and default, in all three tracked variants; each
+    forwards its arguments to ``super().__init__`` by keyword (a positional slip cannot shift them)."""
+    import ast
+    import inspect
+
+    from aitoolbox.torchtrain import _variants
+    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint, TrainLoopCheckpointEndSave, TrainLoopEndSave
+
+    variants = (TrainLoopCheckpoint, TrainLoopEndSave, TrainLoopCheckpointEndSave)
+    signatures = [inspect.signature(v.__init__).parameters for v in variants]
+    for a in signatures:
+        for b in signatures:
+            shared = [n for n in a if n in b]
+            assert shared == [n for n in b if n in a]  # the same order
+            for name in shared:
+                same = (a[name].kind, a[name].default, a[name].annotation)
+                assert same == (b[name].kind, b[name].default, b[name].annotation), name
+    tree = ast.parse(inspect.getsource(_variants))
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "__init__"
+        and isinstance(node.func.value, ast.Call)
+    ]
+    assert len(calls) == 3 and all(not call.args for call in calls)

@@ -19,8 +19,8 @@ from aitoolbox.checkpointing import (
     restore_rng_state,
 )
 from aitoolbox.checkpointing.compat import load_model_state, load_optimizer_states
-from aitoolbox.loop import LoopConfigError, TrainLoop
-from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop import LoopConfigError, LoopView, TrainLoop
+from aitoolbox.loop.callbacks import Callback, Every
 from aitoolbox.loop.callbacks.base import (
     callback_states,
     check_metric_will_exist,
@@ -45,12 +45,13 @@ logger = logging.getLogger(__name__)
 REQUIRED_PARTS = ("model", "optimizer", "loop", "rng", "callbacks")
 
 
-def collect_parts(tl: TrainLoop, loop_state: dict[str, Any] | None = None) -> dict[str, Any]:
+def collect_parts(tl: LoopView, loop_state: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything needed to continue ``tl`` exactly, as tensors and plain data (``loop_state``: ``tl.state_dict()``
     when the caller already took it)."""
+    strategy, model = tl.strategy, tl.model
     return {
-        "model": tl.model.state_dict(),
-        "optimizer": [opt.state_dict() for opt in tl.optimizers],
+        "model": strategy.model_state_dict(model),
+        "optimizer": [strategy.optimizer_state_dict(model, opt) for opt in tl.optimizers],
         "loop": tl.state_dict() if loop_state is None else loop_state,
         "rng": capture_rng_state(),
         "callbacks": callback_states(tl.callbacks),
@@ -59,11 +60,21 @@ def collect_parts(tl: TrainLoop, loop_state: dict[str, Any] | None = None) -> di
 
 def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint, *, strict: bool = True) -> None:
     """Load the model and optimizer states; a different architecture or optimizer is named before anything loads."""
+    strategy, model = tl.strategy, tl.model
     if "model" in loaded:
-        load_model_state(tl.model, loaded["model"], loaded.info.path)
+        own = strategy.model_state_dict(model)
+        load_model_state(
+            own, loaded["model"], loaded.info.path, lambda state: strategy.load_model_state_dict(model, state)
+        )
     if "optimizer" in loaded:
         saved_classes = loaded["loop"].get("optimizers") if "loop" in loaded else None
-        load_optimizer_states(tl.optimizers, loaded["optimizer"], saved_classes, loaded.info.path)
+        load_optimizer_states(
+            tl.optimizers,
+            loaded["optimizer"],
+            saved_classes,
+            loaded.info.path,
+            lambda opt, state: strategy.load_optimizer_state_dict(model, opt, state),
+        )
     if "loop" in loaded:
         tl.load_state_dict(loaded["loop"], strict=strict)
 
@@ -103,7 +114,6 @@ class EpochCheckpoint(Callback):
 
     def on_train_loop_registration(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         if self.monitor == "val_loss" and tl.validation_loader is None:
             raise LoopConfigError(
                 "checkpoints are ranked by 'val_loss' but there is no validation_loader; pass one or rank by 'loss'"
@@ -111,7 +121,6 @@ class EpochCheckpoint(Callback):
 
     def on_train_begin(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         if self.monitor is None:
             return
         check_metric_will_exist(tl, self.monitor, "checkpoints are ranked by")
@@ -125,7 +134,6 @@ class EpochCheckpoint(Callback):
     def save(self, *, epoch_end: bool = True, meta: Mapping[str, Any] | None = None) -> str | None:
         """Commit a checkpoint of the loop now (every rank calls it); its name, on the rank that writes."""
         tl = self.train_loop_obj
-        assert tl is not None
         monitor = self.monitor
         if epoch_end and monitor and monitor not in tl.train_history:
             raise LoopConfigError(
@@ -183,13 +191,13 @@ class EpochAndIterationCheckpoint(EpochCheckpoint):
     def __init__(self, meta: Mapping[str, Any], retention: Retention, every: int) -> None:
         super().__init__(meta, retention)
         self.every = every
+        self.schedule = Every(every, "step") if every else None
         self._due = False
         self._cut = False
 
     def on_batch_end(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
-        if self.every and tl.iteration % self.every == 0:
+        if self.schedule is not None and self.schedule.due(tl.iteration):
             self._due = True
         boundary = tl.batch_in_epoch % tl.grad_accumulation == 0
         if tl.iteration == tl.num_iterations and tl.batch_in_epoch != tl.epoch_length:  # the budget ends mid-epoch
@@ -211,7 +219,7 @@ class EpochAndIterationCheckpoint(EpochCheckpoint):
         self.save()
 
 
-class Checkpointing(LoopExtension):
+class Checkpointing(LoopExtension[TrainLoop]):
     """Commits a checkpoint after every epoch (and every ``iteration_save_freq`` iterations) into the experiment
     folder's ``checkpoint_model/``, and resumes from one (``fit(resume_from=...)``) exactly."""
 

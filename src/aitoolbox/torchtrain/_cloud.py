@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager
 from aitoolbox.checkpointing.layout import LATEST, MANIFEST, pointer_bytes, read_pointer
 from aitoolbox.experiment import ExperimentWriter
-from aitoolbox.loop import LoopConfigError, TrainLoop
+from aitoolbox.loop import TrainLoop
 from aitoolbox.loop.extensions import LoopExtension
 from aitoolbox.loop.preemption import Preempted
 from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, is_experiment_name
@@ -19,74 +19,26 @@ from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, i
 if TYPE_CHECKING:
     from aitoolbox.cloud import S3Store, UploadReport
     from aitoolbox.cloud.mirror import FolderMirror
+    from aitoolbox.cloud.settings import CloudSettings
 
 logger = logging.getLogger(__name__)
 
-GCS_ENDPOINT = "https://storage.googleapis.com"
-_STORE_OPTIONS = {"endpoint_url", "region", "profile", "part_size", "max_concurrency"}
-_UPLOAD_OPTIONS = {"max_attempts", "backoff_s", "max_backoff_s"}
-_OTHER_OPTIONS = {"create_bucket", "flush_timeout_s"}
 
+def cloud_settings(
+    mode: object, bucket_name: object, prefix: object, options: Mapping[str, Any] | None
+) -> CloudSettings:
+    """The variants' cloud arguments, checked by the cloud package (:class:`~aitoolbox.cloud.settings.CloudSettings`,
+    which owns the option names and raises :class:`~aitoolbox.cloud.CloudConfigError`)."""
+    from aitoolbox.cloud.settings import CloudSettings
 
-class CloudSettings:
-    """The variants' cloud options, checked: ``cloud_save_mode`` (None/'local': off, 's3', 'gcs'), the bucket, the
-    key prefix and ``cloud_options``."""
-
-    def __init__(self, mode: object, bucket_name: object, prefix: object, options: Mapping[str, Any] | None) -> None:
-        if mode not in (None, "local", "s3", "gcs"):
-            raise LoopConfigError(f"cloud_save_mode must be None, 'local', 's3' or 'gcs', got {mode!r}")
-        self.mode, self.bucket_name, self.prefix, self.options = mode, bucket_name, prefix, dict(options or {})
-        self.enabled = mode in ("s3", "gcs")
-
-    def make_store(self) -> S3Store:
-        """Build the store (bucket name checked, nothing sent), then run the preflight."""
-        from aitoolbox.cloud import S3Store, validate_bucket_name
-
-        opts, mode = self.options, self.mode
-        allowed = _STORE_OPTIONS | _UPLOAD_OPTIONS | _OTHER_OPTIONS
-        if set(opts) - allowed:
-            raise LoopConfigError(
-                f"cloud_options has unknown keys {sorted(set(opts) - allowed)}; allowed: {sorted(allowed)}"
-            )
-        if self.bucket_name is None:
-            raise LoopConfigError(f"cloud_save_mode={mode!r} needs bucket_name (the bucket to save to)")
-        validate_bucket_name(self.bucket_name)
-        if not isinstance(self.prefix, str):
-            raise LoopConfigError(f"cloud_dir_prefix must be a string, got {type(self.prefix).__name__}")
-        if not isinstance(opts.get("create_bucket", False), bool):
-            raise LoopConfigError(
-                f"cloud_options['create_bucket'] must be True or False, got {opts['create_bucket']!r}"
-            )
-        timeout = opts.get("flush_timeout_s", 600.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout < float("inf"):
-            raise LoopConfigError(f"cloud_options['flush_timeout_s'] must be a number of seconds >= 0, not {timeout!r}")
-        self.check_upload_options()
-        store_kwargs = {k: opts[k] for k in _STORE_OPTIONS if k in opts}
-        if mode == "gcs":
-            store_kwargs.setdefault("endpoint_url", GCS_ENDPOINT)  # GCS's S3-compatible XML API, with HMAC keys
-            store_kwargs.setdefault("region", "auto")
-        store = S3Store(str(self.bucket_name), prefix=self.prefix, **store_kwargs)
-        store.preflight(create_bucket=opts.get("create_bucket", False))
-        logger.info("cloud: %s preflight passed", store)
-        return store
-
-    def check_upload_options(self) -> None:
-        """``max_attempts``, ``backoff_s``, ``max_backoff_s``: checked now (a bad one would stop the upload thread
-        and leave ``fit`` waiting for its flush), by the uploader's own rules."""
-        from aitoolbox.cloud import BackgroundUploader, CloudConfigError
-
-        upload = {k: self.options[k] for k in _UPLOAD_OPTIONS if k in self.options}
-        try:
-            BackgroundUploader.check_options(**upload)
-        except CloudConfigError as err:
-            raise LoopConfigError(f"cloud_options: {err}") from None
+    return CloudSettings(mode, bucket_name, prefix, options)
 
 
 def make_store(mode: str, bucket_name: object, prefix: object, options: Mapping[str, Any] | None) -> S3Store:
-    return CloudSettings(mode, bucket_name, prefix, options).make_store()
+    return cloud_settings(mode, bucket_name, prefix, options).make_store()
 
 
-class CloudMirror(LoopExtension):
+class CloudMirror(LoopExtension[TrainLoop]):
     """Uploads the experiment folder as it is written: checkpoints as they commit (files, manifest, then the
     ``latest`` pointer), the rest at the end; waits for the uploads when training ends or fails."""
 
@@ -104,16 +56,9 @@ class CloudMirror(LoopExtension):
             self.store = self.settings.make_store()
 
     def _follow(self, path: Path, resumed: bool) -> None:
-        from aitoolbox.cloud.mirror import FolderMirror
-
         if self.store is None or (self.mirror is not None and self.mirror.folder == path):
             return
-        opts = self.settings.options
-        upload = {k: opts[k] for k in _UPLOAD_OPTIONS if k in opts}
-        base = f"{self.folder.project_name}/{path.name}"
-        self.mirror = FolderMirror(
-            self.store, path, base, flush_timeout_s=float(opts.get("flush_timeout_s", 600.0)), **upload
-        )
+        self.mirror = self.settings.make_mirror(self.store, path, f"{self.folder.project_name}/{path.name}")
         if resumed:
             self.mirror.resume_pending()
         else:

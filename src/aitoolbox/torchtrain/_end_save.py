@@ -47,7 +47,7 @@ def check_result_packages(
 def save_final_model(tl: TrainLoop, writer: ExperimentWriter) -> Path:
     """``model/model_state_dict.pt`` (loads with ``weights_only=True``) and ``model/model_info.json``."""
     buf = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in tl.model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in tl.strategy.model_state_dict(tl.model).items()}
     torch.save(state, buf)
     data = buf.getvalue()
     path = writer.write_bytes("model/model_state_dict.pt", data)
@@ -166,7 +166,7 @@ def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
     return results
 
 
-class EndSave(LoopExtension):
+class EndSave(LoopExtension[TrainLoop]):
     """After training: evaluate the result packages and write the experiment folder (then upload it)."""
 
     def __init__(

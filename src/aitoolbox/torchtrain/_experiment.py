@@ -170,7 +170,7 @@ def has_checkpoints(root: Path, project_name: str, experiment_name: str) -> bool
     return False
 
 
-class ExperimentFolder(LoopExtension):
+class ExperimentFolder(LoopExtension[TrainLoop]):
     """The experiment folder ``<root>/<project>/<experiment>_<timestamp>/`` with ``hyperparams.json``: created by
     rank 0 when training first starts (every rank learns its path), or adopted from a resumed run.
 

@@ -16,7 +16,7 @@ from aitoolbox.loop import TrainLoop, TTModel
 from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.extensions import LoopExtension
 from aitoolbox.torchtrain._checkpoint import Checkpointing
-from aitoolbox.torchtrain._cloud import CloudMirror, CloudSettings
+from aitoolbox.torchtrain._cloud import CloudMirror, cloud_settings
 from aitoolbox.torchtrain._end_save import EndSave
 from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder
 from aitoolbox.torchtrain._retention import Retention
@@ -24,6 +24,7 @@ from aitoolbox.torchtrain._retention import Retention
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from aitoolbox.cloud.settings import CloudSettings
     from aitoolbox.loop.extensions import LoopOptions
 
 __all__ = ["TrainLoopCheckpoint", "TrainLoopCheckpointEndSave", "TrainLoopEndSave"]
@@ -141,11 +142,11 @@ class TrainLoopCheckpoint(_Tracked):
         cloud_options: Mapping[str, Any] | None = None,
         source_dirs: Sequence[str | Path] = (),
         redact_secrets: bool = True,
-        extensions: Sequence[LoopExtension] = (),
+        extensions: Sequence[LoopExtension[TrainLoop]] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
         retention = Retention(rm_subopt_local_models, num_best_checkpoints_kept, rm_subopt_mode)
-        cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
+        cloud = cloud_settings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
         self._folder, self._mirror = _tracking(
             project_name,
             experiment_name,
@@ -157,9 +158,15 @@ class TrainLoopCheckpoint(_Tracked):
         )
         self._checkpointing = Checkpointing(self._folder, self._mirror, retention, iteration_save_freq)
         super().__init__(
-            model, train_loader, validation_loader, test_loader, optimizer, criterion,
-            extensions=[self._folder, self._checkpointing, self._mirror, *extensions], **loop_options,
-        )  # fmt: skip
+            model=model,
+            train_loader=train_loader,
+            validation_loader=validation_loader,
+            test_loader=test_loader,
+            optimizer=optimizer,
+            criterion=criterion,
+            extensions=[self._folder, self._checkpointing, self._mirror, *extensions],
+            **loop_options,
+        )
         self.rm_subopt_local_models = rm_subopt_local_models
         self.num_best_checkpoints_kept = num_best_checkpoints_kept
         self.iteration_save_freq = iteration_save_freq
@@ -267,11 +274,11 @@ class TrainLoopEndSave(_Tracked):
         cloud_options: Mapping[str, Any] | None = None,
         source_dirs: Sequence[str | Path] = (),
         redact_secrets: bool = True,
-        extensions: Sequence[LoopExtension] = (),
+        extensions: Sequence[LoopExtension[TrainLoop]] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
         self._end = EndSave(val_result_package, test_result_package, validation_loader, test_loader)
-        cloud = CloudSettings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
+        cloud = cloud_settings(cloud_save_mode, bucket_name, cloud_dir_prefix, cloud_options)
         self._folder, self._mirror = _tracking(
             project_name,
             experiment_name,
@@ -282,9 +289,15 @@ class TrainLoopEndSave(_Tracked):
             redact_secrets,
         )
         super().__init__(
-            model, train_loader, validation_loader, test_loader, optimizer, criterion,
-            extensions=[self._folder, self._mirror, self._end, *extensions], **loop_options,
-        )  # fmt: skip
+            model=model,
+            train_loader=train_loader,
+            validation_loader=validation_loader,
+            test_loader=test_loader,
+            optimizer=optimizer,
+            criterion=criterion,
+            extensions=[self._folder, self._mirror, self._end, *extensions],
+            **loop_options,
+        )
         self.val_result_package, self.test_result_package = val_result_package, test_result_package
         self.cloud_save_mode, self.bucket_name, self.cloud_dir_prefix = cloud_save_mode, bucket_name, cloud_dir_prefix
 
@@ -333,18 +346,33 @@ class TrainLoopCheckpointEndSave(TrainLoopCheckpoint):
         cloud_options: Mapping[str, Any] | None = None,
         source_dirs: Sequence[str | Path] = (),
         redact_secrets: bool = True,
-        extensions: Sequence[LoopExtension] = (),
+        extensions: Sequence[LoopExtension[TrainLoop]] = (),
         **loop_options: Unpack[LoopOptions],
     ) -> None:
         end_save = EndSave(val_result_package, test_result_package, validation_loader, test_loader)
         self._end = end_save
         super().__init__(
-            model, train_loader, validation_loader, test_loader, optimizer, criterion, project_name,
-            experiment_name, local_model_result_folder_path, hyperparams, cloud_save_mode, bucket_name,
-            cloud_dir_prefix, rm_subopt_local_models=rm_subopt_local_models,
-            num_best_checkpoints_kept=num_best_checkpoints_kept, iteration_save_freq=iteration_save_freq,
-            rm_subopt_mode=rm_subopt_mode, cloud_options=cloud_options, source_dirs=source_dirs,
-            redact_secrets=redact_secrets, extensions=[end_save, *extensions],
+            model=model,
+            train_loader=train_loader,
+            validation_loader=validation_loader,
+            test_loader=test_loader,
+            optimizer=optimizer,
+            criterion=criterion,
+            project_name=project_name,
+            experiment_name=experiment_name,
+            local_model_result_folder_path=local_model_result_folder_path,
+            hyperparams=hyperparams,
+            cloud_save_mode=cloud_save_mode,
+            bucket_name=bucket_name,
+            cloud_dir_prefix=cloud_dir_prefix,
+            rm_subopt_local_models=rm_subopt_local_models,
+            num_best_checkpoints_kept=num_best_checkpoints_kept,
+            iteration_save_freq=iteration_save_freq,
+            rm_subopt_mode=rm_subopt_mode,
+            cloud_options=cloud_options,
+            source_dirs=source_dirs,
+            redact_secrets=redact_secrets,
+            extensions=[end_save, *extensions],
             **loop_options,
-        )  # fmt: skip
+        )
         self.val_result_package, self.test_result_package = val_result_package, test_result_package

@@ -102,8 +102,7 @@ class ListRegisteredCallbacks(Callback):
     """Log the registered callbacks per hook, in the order they run, when training starts."""
 
     def on_train_begin(self) -> None:
-        handler = self.train_loop_obj.callback_handler
-        for hook, callbacks in handler.by_hook.items():
+        for hook, callbacks in self.train_loop_obj.callbacks_by_hook.items():
             if callbacks:
                 logger.info("%s: %s", hook, ", ".join(cb.callback_name for cb in callbacks))
 

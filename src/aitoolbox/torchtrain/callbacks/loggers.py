@@ -9,7 +9,7 @@ from typing import Any
 
 from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.loop import LoopConfigError
-from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop.callbacks import Callback, Every
 from aitoolbox.loop.errors import check_int
 
 __all__ = ["CSVHistoryWriter", "TensorBoardLogger"]
@@ -45,6 +45,7 @@ class TensorBoardLogger(Callback):
         check_int("log_every_n_steps", log_every_n_steps, 0)
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.log_every_n_steps = log_every_n_steps
+        self.hook_schedule = Every(log_every_n_steps, "step") if log_every_n_steps else None
         self.metrics = None if metrics is None else list(metrics)
         self.writer: Any = None
 
@@ -70,15 +71,13 @@ class TensorBoardLogger(Callback):
         log_dir = self.log_dir or (exp / "tensorboard" if exp is not None else None)
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
-    def on_batch_end(self) -> None:
+    def on_batch_end(self) -> None:  # after every log_every_n_steps-th batch (hook_schedule)
         tl = self.train_loop_obj
-        assert tl is not None and tl.last_loss is not None
-        if self.log_every_n_steps and tl.iteration % self.log_every_n_steps == 0:
+        if self.log_every_n_steps and tl.last_loss is not None:
             self.writer.add_scalar("train/loss_step", tl.last_loss.detach().item(), tl.iteration)
 
     def on_epoch_end(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         for name, values in tl.train_history.items():
             if self.metrics is not None and name not in self.metrics:
                 continue
@@ -120,7 +119,6 @@ class CSVHistoryWriter(Callback):
 
     def on_epoch_end(self) -> None:
         tl = self.train_loop_obj
-        assert tl is not None
         if self.directory is not None:
             ExperimentWriter(self.directory).write_history(
                 tl.train_history, folder=".", epochs=tl.train_history.epochs()

@@ -11,12 +11,12 @@ import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, runtime_checkable
 
 from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.experiment.result_package import AbstractResultPackage
-from aitoolbox.loop import LoopConfigError
-from aitoolbox.loop.callbacks import Callback
+from aitoolbox.loop import LoopConfigError, LoopView
+from aitoolbox.loop.callbacks import Callback, Every
 from aitoolbox.loop.callbacks.base import check_metric_will_exist
 from aitoolbox.loop.errors import check_int
 from aitoolbox.torchtrain.callbacks.abstract import AbstractExperimentCallback
@@ -36,8 +36,18 @@ logger = logging.getLogger(__name__)
 TRAIN_END = "train_end_"
 
 
-def _every(frequency: int | None, epoch: int) -> bool:
-    return frequency is None or epoch % frequency == 0
+def _schedule(frequency: int | None) -> Every | None:
+    """Every ``frequency``-th epoch from the first (0-based epochs 0, N, 2N..., as the original)."""
+    return None if frequency is None else Every(frequency, "epoch", start=1)
+
+
+@runtime_checkable
+class _TrackedView(LoopView, Protocol):
+    """A tracked variant (it has an experiment folder)."""
+
+    project_name: str
+    experiment_name: str
+    local_model_result_folder_path: str
 
 
 class ModelPerformanceEvaluation(Callback):
@@ -93,6 +103,7 @@ class ModelPerformanceEvaluation(Callback):
         self.result_package = result_package
         self.args = dict(args or {})
         self.on_each_epoch, self.eval_frequency = on_each_epoch, eval_frequency
+        self.hook_schedule = _schedule(eval_frequency)
         self.on_train_data, self.on_val_data = on_train_data, on_val_data
         self.if_available_output_to_project_dir = if_available_output_to_project_dir
 
@@ -102,7 +113,7 @@ class ModelPerformanceEvaluation(Callback):
             raise LoopConfigError(
                 "ModelPerformanceEvaluation(on_val_data=True) needs a validation_loader; pass one to the TrainLoop"
             )
-        if self.if_available_output_to_project_dir and hasattr(tl, "project_name"):  # a tracked variant
+        if self.if_available_output_to_project_dir and isinstance(tl, _TrackedView):
             self.result_package.set_experiment_dir_path_for_additional_results(
                 tl.project_name, tl.experiment_name, tl.experiment_timestamp, str(tl.local_model_result_folder_path)
             )
@@ -115,7 +126,7 @@ class ModelPerformanceEvaluation(Callback):
         return (*names, *(TRAIN_END + n for n in names))
 
     def on_epoch_end(self) -> None:
-        if self.on_each_epoch and _every(self.eval_frequency, self.train_loop_obj.epoch):
+        if self.on_each_epoch:  # every eval_frequency-th epoch (hook_schedule)
             self.evaluate_model_performance()
 
     def on_train_end(self) -> None:
@@ -165,6 +176,7 @@ class ModelPerformancePrintReport(Callback):
         check_int("report_frequency", report_frequency, 1, optional=True, expected="a positive int or None")
         self.metrics = list(metrics)
         self.on_each_epoch, self.report_frequency = on_each_epoch, report_frequency
+        self.hook_schedule = _schedule(report_frequency)
         self.strict_metric_reporting, self.list_tracked_metrics = strict_metric_reporting, list_tracked_metrics
         self.stream = stream
 
@@ -177,7 +189,7 @@ class ModelPerformancePrintReport(Callback):
                 check_metric_will_exist(self.train_loop_obj, metric, "ModelPerformancePrintReport reports")
 
     def on_epoch_end(self) -> None:
-        if self.on_each_epoch and _every(self.report_frequency, self.train_loop_obj.epoch):
+        if self.on_each_epoch:  # every report_frequency-th epoch (hook_schedule)
             self.print_performance_report(title="End of epoch performance report")
 
     def on_train_end(self) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from aitoolbox.experiment.redact import redact
 from aitoolbox.loop import LoopConfigError
+from aitoolbox.loop.callbacks import Every
 from aitoolbox.loop.errors import check_int
 from aitoolbox.torchtrain.callbacks.abstract import AbstractExperimentCallback
 
@@ -85,6 +86,8 @@ class WandBTracking(AbstractExperimentCallback):
         check_int("batch_log_frequency", batch_log_frequency, 1, optional=True, expected="a positive int or None")
         self.metric_names = None if metric_names is None else list(metric_names)
         self.batch_log_frequency = batch_log_frequency
+        # the first batch, then every batch_log_frequency-th
+        self.hook_schedule = None if batch_log_frequency is None else Every(batch_log_frequency, "step", start=1)
         self.hyperparams = None if hyperparams is None else dict(hyperparams)
         self.tags = tags
         self.alerts = alerts
@@ -138,8 +141,7 @@ class WandBTracking(AbstractExperimentCallback):
 
     def on_batch_end(self) -> None:
         tl = self.train_loop_obj
-        freq = self.batch_log_frequency
-        if freq is not None and tl.total_iteration_idx % freq == 0 and tl.last_loss is not None:
+        if self.batch_log_frequency is not None and tl.last_loss is not None:  # when due (hook_schedule)
             self.run.log({"train_loss/last_batch_loss": tl.last_loss.detach().item()}, step=tl.total_iteration_idx)
 
     def on_epoch_end(self) -> None:
