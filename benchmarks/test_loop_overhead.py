@@ -30,11 +30,23 @@ from _scale import scaled
 
 WORKLOADS = {
     "W0": {"dims": [4, 2], "batch": 2, "steps": scaled(200, 20), "val_steps": 0, "threads": 1, "rounds": 60},
-    "W1": {"dims": [32, 64, 10], "batch": 64, "steps": scaled(2000, 20), "val_steps": scaled(50, 2), "threads": 1,
-           "rounds": 15},
-    "W2": {"dims": [256, 512, 512, 10], "batch": 256, "steps": scaled(300, 5), "val_steps": scaled(20, 2),
-           "threads": None, "rounds": 11},
-}  # fmt: skip
+    "W1": {
+        "dims": [32, 64, 10],
+        "batch": 64,
+        "steps": scaled(2000, 20),
+        "val_steps": scaled(50, 2),
+        "threads": 1,
+        "rounds": 15,
+    },
+    "W2": {
+        "dims": [256, 512, 512, 10],
+        "batch": 256,
+        "steps": scaled(300, 5),
+        "val_steps": scaled(20, 2),
+        "threads": None,
+        "rounds": 11,
+    },
+}
 
 
 def _mlp(dims: list[int]) -> nn.Module:

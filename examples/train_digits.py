@@ -55,16 +55,20 @@ def main(argv: list[str] | None = None) -> float:
 
     tl = TrainLoopCheckpointEndSave(
         model,
-        train_loader, val_loader, test_loader,
-        optimizer, criterion,
-        project_name="digits_demo", experiment_name="cnn",
+        train_loader,
+        val_loader,
+        test_loader,
+        optimizer,
+        criterion,
+        project_name="digits_demo",
+        experiment_name="cnn",
         local_model_result_folder_path=args.results_dir,
         hyperparams=hyperparams,
         val_result_package=ClassificationResultPackage(),
         test_result_package=ClassificationResultPackage(),
         cloud_save_mode="local",
         device="cpu",
-    )  # fmt: skip
+    )
     start = time.perf_counter()
     model = tl.fit(
         num_epochs=args.epochs,

@@ -56,25 +56,47 @@ def child(run_dir: Path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(8, 768), nn.ReLU(), nn.Dropout(0.1), nn.Linear(768, 768), nn.ReLU(), nn.Linear(768, 3)
-    )  # fmt: skip  (~600k parameters: commits take a measurable time)
+    )  # ~600k parameters: commits take a measurable time
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     train = DataLoader(make_classification_data(N_TRAIN), batch_size=BATCH, shuffle=True)
     val = DataLoader(make_classification_data(40, seed=1), batch_size=20)
     cloud: dict[str, Any] = {}
     if os.environ.get("CAMPAIGN_ENDPOINT"):
-        cloud = {"cloud_save_mode": "s3", "bucket_name": os.environ["CAMPAIGN_BUCKET"],
-                 "cloud_options": {"endpoint_url": os.environ["CAMPAIGN_ENDPOINT"], "create_bucket": True,
-                                   "max_attempts": 3, "backoff_s": 0.2, "flush_timeout_s": 20}}  # fmt: skip
+        cloud = {
+            "cloud_save_mode": "s3",
+            "bucket_name": os.environ["CAMPAIGN_BUCKET"],
+            "cloud_options": {
+                "endpoint_url": os.environ["CAMPAIGN_ENDPOINT"],
+                "create_bucket": True,
+                "max_attempts": 3,
+                "backoff_s": 0.2,
+                "flush_timeout_s": 20,
+            },
+        }
     tl = TrainLoopCheckpoint(
-        model, train, val, None, opt, nn.CrossEntropyLoss(), "campaign", "run", run_dir / "results",
-        iteration_save_freq=SAVE_EVERY, rm_subopt_local_models="val_loss", num_best_checkpoints_kept=2, device="cpu",
-        progress_bar=False, **cloud,
-    )  # fmt: skip
+        model,
+        train,
+        val,
+        None,
+        opt,
+        nn.CrossEntropyLoss(),
+        "campaign",
+        "run",
+        run_dir / "results",
+        iteration_save_freq=SAVE_EVERY,
+        rm_subopt_local_models="val_loss",
+        num_best_checkpoints_kept=2,
+        device="cpu",
+        progress_bar=False,
+        **cloud,
+    )
     has_ckpt = _experiment(run_dir) is not None  # an attempt killed before its first commit left only a folder
     tl.fit(num_epochs=EPOCHS, callbacks=[Progress()], resume_from="latest" if has_ckpt else None)
     print("fit-done", flush=True)  # a SIGTERM from here on is not a preemption: the handlers are gone
-    torch.save({"params": model.state_dict(), "optimizer": opt.state_dict(), "history": tl.train_history.to_dict()},
-               run_dir / "result.pt")  # fmt: skip
+    torch.save(
+        {"params": model.state_dict(), "optimizer": opt.state_dict(), "history": tl.train_history.to_dict()},
+        run_dir / "result.pt",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- the campaign
@@ -101,9 +123,12 @@ class Child:
 
     def __init__(self, run_dir: Path, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env,
-        )  # fmt: skip
+            [sys.executable, __file__, "--child", str(run_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.last = -1
         self.fit_done = False
         self.started = threading.Event()
@@ -219,8 +244,9 @@ def _s3(scratch: Path, enabled: bool) -> Iterator[Any]:
         yield server
 
 
-def one_run(i: int, rng: random.Random, scratch: Path, reference: dict[str, Any], train_s: float, server: Any,
-            stats: Stats) -> None:  # fmt: skip
+def one_run(
+    i: int, rng: random.Random, scratch: Path, reference: dict[str, Any], train_s: float, server: Any, stats: Stats
+) -> None:
     import torch
 
     run_dir = scratch / f"run{i:03d}"
@@ -256,8 +282,16 @@ def one_run(i: int, rng: random.Random, scratch: Path, reference: dict[str, Any]
         _check_bucket(store, run_dir, stats, f"run {i} end")
 
 
-def _kill_once(label: str, run_dir: Path, env: dict[str, str], rng: random.Random, train_s: float, server: Any,
-               store: Any, stats: Stats) -> int | None:  # fmt: skip
+def _kill_once(
+    label: str,
+    run_dir: Path,
+    env: dict[str, str],
+    rng: random.Random,
+    train_s: float,
+    server: Any,
+    store: Any,
+    stats: Stats,
+) -> int | None:
     """Start the run (resuming), kill it at a random moment of its training (``train_s`` long; and maybe the S3
     server before), check ``latest``; the iteration it resumes from, ``None`` when it completed before the kill."""
     proc = Child(run_dir, env)
@@ -339,13 +373,17 @@ def campaign(runs: int, seed: int, s3_every: int, keep: Path | None) -> int:
     machine = f"{os.cpu_count()} cores, torch {torch.__version__}"
     print(f"\nfault campaign: {runs} runs, seed {seed}, {took:.0f} s, {machine}")
     print(f"  resumed exactly:         {stats.exact}/{stats.runs}")
-    print(f"  kills:                   {stats.kills['SIGKILL']} SIGKILL, {stats.kills['SIGTERM']} SIGTERM "
-          f"(exit codes: {stats.sigterm_codes}); S3 server killed {stats.server_kills} times")  # fmt: skip
+    print(
+        f"  kills:                   {stats.kills['SIGKILL']} SIGKILL, {stats.kills['SIGTERM']} SIGTERM "
+        f"(exit codes: {stats.sigterm_codes}); S3 server killed {stats.server_kills} times"
+    )
     if kill_lost:
         print(f"  steps lost per SIGKILL:  mean {statistics.mean(kill_lost):.2f}, max {max(kill_lost)}")
     print(f"  steps lost per SIGTERM:  {sum(term_lost)} in total (max {max(term_lost, default=0)})")
-    print(f"  kills inside a commit:   {stats.in_commit} (a half-written checkpoint left behind); with uploads "
-          f"pending: {stats.uploads_pending}")  # fmt: skip
+    print(
+        f"  kills inside a commit:   {stats.in_commit} (a half-written checkpoint left behind); with uploads "
+        f"pending: {stats.uploads_pending}"
+    )
     print(f"  unloadable latest:       {len(stats.unloadable)}; bucket latest incomplete: {len(stats.bucket_bad)}")
     print(f"  best 2 kept, verified:   {stats.best_kept}/{stats.runs}")
     for line in stats.failures + stats.unloadable + stats.bucket_bad:

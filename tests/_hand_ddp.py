@@ -26,8 +26,16 @@ class FFNet(nn.Module):
         return F.log_softmax(self.ff_3(F.relu(self.ff_2(F.relu(self.ff_1(x))))), dim=1)
 
 
-def train(rank: int, world_size: int, port: int, init: dict[str, torch.Tensor], data: TensorDataset,
-          batch_size: int, num_epochs: int, out: str) -> None:  # fmt: skip
+def train(
+    rank: int,
+    world_size: int,
+    port: int,
+    init: dict[str, torch.Tensor],
+    data: TensorDataset,
+    batch_size: int,
+    num_epochs: int,
+    out: str,
+) -> None:
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:

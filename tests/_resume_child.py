@@ -175,11 +175,21 @@ def main() -> None:
     val = DataLoader(SignalingData(make_classification_data(40, seed=1)), batch_size=16)
     opt = optim.Adam(model.parameters(), lr=1e-2)
     tl = TrainLoopCheckpoint(
-        model, train, val, None, opt, nn.CrossEntropyLoss(),
-        project_name="proj", experiment_name="exact", local_model_result_folder_path=root,
-        hyperparams={"lr": 1e-2}, iteration_save_freq=5, device="cpu",
-        use_amp="bf16" if config == "bf16" else False, **cloud_options(),
-    )  # fmt: skip
+        model,
+        train,
+        val,
+        None,
+        opt,
+        nn.CrossEntropyLoss(),
+        project_name="proj",
+        experiment_name="exact",
+        local_model_result_folder_path=root,
+        hyperparams={"lr": 1e-2},
+        iteration_save_freq=5,
+        device="cpu",
+        use_amp="bf16" if config == "bf16" else False,
+        **cloud_options(),
+    )
     if mode == "preempt" and kill_at and kill_at.startswith("ckpt:"):
         signal_inside_commit(int(kill_at.split(":")[1]))
     recorder = Recorder(kill_at if mode in ("crash", "preempt") else None, preempt=mode == "preempt")

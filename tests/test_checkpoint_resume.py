@@ -31,9 +31,17 @@ pytestmark = pytest.mark.slow
 # epoch 1's checkpoint; "iter:38" dies in epoch 2, after the checkpoint of iteration 35 (36 with grad_accumulation=3,
 # the first optimizer-step boundary after 35).
 _MATRIX = [
-    ("global", 0), ("global", 2), ("loader-gen", 0), ("loader-gen", 2), ("sampler-gen", 0), ("weighted", 0),
-    ("augment", 0), ("augment", 2), ("accum3", 0), ("bf16", 0),
-]  # fmt: skip
+    ("global", 0),
+    ("global", 2),
+    ("loader-gen", 0),
+    ("loader-gen", 2),
+    ("sampler-gen", 0),
+    ("weighted", 0),
+    ("augment", 0),
+    ("augment", 2),
+    ("accum3", 0),
+    ("bf16", 0),
+]
 
 
 @pytest.mark.parametrize("kill_at", ["epoch:2", "iter:38"])
@@ -68,10 +76,18 @@ def test_killed_run_resumes_exactly(tmp_path: Path, straight: Any, config: str, 
 def _tl(root: Path, model: nn.Module | None = None, **kwargs: Any) -> TrainLoopCheckpoint:
     model = model or TinyClassifier()
     return TrainLoopCheckpoint(
-        model, make_classification_loader(64, shuffle=True), make_classification_loader(32, seed=2), None,
-        optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-        project_name="p", experiment_name="e", local_model_result_folder_path=root, device="cpu", **kwargs,
-    )  # fmt: skip
+        model,
+        make_classification_loader(64, shuffle=True),
+        make_classification_loader(32, seed=2),
+        None,
+        optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        project_name="p",
+        experiment_name="e",
+        local_model_result_folder_path=root,
+        device="cpu",
+        **kwargs,
+    )
 
 
 def test_layout_hyperparams_and_created_root(tmp_path: Path) -> None:

@@ -229,8 +229,11 @@ def test_sigterm_to_torchrun_preempts_the_whole_job_within_its_shutdown_timeout(
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER)]
     job = subprocess.Popen(
         [*cmd, "--out", str(out), *RESUMABLE, "--preempt-rank", "-1", "--preempt-at-iteration", "12"],
-        env=_env(), stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        env=_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     start = time.monotonic()
     while not (out / "paused").exists():
         assert job.poll() is None and time.monotonic() - start < 120, job.stderr.read() if job.stderr else ""
@@ -297,9 +300,14 @@ print("trained", tl.iteration)
 def test_gpu_mode_ddp_after_a_threaded_op_with_omp_threads_does_not_hang(tmp_path: Path) -> None:
     env = {**_env(), "OMP_NUM_THREADS": "2"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _AFTER_THREADED_OP], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-c", _AFTER_THREADED_OP],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=120)  # it took 0.5 s of training here; before the fix it hung forever
     except subprocess.TimeoutExpired:

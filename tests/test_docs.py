@@ -50,7 +50,9 @@ def test_page_python_blocks_run(
 def test_the_site_builds_without_warnings(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html", str(DOCS), str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert (tmp_path / "api" / "loop.html").is_file() and (tmp_path / "migration.html").is_file()

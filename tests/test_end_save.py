@@ -46,11 +46,21 @@ def test_experiment_folder_is_complete_and_consistent(tmp_path: Path, variant: t
     exp = tl.experiment_dir
     assert hyper == {"lr": 1e-2, "betas": (0.9, 0.999)}
     expected = {
-        "hyperparams.json", "environment.json", "summary.md", "model/model_state_dict.pt", "model/model_info.json",
-        "results/validation_results.json", "results/test_results.json", "results/validation_predictions.npz",
-        "results/test_predictions.npz", "results/training_history.json", "results/training_history.csv",
-        "plots/loss.png", "plots/confusion_matrix_validation.png", "plots/confusion_matrix_test.png",
-    }  # fmt: skip
+        "hyperparams.json",
+        "environment.json",
+        "summary.md",
+        "model/model_state_dict.pt",
+        "model/model_info.json",
+        "results/validation_results.json",
+        "results/test_results.json",
+        "results/validation_predictions.npz",
+        "results/test_predictions.npz",
+        "results/training_history.json",
+        "results/training_history.csv",
+        "plots/loss.png",
+        "plots/confusion_matrix_validation.png",
+        "plots/confusion_matrix_test.png",
+    }
     files = {str(p.relative_to(exp)) for p in exp.rglob("*") if p.is_file()}
     assert expected <= files
     assert not [f for f in files if Path(f).name.startswith(".")]  # no temporaries
@@ -90,9 +100,15 @@ def test_checkpoint_end_save_resumes_and_rewrites_the_results(tmp_path: Path) ->
 
 def test_per_epoch_metrics_drive_early_stopping_and_checkpoint_ranking(tmp_path: Path) -> None:
     tl = TrainLoopCheckpointEndSave(
-        *_args(), "p", "e", tmp_path, val_result_package=ClassificationResultPackage(),
-        rm_subopt_local_models="val_accuracy", num_best_checkpoints_kept=1, device="cpu",
-    )  # fmt: skip
+        *_args(),
+        "p",
+        "e",
+        tmp_path,
+        val_result_package=ClassificationResultPackage(),
+        rm_subopt_local_models="val_accuracy",
+        num_best_checkpoints_kept=1,
+        device="cpu",
+    )
     es = EarlyStopping(monitor="val_accuracy", patience=1)
     tl.fit(num_epochs=30, callbacks=[ModelPerformanceEvaluation(ClassificationResultPackage()), es])
     acc = tl.train_history["val_accuracy"]

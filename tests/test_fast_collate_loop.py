@@ -142,9 +142,15 @@ def test_what_default_collate_accepts_trains_with_the_defaults(monkeypatch: pyte
         model = _AnyDtype()
         loader = DataLoader(_SometimesFloat64(), batch_size=8, shuffle=True)
         tl = TrainLoop(
-            model, loader, None, None, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-            device="cpu", fast_collate=fast,
-        )  # fmt: skip
+            model,
+            loader,
+            None,
+            None,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            nn.CrossEntropyLoss(),
+            device="cpu",
+            fast_collate=fast,
+        )
         tl.fit(num_epochs=2)
         runs.append(tl)
     assert len(calls) == 16  # fastcollate saw every batch of the default run, and declined the mixed ones

@@ -18,8 +18,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fault_campaign.py"
 def test_a_small_fixed_seed_campaign_resumes_every_run_exactly() -> None:
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--runs", "3", "--seed", "7", "--s3-every", "3"],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-4000:]
     assert "resumed exactly:         3/3" in out

@@ -28,14 +28,23 @@ BUDGET_S = 25.0  # Preemption() defaults: grace 30 s - margin 5 s
 
 
 def _child(
-    root: Path, out: Path, mode: str, kill_at: str = "-", workers: int = 0, config: str = "global",
+    root: Path,
+    out: Path,
+    mode: str,
+    kill_at: str = "-",
+    workers: int = 0,
+    config: str = "global",
     env: dict[str, str] | None = None,
-) -> tuple[subprocess.CompletedProcess[str], float]:  # fmt: skip
+) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(CHILD), str(root), str(out), mode, kill_at, str(workers), config],
-        capture_output=True, text=True, timeout=300, start_new_session=True, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
     return proc, time.monotonic() - start
 
 
@@ -127,13 +136,19 @@ def test_preempted_while_the_server_is_down_says_so_and_the_rerun_uploads_it(
     from aitoolbox.cloud.testing import SeaweedServer
 
     with SeaweedServer.serve(tmp_path / "seaweedfs") as server:
-        env = {"AITB_TEST_ENDPOINT": server.endpoint_url, "AITB_TEST_BUCKET": bucket,
-               "AITB_TEST_PAUSE_AT": f"34:{tmp_path}"}  # fmt: skip
+        env = {
+            "AITB_TEST_ENDPOINT": server.endpoint_url,
+            "AITB_TEST_BUCKET": bucket,
+            "AITB_TEST_PAUSE_AT": f"34:{tmp_path}",
+        }
         start = time.monotonic()
         child = subprocess.Popen(
             [sys.executable, str(CHILD), str(tmp_path / "run"), "-", "preempt", "iter:38"],
-            env={**os.environ, **env}, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
+            env={**os.environ, **env},
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         while not (tmp_path / "paused").exists():
             assert child.poll() is None, child.stderr.read() if child.stderr else ""
             assert time.monotonic() - start < 120
@@ -149,8 +164,12 @@ def test_preempted_while_the_server_is_down_says_so_and_the_rerun_uploads_it(
         assert "ckpt-e0002-i000000038/manifest.json" in journal
 
         server.start()
-        resumed, _ = _child(tmp_path / "run", tmp_path / "out.pt", "resume",
-                            env={**env, "AITB_TEST_PAUSE_AT": "", "AITB_TEST_ATTEMPTS": "30"})  # fmt: skip
+        resumed, _ = _child(
+            tmp_path / "run",
+            tmp_path / "out.pt",
+            "resume",
+            env={**env, "AITB_TEST_PAUSE_AT": "", "AITB_TEST_ATTEMPTS": "30"},
+        )
         assert resumed.returncode == 0, resumed.stderr[-4000:]
         assert_same_run(load_result(tmp_path / "out.pt"), straight("global", 0), 38)
         store = S3Store(bucket, endpoint_url=server.endpoint_url)
@@ -171,9 +190,13 @@ class _SigtermAt(Callback):
 def _variant_args() -> tuple[Any, ...]:
     model = TinyClassifier()
     return (
-        model, make_classification_loader(64, batch_size=8), make_classification_loader(32, seed=2), None,
-        torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(),
-    )  # fmt: skip
+        model,
+        make_classification_loader(64, batch_size=8),
+        make_classification_loader(32, seed=2),
+        None,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.CrossEntropyLoss(),
+    )
 
 
 def test_on_by_default_in_the_checkpointing_variants_only(tmp_path: Path) -> None:

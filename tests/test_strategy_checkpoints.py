@@ -19,10 +19,20 @@ def _tl(root: Path, **options: Any) -> TrainLoopCheckpointEndSave:
     torch.manual_seed(0)
     model = TinyClassifier(dropout=0.1)
     return TrainLoopCheckpointEndSave(
-        model, make_classification_loader(96, batch_size=16, shuffle=True), make_classification_loader(32, seed=1),
-        None, optim.Adam(model.parameters(), lr=1e-2), nn.CrossEntropyLoss(), "proj", "exp", root, {},
-        val_result_package=ClassificationResultPackage(), device="cpu", **options,
-    )  # fmt: skip
+        model,
+        make_classification_loader(96, batch_size=16, shuffle=True),
+        make_classification_loader(32, seed=1),
+        None,
+        optim.Adam(model.parameters(), lr=1e-2),
+        nn.CrossEntropyLoss(),
+        "proj",
+        "exp",
+        root,
+        {},
+        val_result_package=ClassificationResultPackage(),
+        device="cpu",
+        **options,
+    )
 
 
 def test_a_sharded_strategy_checkpoints_and_resumes_like_one_device(tmp_path: Path) -> None:

@@ -22,8 +22,14 @@ pytestmark = pytest.mark.slow
 def run_script(name: str, cwd: Path, env: dict[str, str] | None = None, *args: str) -> str:
     path = os.pathsep.join([str(HERE / "standin"), str(EXAMPLES)])
     full_env = {**os.environ, "PYTHONPATH": path, "RESULTS_DIR": str(cwd), **(env or {})}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc.stdout
 
@@ -39,16 +45,15 @@ def history(folder: Path) -> dict[str, list[float]]:
 
 
 @pytest.mark.timeout(900)  # the original's 10-epoch script with a real S3 server: ~60 s, 3-4x that on a busy machine
-def test_fully_tracked_experiment_with_s3(
-    tmp_path: Path, s3_server: SeaweedServer, aws_env: None
-) -> None:  # fmt: skip
+def test_fully_tracked_experiment_with_s3(tmp_path: Path, s3_server: SeaweedServer, aws_env: None) -> None:
     client = s3_server.client()
     client.create_bucket(Bucket="results")  # type: ignore[attr-defined]
     out = run_script("fully_tracked.py", tmp_path, {"AWS_ENDPOINT_URL": s3_server.endpoint_url})
 
     # the report the original prints, by the original's metric names
-    assert out.count("End of epoch performance report") == len(history(only_experiment(
-        tmp_path, "tl_full_experiment_tracking"))["loss"])  # fmt: skip
+    assert out.count("End of epoch performance report") == len(
+        history(only_experiment(tmp_path, "tl_full_experiment_tracking"))["loss"]
+    )
     assert "train_end_val_Accuracy: " in out and "train_end_train_Accuracy: " in out
     folder = only_experiment(tmp_path, "tl_full_experiment_tracking")
     hist = history(folder)

@@ -14,8 +14,17 @@ from aitoolbox.loop import LoopConfigError
 from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
 from aitoolbox.torchtrain.callbacks.abstract import AbstractCallback, AbstractExperimentCallback
 
-HOOKS = ["on_train_loop_registration", "on_epoch_begin", "on_epoch_end", "on_train_begin", "on_train_end",
-         "on_batch_begin", "on_batch_end", "on_after_gradient_update", "on_after_optimizer_step"]  # fmt: skip
+HOOKS = [
+    "on_train_loop_registration",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_begin",
+    "on_train_end",
+    "on_batch_begin",
+    "on_batch_end",
+    "on_after_gradient_update",
+    "on_after_optimizer_step",
+]
 
 
 class Registered(AbstractCallback):
@@ -37,10 +46,19 @@ def tracked(tmp_path: Path, **cloud: str) -> TrainLoopCheckpointEndSave:
     model = TinyClassifier()
     loader = make_classification_loader(32, batch_size=16)
     return TrainLoopCheckpointEndSave(
-        model, loader, loader, None, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-        project_name="test_project", experiment_name="test_experiment", local_model_result_folder_path=tmp_path,
-        hyperparams={}, val_result_package=ClassificationResultPackage(), **cloud,  # type: ignore[arg-type]
-    )  # fmt: skip
+        model,
+        loader,
+        loader,
+        None,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        project_name="test_project",
+        experiment_name="test_experiment",
+        local_model_result_folder_path=tmp_path,
+        hyperparams={},
+        val_result_package=ClassificationResultPackage(),
+        **cloud,  # type: ignore[arg-type]
+    )
 
 
 def test_abstract_callback_hooks_and_registration() -> None:
@@ -77,8 +95,10 @@ def test_experiment_callback_infers_cloud_details(tmp_path: Path) -> None:
     callback.register_train_loop_object(loop)
     callback.try_infer_experiment_details(infer_cloud_details=True)
     assert (callback.cloud_save_mode, callback.bucket_name, callback.cloud_dir_prefix) == (
-        "local", "my-fancy-bucket", "MyFolder_prefix",
-    )  # fmt: skip
+        "local",
+        "my-fancy-bucket",
+        "MyFolder_prefix",
+    )
     given = AbstractExperimentCallback("given", cloud_save_mode="s3", bucket_name="other")
     given.register_train_loop_object(loop)
     given.try_infer_experiment_details(infer_cloud_details=True)

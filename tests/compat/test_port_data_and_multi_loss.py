@@ -35,8 +35,10 @@ def losses(value: float = 1.0) -> list[torch.Tensor]:
 def test_multi_loss_optimizer_map() -> None:
     a, b, c = losses()
     assert MultiLoss({"loss1": a, "loss2": b, "loss3": c}, {"loss1": 0, "loss2": 2, "loss3": 1}).optimizer_loss_map == {
-        0: "loss1", 2: "loss2", 1: "loss3",
-    }  # fmt: skip
+        0: "loss1",
+        2: "loss2",
+        1: "loss3",
+    }
     assert MultiLoss({"loss1": a, "loss2": b, "loss3": c}).optimizer_loss_map == {0: "loss1", 1: "loss2", 2: "loss3"}
 
 

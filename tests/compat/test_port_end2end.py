@@ -23,9 +23,108 @@ EVAL_LOSS = [2.224587655067444, 2.1440203189849854, 2.0584306001663206, 1.962017
 ACCUMULATED_LOSS = [2.3059947967529295, 2.1976317405700683, 2.114974856376648, 2.0259472250938417, 1.9252637863159179]
 VAL_LOSS = [2.330514828364054, 2.345397472381592, 2.363233725229899, 2.3853348096211753, 2.4111196994781494]
 TEST_LOSS = 2.31626296043396
-TRAIN_PRED = [0, 4, 8, 0, 1, 1, 6, 1, 6, 1, 8, 3, 0, 0, 8, 8, 1, 8, 8, 1, 8, 0, 8, 0, 0, 1, 3, 4, 8, 8, 0, 8, 8, 1, 8,
-              8, 5, 5, 1, 8, 8, 8, 8, 8, 9, 0, 8, 8, 5, 8, 8, 1, 1, 8, 5, 1, 8, 8, 5, 5, 1, 8, 8, 8, 8, 0, 0, 1, 1, 0,
-              8, 8, 3, 0, 5, 0, 8, 9, 1, 8, 8, 8, 5, 8, 5, 8, 0, 1, 8, 5, 8, 6, 5, 1, 8, 1, 0, 8, 1, 8]  # fmt: skip
+TRAIN_PRED = [
+    0,
+    4,
+    8,
+    0,
+    1,
+    1,
+    6,
+    1,
+    6,
+    1,
+    8,
+    3,
+    0,
+    0,
+    8,
+    8,
+    1,
+    8,
+    8,
+    1,
+    8,
+    0,
+    8,
+    0,
+    0,
+    1,
+    3,
+    4,
+    8,
+    8,
+    0,
+    8,
+    8,
+    1,
+    8,
+    8,
+    5,
+    5,
+    1,
+    8,
+    8,
+    8,
+    8,
+    8,
+    9,
+    0,
+    8,
+    8,
+    5,
+    8,
+    8,
+    1,
+    1,
+    8,
+    5,
+    1,
+    8,
+    8,
+    5,
+    5,
+    1,
+    8,
+    8,
+    8,
+    8,
+    0,
+    0,
+    1,
+    1,
+    0,
+    8,
+    8,
+    3,
+    0,
+    5,
+    0,
+    8,
+    9,
+    1,
+    8,
+    8,
+    8,
+    5,
+    8,
+    5,
+    8,
+    0,
+    1,
+    8,
+    5,
+    8,
+    6,
+    5,
+    1,
+    8,
+    1,
+    0,
+    8,
+    1,
+    8,
+]
 VAL_PRED = [1, 1, 1, 1, 5, 8, 0, 8, 1, 1, 5, 8, 8, 1, 8, 8, 1, 8, 8, 8, 1, 0, 0, 8, 0, 1, 1, 0, 1, 8]
 TEST_PRED = [4, 8, 0, 8, 1, 8, 1, 1, 8, 8, 8, 8, 8, 0, 8, 8, 5, 8, 8, 5, 8, 1, 0, 5, 1, 8, 8, 8, 8, 1]
 
@@ -63,8 +162,12 @@ def small(model_class: type[FFNet] = FFNet, criterion: Any = None) -> tuple[Trai
     seeded()
     data = [TensorDataset(torch.randn(n, 50), torch.randint(0, 10, (n,))) for n in (100, 30, 30)]
     model = model_class()
-    tl = TrainLoop(model, *[DataLoader(d, batch_size=10) for d in data],
-                   optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)), criterion)  # fmt: skip
+    tl = TrainLoop(
+        model,
+        *[DataLoader(d, batch_size=10) for d in data],
+        optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)),
+        criterion,
+    )
     tl.fit(num_epochs=5)
     return tl, data
 
@@ -83,9 +186,12 @@ def test_e2e_history_and_losses(model_class: type[FFNet], criterion: Any) -> Non
 
 def test_e2e_predictions() -> None:
     tl, data = small(criterion=nn.NLLLoss())
-    for predict, dataset, expected in zip((tl.predict_on_train_set, tl.predict_on_validation_set,
-                                           tl.predict_on_test_set), data, (TRAIN_PRED, VAL_PRED, TEST_PRED),
-                                          strict=True):  # fmt: skip
+    for predict, dataset, expected in zip(
+        (tl.predict_on_train_set, tl.predict_on_validation_set, tl.predict_on_test_set),
+        data,
+        (TRAIN_PRED, VAL_PRED, TEST_PRED),
+        strict=True,
+    ):
         pred, target, meta = predict()
         assert pred.argmax(dim=1).tolist() == expected
         assert target.tolist() == dataset.tensors[1].tolist()
@@ -129,13 +235,18 @@ def test_e2e_tracked_variant_gives_the_same_numbers_and_files(tmp_path: Any) -> 
         data = [TensorDataset(torch.randn(n, 50), torch.randint(0, 10, (n,))) for n in (100, val_size, 30)]
         model = FFNet()
         tl = TrainLoopCheckpointEndSave(
-            model, *[DataLoader(d, batch_size=10) for d in data],
-            optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)), nn.NLLLoss(),
-            project_name="e2e_train_loop_example", experiment_name="TrainLoopCheckpointEndSave_example",
-            local_model_result_folder_path=tmp_path, hyperparams={"batch_size": 10},
-            val_result_package=ClassificationResultPackage(), test_result_package=ClassificationResultPackage(),
+            model,
+            *[DataLoader(d, batch_size=10) for d in data],
+            optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)),
+            nn.NLLLoss(),
+            project_name="e2e_train_loop_example",
+            experiment_name="TrainLoopCheckpointEndSave_example",
+            local_model_result_folder_path=tmp_path,
+            hyperparams={"batch_size": 10},
+            val_result_package=ClassificationResultPackage(),
+            test_result_package=ClassificationResultPackage(),
             cloud_save_mode=None,
-        )  # fmt: skip
+        )
         tl.fit(num_epochs=5)
         return tl, data
 
@@ -172,11 +283,18 @@ def test_e2e_continue_training_from_the_checkpoint_equals_in_memory(tmp_path: An
 
     def tracked(model: FFNet) -> TrainLoopCheckpointEndSave:
         return TrainLoopCheckpointEndSave(
-            model, *loaders, optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)), nn.NLLLoss(),
-            project_name="e2e", experiment_name="cont", local_model_result_folder_path=tmp_path,
-            hyperparams={"batch_size": 10}, val_result_package=ClassificationResultPackage(),
-            test_result_package=ClassificationResultPackage(), cloud_save_mode=None,
-        )  # fmt: skip
+            model,
+            *loaders,
+            optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)),
+            nn.NLLLoss(),
+            project_name="e2e",
+            experiment_name="cont",
+            local_model_result_folder_path=tmp_path,
+            hyperparams={"batch_size": 10},
+            val_result_package=ClassificationResultPackage(),
+            test_result_package=ClassificationResultPackage(),
+            cloud_save_mode=None,
+        )
 
     first = tracked(FFNet())
     first.fit(num_epochs=5)
@@ -203,11 +321,18 @@ def test_e2e_saved_final_model_predicts_the_same(tmp_path: Any) -> None:
     loaders = [DataLoader(d, batch_size=10) for d in data]
     model = FFNet()
     tl = TrainLoopCheckpointEndSave(
-        model, *loaders, optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)), nn.NLLLoss(),
-        project_name="e2e", experiment_name="saved", local_model_result_folder_path=tmp_path,
-        hyperparams={"batch_size": 10}, val_result_package=ClassificationResultPackage(),
-        test_result_package=ClassificationResultPackage(), cloud_save_mode=None,
-    )  # fmt: skip
+        model,
+        *loaders,
+        optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)),
+        nn.NLLLoss(),
+        project_name="e2e",
+        experiment_name="saved",
+        local_model_result_folder_path=tmp_path,
+        hyperparams={"batch_size": 10},
+        val_result_package=ClassificationResultPackage(),
+        test_result_package=ClassificationResultPackage(),
+        cloud_save_mode=None,
+    )
     tl.fit(num_epochs=5)
     reloaded = FFNet()
     reloaded.load_state_dict(torch.load(tl.experiment_dir / "model" / "model_state_dict.pt", weights_only=True))
@@ -226,12 +351,18 @@ def _tracked_ff(tmp_path: Any, val_size: int, **kwargs: Any) -> tuple[Any, optim
     model = FFNet()
     optimizer = optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999))
     tl = TrainLoopCheckpointEndSave(
-        model, *[DataLoader(d, batch_size=10) for d in data], optimizer, nn.NLLLoss(),
-        project_name="e2e_train_loop_example", experiment_name="TrainLoopCheckpointEndSave_example",
-        local_model_result_folder_path=tmp_path, hyperparams={"batch_size": 10},
-        val_result_package=ClassificationResultPackage(), test_result_package=ClassificationResultPackage(),
+        model,
+        *[DataLoader(d, batch_size=10) for d in data],
+        optimizer,
+        nn.NLLLoss(),
+        project_name="e2e_train_loop_example",
+        experiment_name="TrainLoopCheckpointEndSave_example",
+        local_model_result_folder_path=tmp_path,
+        hyperparams={"batch_size": 10},
+        val_result_package=ClassificationResultPackage(),
+        test_result_package=ClassificationResultPackage(),
         **kwargs,
-    )  # fmt: skip
+    )
     return tl, optimizer
 
 
@@ -278,16 +409,17 @@ def test_e2e_cloud_save_puts_every_file_in_the_bucket(
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)  # the original's scripts name no endpoint
     client = s3_server.client()
     client.create_bucket(Bucket=bucket)
-    tl, _ = _tracked_ff(
-        tmp_path, 30, cloud_save_mode="s3", bucket_name=bucket, cloud_dir_prefix="experiment_results"
-    )  # fmt: skip
+    tl, _ = _tracked_ff(tmp_path, 30, cloud_save_mode="s3", bucket_name=bucket, cloud_dir_prefix="experiment_results")
     tl.fit(num_epochs=4)  # the original ran 10; 4 show the same
     assert tl.upload_report.ok, str(tl.upload_report)
 
     folder = f"experiment_results/e2e_train_loop_example/{tl.experiment_dir.name}"
     assert tl.experiment_dir.name.startswith("TrainLoopCheckpointEndSave_example_")
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-            for o in page.get("Contents", [])]  # fmt: skip
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+    ]
     assert all(key.startswith(f"{folder}/") for key in keys)
     names = {key[len(folder) + 1 :] for key in keys}
     checkpoints = {name.split("/")[1] for name in names if name.startswith("checkpoint_model/ckpt-")}
@@ -300,6 +432,6 @@ def test_e2e_cloud_save_puts_every_file_in_the_bucket(
         "results/training_history.json",
         "results/test_results.json",
         "results/validation_results.json",
-    } <= names  # fmt: skip (loss.png plots the training and the validation loss; the script: test_original_examples)
+    } <= names  # loss.png: training and validation loss; the script: test_original_examples
     local = {p.relative_to(tl.experiment_dir).as_posix() for p in tl.experiment_dir.rglob("*") if p.is_file()}
     assert names == {n for n in local if not any(part.startswith(".") for part in n.split("/"))}

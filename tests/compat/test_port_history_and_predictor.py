@@ -26,8 +26,14 @@ HISTORY = {
 
 def dummy() -> TrainingHistory:
     th = TrainingHistory()
-    for name, value in (("loss", 123.4), ("loss", 1223.4), ("loss", 13323.4), ("NEW_METRIC", 13323.4),
-                        ("NEW_METRIC", 133323.4), ("loss", 13323.4)):  # fmt: skip
+    for name, value in (
+        ("loss", 123.4),
+        ("loss", 1223.4),
+        ("loss", 13323.4),
+        ("NEW_METRIC", 13323.4),
+        ("NEW_METRIC", 133323.4),
+        ("loss", 13323.4),
+    ):
         th.insert_single_result_into_history(name, value)
     return th
 
@@ -50,8 +56,11 @@ def test_mapping_behaviour() -> None:
         th["missing_metric"]
     th["loss"] = 99999
     th["CompletelyNewMetric"] = 55544
-    assert th.get_train_history() == {"loss": [123.4, 1223.4, 13323.4, 13323.4, 99999],
-                                      "NEW_METRIC": [13323.4, 133323.4], "CompletelyNewMetric": [55544]}  # fmt: skip
+    assert th.get_train_history() == {
+        "loss": [123.4, 1223.4, 13323.4, 13323.4, 99999],
+        "NEW_METRIC": [13323.4, 133323.4],
+        "CompletelyNewMetric": [55544],
+    }
     assert all(k in th for k in th.keys()) and "missing_metric" not in th
     assert list(th) == list(th.keys()) == ["loss", "NEW_METRIC", "CompletelyNewMetric"]
     assert list(th.items()) == list(th.get_train_history().items())

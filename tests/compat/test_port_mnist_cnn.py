@@ -65,8 +65,12 @@ def seeded() -> None:
 def setup(tv: Any) -> tuple[DataLoader[Any], DataLoader[Any], CNNNet, optim.Optimizer]:
     norm = tv.transforms.Compose([tv.transforms.ToTensor(), tv.transforms.Normalize((0.1307,), (0.3081,))])
     seeded()
-    train = DataLoader(tv.datasets.MNIST("./data", train=False, download=True, transform=norm), batch_size=100,
-                       shuffle=True, num_workers=2)  # fmt: skip
+    train = DataLoader(
+        tv.datasets.MNIST("./data", train=False, download=True, transform=norm),
+        batch_size=100,
+        shuffle=True,
+        num_workers=2,
+    )
     val = DataLoader(tv.datasets.MNIST("./data", train=False, transform=norm), batch_size=100, num_workers=2)
     seeded()
     model = CNNNet()
@@ -141,12 +145,20 @@ def test_e2e_cnn_checkpoint_end_save(torchvision: Any, tmp_path: Path) -> None:
     seeded()
     model = CnnNet()
     tl = TrainLoopCheckpointEndSave(
-        model, loader(), loader(), loader(), optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)),
-        nn.NLLLoss(), project_name="e2e_train_loop_example",
-        experiment_name="TrainLoopCheckpointEndSave_cnn_mnist_example", local_model_result_folder_path=tmp_path,
-        hyperparams={"batch_size": 100, "num_epochs": 3}, val_result_package=ClassificationResultPackage(),
-        test_result_package=ClassificationResultPackage(), cloud_save_mode=None,
-    )  # fmt: skip
+        model,
+        loader(),
+        loader(),
+        loader(),
+        optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999)),
+        nn.NLLLoss(),
+        project_name="e2e_train_loop_example",
+        experiment_name="TrainLoopCheckpointEndSave_cnn_mnist_example",
+        local_model_result_folder_path=tmp_path,
+        hyperparams={"batch_size": 100, "num_epochs": 3},
+        val_result_package=ClassificationResultPackage(),
+        test_result_package=ClassificationResultPackage(),
+        cloud_save_mode=None,
+    )
     tl.fit(num_epochs=3)
     assert tl.epoch == 2
     assert sorted(tl.train_history) == ["loss", "val_loss"]

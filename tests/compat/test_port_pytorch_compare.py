@@ -40,8 +40,9 @@ def seeded() -> None:
 
 def loaders(batch_size: int) -> list[DataLoader[Any]]:
     sizes = (1000, 300, 300)
-    return [DataLoader(TensorDataset(torch.randn(n, 50), torch.randint(0, 10, (n,))), batch_size=batch_size)
-            for n in sizes]  # fmt: skip
+    return [
+        DataLoader(TensorDataset(torch.randn(n, 50), torch.randint(0, 10, (n,))), batch_size=batch_size) for n in sizes
+    ]
 
 
 def evaluate(model: nn.Module, loader: DataLoader[Any]) -> tuple[list[int], float]:
@@ -127,8 +128,13 @@ def test_ddp_cpu_trainloop_equals_core_pytorch_ddp(tmp_path: Any) -> None:
     seeded()
     model_pt = FFNet()
     data = loaders(50)
-    tl = TrainLoop(model_aitb, *data, optim.Adam(model_aitb.parameters(), lr=0.001, betas=(0.9, 0.999)),
-                   nn.NLLLoss(), gpu_mode="ddp")  # fmt: skip
+    tl = TrainLoop(
+        model_aitb,
+        *data,
+        optim.Adam(model_aitb.parameters(), lr=0.001, betas=(0.9, 0.999)),
+        nn.NLLLoss(),
+        gpu_mode="ddp",
+    )
     tl.fit(num_epochs=10, backend="gloo", num_gpus=2, on_gpu=False)
 
     with socket.socket() as s:

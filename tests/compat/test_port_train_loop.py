@@ -20,9 +20,16 @@ from aitoolbox.torchtrain.model import ModelWrap, TTModel
 from aitoolbox.torchtrain.train_loop import TrainLoop
 
 HOOKS = [
-    "on_train_loop_registration", "on_train_begin", "on_epoch_begin", "on_batch_begin", "on_after_gradient_update",
-    "on_after_optimizer_step", "on_batch_end", "on_epoch_end", "on_train_end",
-]  # fmt: skip
+    "on_train_loop_registration",
+    "on_train_begin",
+    "on_epoch_begin",
+    "on_batch_begin",
+    "on_after_gradient_update",
+    "on_after_optimizer_step",
+    "on_batch_end",
+    "on_epoch_end",
+    "on_train_end",
+]
 
 
 class Tracker(AbstractCallback):
@@ -91,18 +98,33 @@ def loop(wrapped: bool) -> tuple[TrainLoop, nn.Module]:
 @pytest.mark.parametrize("wrapped", [False, True], ids=["ttmodel", "feed_definition"])
 def test_callback_on_execution(wrapped: bool) -> None:
     tl, model = loop(wrapped)
-    short_hooks = ["on_epoch_begin", "on_batch_begin", "on_after_gradient_update", "on_after_optimizer_step",
-                   "on_epoch_end", "on_train_end"]  # fmt: skip
+    short_hooks = [
+        "on_epoch_begin",
+        "on_batch_begin",
+        "on_after_gradient_update",
+        "on_after_optimizer_step",
+        "on_epoch_end",
+        "on_train_end",
+    ]
     full, short = tracker_class(HOOKS)(), tracker_class(short_hooks)()
-    returned = tl.fit(num_epochs=2, callbacks=[AbstractCallback("callback_test1"), full, short,
-                                               AbstractCallback("callback_test2")])  # fmt: skip
+    returned = tl.fit(
+        num_epochs=2, callbacks=[AbstractCallback("callback_test1"), full, short, AbstractCallback("callback_test2")]
+    )
     assert returned is model and not tl.early_stop and tl.epoch == 1
     batch = ["on_batch_begin", "on_after_gradient_update", "on_after_optimizer_step", "on_batch_end"]
     epoch = ["on_epoch_begin", *batch * 4, "on_epoch_end"]
     assert full.calls == ["on_train_loop_registration", "on_train_begin", *epoch * 2, "on_train_end"]
-    assert Counter(full.calls) == {"on_train_loop_registration": 1, "on_train_begin": 1, "on_epoch_begin": 2,
-                                   "on_epoch_end": 2, "on_train_end": 1, "on_batch_begin": 8, "on_batch_end": 8,
-                                   "on_after_gradient_update": 8, "on_after_optimizer_step": 8}  # fmt: skip
+    assert Counter(full.calls) == {
+        "on_train_loop_registration": 1,
+        "on_train_begin": 1,
+        "on_epoch_begin": 2,
+        "on_epoch_end": 2,
+        "on_train_end": 1,
+        "on_batch_begin": 8,
+        "on_batch_end": 8,
+        "on_after_gradient_update": 8,
+        "on_after_optimizer_step": 8,
+    }
     assert short.calls == [h for h in full.calls if h in short_hooks]
 
 

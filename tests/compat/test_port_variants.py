@@ -62,5 +62,16 @@ def test_loader_package_exceptions(tmp_path: Path) -> None:
         (loader, loader, {"val_result_package": None, "test_result_package": None}),
     ):
         with pytest.raises(ValueError):
-            TrainLoopEndSave(model, loader, val_loader, test_loader, opt, nn.CrossEntropyLoss(), "project_name",
-                             "experiment_name", tmp_path, hyperparams={}, **packages)  # fmt: skip
+            TrainLoopEndSave(
+                model,
+                loader,
+                val_loader,
+                test_loader,
+                opt,
+                nn.CrossEntropyLoss(),
+                "project_name",
+                "experiment_name",
+                tmp_path,
+                hyperparams={},
+                **packages,
+            )

@@ -99,9 +99,19 @@ def _loop(tmp_path: Path, **kwargs: Any) -> Any:
 
 def test_original_style_package_in_evaluation_and_end_save(tmp_path: Path) -> None:
     model, train, val, opt = _loop(tmp_path)
-    tl = TrainLoopEndSave(model, train, val, val, opt, nn.CrossEntropyLoss(), project_name="p", experiment_name="e",
-                          local_model_result_folder_path=tmp_path, val_result_package=HitRate(),
-                          test_result_package=HitRate())  # fmt: skip
+    tl = TrainLoopEndSave(
+        model,
+        train,
+        val,
+        val,
+        opt,
+        nn.CrossEntropyLoss(),
+        project_name="p",
+        experiment_name="e",
+        local_model_result_folder_path=tmp_path,
+        val_result_package=HitRate(),
+        test_result_package=HitRate(),
+    )
     tl.fit(num_epochs=3, callbacks=[ModelPerformanceEvaluation(HitRate(), {}, on_train_data=True)])
     history = tl.train_history
     assert len(history["val_HitRate"]) == 3 and len(history["train_Misses"]) == 3

@@ -273,10 +273,22 @@ def test_rng_round_trip_loads_weights_only(tmp_path: Path) -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(aitoolbox.checkpointing.__all__) == [
-        "CheckpointConfigError", "CheckpointCorruptError", "CheckpointError", "CheckpointIncompatibleError",
-        "CheckpointInfo", "CheckpointManager", "CheckpointNotFoundError", "CheckpointWriteError", "LoadedCheckpoint",
-        "SnapshotBuffers", "__version__", "capture_rng_state", "check_plain", "first_non_finite", "restore_rng_state",
-    ]  # fmt: skip
+        "CheckpointConfigError",
+        "CheckpointCorruptError",
+        "CheckpointError",
+        "CheckpointIncompatibleError",
+        "CheckpointInfo",
+        "CheckpointManager",
+        "CheckpointNotFoundError",
+        "CheckpointWriteError",
+        "LoadedCheckpoint",
+        "SnapshotBuffers",
+        "__version__",
+        "capture_rng_state",
+        "check_plain",
+        "first_non_finite",
+        "restore_rng_state",
+    ]
 
 
 def test_rng_round_trip_without_numpy_state(tmp_path: Path) -> None:

@@ -33,11 +33,18 @@ def write_original(root: Path, hyperparams: dict[str, object], prefix: str = "")
     folder = root / "proj" / f"exp_{STAMP}" / "checkpoint_model"
     folder.mkdir(parents=True)
     path = folder / f"model_exp_{STAMP}_E4.pth"
-    torch.save({
-        "model_state_dict": {prefix + k: v for k, v in model.state_dict().items()},
-        "optimizer_state_dict": opt.state_dict(), "schedulers_state_dict": [sched.state_dict()],
-        "epoch": 4, "iteration_idx": 49, "hyperparams": hyperparams, "amp": scaler.state_dict(),
-    }, path)  # fmt: skip
+    torch.save(
+        {
+            "model_state_dict": {prefix + k: v for k, v in model.state_dict().items()},
+            "optimizer_state_dict": opt.state_dict(),
+            "schedulers_state_dict": [sched.state_dict()],
+            "epoch": 4,
+            "iteration_idx": 49,
+            "hyperparams": hyperparams,
+            "amp": scaler.state_dict(),
+        },
+        path,
+    )
     return path
 
 

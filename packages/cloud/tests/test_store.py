@@ -163,7 +163,19 @@ def test_missing_objects(s3_server: SeaweedServer, aws_env: None, bucket: str, t
 
 def test_public_api_is_pinned() -> None:
     assert sorted(aitoolbox.cloud.__all__) == [
-        "BackgroundUploader", "CloudAuthError", "CloudConfigError", "CloudConnectionError", "CloudError",
-        "CloudIntegrityError", "CloudNotFoundError", "CloudUploadError", "ObjectInfo", "S3Store", "UploadItem",
-        "UploadReport", "__version__", "suggest_bucket_name", "validate_bucket_name",
-    ]  # fmt: skip
+        "BackgroundUploader",
+        "CloudAuthError",
+        "CloudConfigError",
+        "CloudConnectionError",
+        "CloudError",
+        "CloudIntegrityError",
+        "CloudNotFoundError",
+        "CloudUploadError",
+        "ObjectInfo",
+        "S3Store",
+        "UploadItem",
+        "UploadReport",
+        "__version__",
+        "suggest_bucket_name",
+        "validate_bucket_name",
+    ]

@@ -69,11 +69,18 @@ def test_hooks_run_in_the_documented_order() -> None:
     rec = Recorder()
     _loop(n=32, batch_size=16).fit(num_epochs=1, callbacks=[rec], grad_accumulation=2)
     assert rec.events == [
-        "registration", "train_begin", "epoch_begin",
-        "batch_begin", "batch_end",
-        "batch_begin", "grad0", "step", "batch_end",
-        "epoch_end", "train_end",
-    ]  # fmt: skip
+        "registration",
+        "train_begin",
+        "epoch_begin",
+        "batch_begin",
+        "batch_end",
+        "batch_begin",
+        "grad0",
+        "step",
+        "batch_end",
+        "epoch_end",
+        "train_end",
+    ]
 
 
 def test_only_overriding_callbacks_are_dispatched() -> None:

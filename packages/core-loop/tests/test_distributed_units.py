@@ -53,12 +53,33 @@ def test_train_loader_is_sharded_with_every_option_kept() -> None:
         pass
 
     loader = DataLoader(
-        data, batch_size=4, shuffle=True, num_workers=2, pin_memory=True, drop_last=True, persistent_workers=True,
-        prefetch_factor=3, worker_init_fn=init, generator=gen, timeout=7, collate_fn=torch.utils.data.default_collate,
-    )  # fmt: skip
+        data,
+        batch_size=4,
+        shuffle=True,
+        num_workers=2,
+        pin_memory=True,
+        drop_last=True,
+        persistent_workers=True,
+        prefetch_factor=3,
+        worker_init_fn=init,
+        generator=gen,
+        timeout=7,
+        collate_fn=torch.utils.data.default_collate,
+    )
     shards = [_sharding.shard_train_loader(loader, _ctx(r), seed=5) for r in range(3)]
-    for name in ("num_workers", "pin_memory", "drop_last", "persistent_workers", "prefetch_factor", "worker_init_fn",
-                 "generator", "timeout", "collate_fn", "batch_size", "dataset"):  # fmt: skip
+    for name in (
+        "num_workers",
+        "pin_memory",
+        "drop_last",
+        "persistent_workers",
+        "prefetch_factor",
+        "worker_init_fn",
+        "generator",
+        "timeout",
+        "collate_fn",
+        "batch_size",
+        "dataset",
+    ):
         assert getattr(shards[0], name) is getattr(loader, name), name
     sampler = shards[1].sampler
     assert isinstance(sampler, DistributedSampler) and sampler.shuffle and sampler.seed == 5 and sampler.rank == 1
@@ -116,8 +137,16 @@ def test_gpu_mode_ddp_without_gpus_uses_two_cpu_processes(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     model = TinyClassifier()
-    tl = TrainLoop(model, make_classification_loader(32), None, None, torch.optim.SGD(model.parameters(), lr=0.1),
-                   nn.CrossEntropyLoss(), device="cpu", gpu_mode="ddp")  # fmt: skip
+    tl = TrainLoop(
+        model,
+        make_classification_loader(32),
+        None,
+        None,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        device="cpu",
+        gpu_mode="ddp",
+    )
     assert tl.is_main_process and tl.distributed is None
     from aitoolbox.loop._launch import _processes
 
@@ -146,8 +175,17 @@ def test_gpu_mode_ddp_refuses_to_fork_after_cuda_was_initialised(monkeypatch: py
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     model = TinyClassifier()
-    tl = TrainLoop(model, make_classification_loader(32), None, None, torch.optim.SGD(model.parameters(), lr=0.1),
-                   nn.CrossEntropyLoss(), device="cpu", gpu_mode="ddp", num_processes=2)  # fmt: skip
+    tl = TrainLoop(
+        model,
+        make_classification_loader(32),
+        None,
+        None,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        device="cpu",
+        gpu_mode="ddp",
+        num_processes=2,
+    )
     # no GPU here: pretend this process placed a model on one (the only way to reach this check without CUDA)
     tl.device = torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)

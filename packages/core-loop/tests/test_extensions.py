@@ -19,9 +19,15 @@ def _loop(*extensions: LoopExtension, batches: int = 4) -> TrainLoop:
     torch.manual_seed(0)
     model = TinyClassifier()
     return TrainLoop(
-        model, make_classification_loader(16 * batches, batch_size=16), make_classification_loader(32), None,
-        optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), device="cpu", extensions=extensions,
-    )  # fmt: skip
+        model,
+        make_classification_loader(16 * batches, batch_size=16),
+        make_classification_loader(32),
+        None,
+        optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        device="cpu",
+        extensions=extensions,
+    )
 
 
 class Recorder(LoopExtension):
@@ -58,9 +64,15 @@ def test_hooks_run_in_order_around_training_and_finish_last_attached_first() -> 
     assert log == ["a.attach", "b.attach"]
     tl.fit(num_epochs=2, tag="mine")
     assert log[2:] == [
-        "a.check_fit", "b.check_fit", "a.before_fit:True", "b.before_fit:True", "a.on_fit_start:0",
-        "b.on_fit_start:0", "b.after_fit:2", "a.after_fit:2",
-    ]  # fmt: skip
+        "a.check_fit",
+        "b.check_fit",
+        "a.before_fit:True",
+        "b.before_fit:True",
+        "a.on_fit_start:0",
+        "b.on_fit_start:0",
+        "b.after_fit:2",
+        "a.after_fit:2",
+    ]
     assert first.seen_options == {"tag": "mine"} and len(tl.train_history["loss"]) == 2
 
 

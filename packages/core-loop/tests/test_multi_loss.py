@@ -52,8 +52,10 @@ def test_each_loss_steps_only_its_optimizer() -> None:
     loss_a, loss_b = model.losses(batch)
     grads_a = torch.autograd.grad(loss_a, list(model.a.parameters()))
     grads_b = torch.autograd.grad(loss_b, list(model.b.parameters()))
-    expected = [p.detach() - 0.1 * g for p, g in zip([*model.a.parameters(), *model.b.parameters()],
-                                                      [*grads_a, *grads_b], strict=True)]  # fmt: skip
+    expected = [
+        p.detach() - 0.1 * g
+        for p, g in zip([*model.a.parameters(), *model.b.parameters()], [*grads_a, *grads_b], strict=True)
+    ]
     total = float((loss_a + loss_b).detach())
     tl = TrainLoop(model, loader, loader, None, MultiOptimizer([opt_a, opt_b]), None)
     seen: list[int] = []

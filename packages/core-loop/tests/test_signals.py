@@ -61,9 +61,16 @@ class Saw(LoopExtension):
 def _loop(preemption: Any = None, loader: Any = None, **kwargs: Any) -> TrainLoop:
     model = TinyClassifier()
     return TrainLoop(
-        model, loader or make_classification_loader(64, batch_size=8, shuffle=True), None, None,
-        optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), device="cpu", preemption=preemption, **kwargs,
-    )  # fmt: skip
+        model,
+        loader or make_classification_loader(64, batch_size=8, shuffle=True),
+        None,
+        None,
+        optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        device="cpu",
+        preemption=preemption,
+        **kwargs,
+    )
 
 
 def test_sigterm_stops_at_the_next_step_and_raises_a_catchable_preempted() -> None:
@@ -198,9 +205,13 @@ _USER_INIT = torch.manual_seed  # the user's worker_init_fn (importable by spawn
 def test_dataloader_workers_ignore_the_signals_and_keep_the_users_init() -> None:
     # spawned workers start with the default handlers (forked ones inherit the loop's, which ignores them there)
     user_loader = DataLoader(
-        make_classification_data(32), batch_size=8, num_workers=2, worker_init_fn=_USER_INIT,
-        multiprocessing_context="spawn", persistent_workers=True,
-    )  # fmt: skip
+        make_classification_data(32),
+        batch_size=8,
+        num_workers=2,
+        worker_init_fn=_USER_INIT,
+        multiprocessing_context="spawn",
+        persistent_workers=True,
+    )
     tl = _loop(True, loader=user_loader)
     derived = tl.loaders.train(user_loader)
     assert derived is not user_loader and user_loader.worker_init_fn is _USER_INIT  # the user's is untouched

@@ -43,5 +43,7 @@ def test_rust_refuses_a_code_it_does_not_know() -> None:
 def test_flags_are_keyword_only() -> None:
     with pytest.raises(TypeError):
         _native.tensor_addresses([torch.zeros(2)], torch.Tensor, torch.float32, [2], False, False)  # type: ignore[misc]
-    assert _native.tensor_addresses([torch.zeros(2)], torch.Tensor, torch.float32, [2], vary_first=False,
-                                    allow_grad=False) is not None  # fmt: skip
+    assert (
+        _native.tensor_addresses([torch.zeros(2)], torch.Tensor, torch.float32, [2], vary_first=False, allow_grad=False)
+        is not None
+    )

@@ -44,9 +44,12 @@ def test_hyperparams_environment_script_and_summary(tmp_path: Path) -> None:
     script.write_text("print('hi')\n")
     assert w.copy_script(script).read_text() == "print('hi')\n"
     summary = w.write_summary(
-        title="exp", results={"test": {"accuracy": 0.97, "cm": [[1]]}}, history={"loss": [0.5, 0.25]},
-        hyperparams={"lr": 0.1}, notes=["saved locally"],
-    ).read_text()  # fmt: skip
+        title="exp",
+        results={"test": {"accuracy": 0.97, "cm": [[1]]}},
+        history={"loss": [0.5, 0.25]},
+        hyperparams={"lr": 0.1},
+        notes=["saved locally"],
+    ).read_text()
     assert "# exp" in summary and "| accuracy | 0.9700 |" in summary and "| loss | 0.2500 |" in summary
     assert "`code/train.py`" in summary and "`hyperparams.json`" in summary
 

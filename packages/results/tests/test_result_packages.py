@@ -127,15 +127,28 @@ def test_importing_the_package_is_light() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(aitoolbox.experiment.__all__) == [
-        "BinaryClassificationResultPackage", "ClassificationResultPackage", "ExperimentLock", "ExperimentLockedError",
-        "ExperimentPathError", "ExperimentWriteError", "ExperimentWriter", "RegressionResultPackage",
-        "ResultPackageError", "ResultsError", "__version__",
-    ]  # fmt: skip
-    assert sorted(aitoolbox.experiment.result_package.__all__) == [
-        "AbstractResultPackage", "BinaryClassificationResultPackage", "ClassificationResultPackage",
-        "CombinedResultPackage", "GeneralResultPackage", "MultipleResultPackageWrapper", "PreCalculatedResultPackage",
+        "BinaryClassificationResultPackage",
+        "ClassificationResultPackage",
+        "ExperimentLock",
+        "ExperimentLockedError",
+        "ExperimentPathError",
+        "ExperimentWriteError",
+        "ExperimentWriter",
         "RegressionResultPackage",
-    ]  # fmt: skip
+        "ResultPackageError",
+        "ResultsError",
+        "__version__",
+    ]
+    assert sorted(aitoolbox.experiment.result_package.__all__) == [
+        "AbstractResultPackage",
+        "BinaryClassificationResultPackage",
+        "ClassificationResultPackage",
+        "CombinedResultPackage",
+        "GeneralResultPackage",
+        "MultipleResultPackageWrapper",
+        "PreCalculatedResultPackage",
+        "RegressionResultPackage",
+    ]
 
 
 class _MacroF1:

@@ -20,8 +20,15 @@ class Net(TTModel):
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 5), nn.ReLU(),
-                                      nn.MaxPool2d(2), nn.Flatten())  # fmt: skip
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
         self.classifier = nn.Linear(16 * 4 * 4, 10)
 
     def forward(self, x):

@@ -130,11 +130,16 @@ class FunctionOnTrainLoop(Callback):
             raise LoopConfigError(f"fn_to_execute must be a function of the train loop, got {fn_to_execute!r}")
         self.fn_to_execute = fn_to_execute
         self.when = {
-            "on_train_loop_registration": tl_registration, "on_epoch_begin": epoch_begin, "on_epoch_end": epoch_end,
-            "on_train_begin": train_begin, "on_train_end": train_end, "on_batch_begin": batch_begin,
-            "on_batch_end": batch_end, "on_after_gradient_update": after_gradient_update,
+            "on_train_loop_registration": tl_registration,
+            "on_epoch_begin": epoch_begin,
+            "on_epoch_end": epoch_end,
+            "on_train_begin": train_begin,
+            "on_train_end": train_end,
+            "on_batch_begin": batch_begin,
+            "on_batch_end": batch_end,
+            "on_after_gradient_update": after_gradient_update,
             "on_after_optimizer_step": after_optimizer_step,
-        }  # fmt: skip
+        }
         if not any(self.when.values()):
             raise LoopConfigError("FunctionOnTrainLoop runs nowhere: set one of epoch_end=True, train_end=True, ...")
 
@@ -175,8 +180,11 @@ class DataSubsetTestRun(Callback):
 
     def __init__(self, num_train_batches: int = 1, num_val_batches: int = 0, num_test_batches: int = 0) -> None:
         super().__init__("Run model on a small subset of the training dataset")
-        for name, value in (("num_train_batches", num_train_batches), ("num_val_batches", num_val_batches),
-                            ("num_test_batches", num_test_batches)):  # fmt: skip
+        for name, value in (
+            ("num_train_batches", num_train_batches),
+            ("num_val_batches", num_val_batches),
+            ("num_test_batches", num_test_batches),
+        ):
             check_int(name, value, 1 if name == "num_train_batches" else 0)
         self.num_train_batches, self.num_val_batches = num_train_batches, num_val_batches
         self.num_test_batches = num_test_batches
@@ -189,8 +197,11 @@ class DataSubsetTestRun(Callback):
 
     def on_train_begin(self) -> None:
         tl = self.train_loop_obj
-        for count, name in ((self.num_train_batches, "train_loader"), (self.num_val_batches, "validation_loader"),
-                            (self.num_test_batches, "test_loader")):  # fmt: skip
+        for count, name in (
+            (self.num_train_batches, "train_loader"),
+            (self.num_val_batches, "validation_loader"),
+            (self.num_test_batches, "test_loader"),
+        ):
             if count > 0:
                 setattr(tl, name, self.subset_data_loader(getattr(tl, name), count))
 

@@ -43,7 +43,10 @@ class InMultiProcessDataLoad(Callback):
 
     def on_multiprocess_start(self) -> None:
         tl = self.train_loop_obj
-        for build, name in ((self.train_loader_build_fn, "train_loader"), (self.val_loader_build_fn,
-                            "validation_loader"), (self.test_loader_build_fn, "test_loader")):  # fmt: skip
+        for build, name in (
+            (self.train_loader_build_fn, "train_loader"),
+            (self.val_loader_build_fn, "validation_loader"),
+            (self.test_loader_build_fn, "test_loader"),
+        ):
             if callable(build):
                 setattr(tl, name, build())

@@ -271,8 +271,9 @@ class MetricHistoryRename(TrainHistoryFormatter):
         def getter(history: Any) -> Sequence[Any]:
             return input_metric_path(history) if callable(input_metric_path) else history[input_metric_path]
 
-        super().__init__(getter, lambda values: (new_metric_name, values[-1]), epoch_end, train_end,
-                         strict_metric_extract)  # fmt: skip
+        super().__init__(
+            getter, lambda values: (new_metric_name, values[-1]), epoch_end, train_end, strict_metric_extract
+        )
 
 
 class _HistoryFileCallback(AbstractExperimentCallback):

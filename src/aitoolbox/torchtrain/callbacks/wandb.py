@@ -81,8 +81,14 @@ class WandBTracking(AbstractExperimentCallback):
         local_model_result_folder_path: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__("WeightsAndBiases Experiment Tracking", project_name, experiment_name,
-                         local_model_result_folder_path, execution_order=97, device_idx_execution=0)  # fmt: skip
+        super().__init__(
+            "WeightsAndBiases Experiment Tracking",
+            project_name,
+            experiment_name,
+            local_model_result_folder_path,
+            execution_order=97,
+            device_idx_execution=0,
+        )
         check_int("batch_log_frequency", batch_log_frequency, 1, optional=True, expected="a positive int or None")
         self.metric_names = None if metric_names is None else list(metric_names)
         self.batch_log_frequency = batch_log_frequency
@@ -133,9 +139,14 @@ class WandBTracking(AbstractExperimentCallback):
         else:
             log_dir = self.experiment_dir() if self.is_project else self.log_dir
             config = redact(self.hyperparams) if getattr(tl, "redact_secrets", True) else self.hyperparams
-            self.run = wandb.init(project=self.project_name, name=self.experiment_name, config=config,
-                                  tags=self.tags, dir=None if log_dir is None else str(log_dir),
-                                  **self.wandb_params_kwargs)  # fmt: skip
+            self.run = wandb.init(
+                project=self.project_name,
+                name=self.experiment_name,
+                config=config,
+                tags=self.tags,
+                dir=None if log_dir is None else str(log_dir),
+                **self.wandb_params_kwargs,
+            )
             for folder in self.source_dirs:
                 self.run.log_code(str(folder), name=f"source-{Path(folder).name}", include_fn=lambda _: True)
 
@@ -187,6 +198,9 @@ class WandBTracking(AbstractExperimentCallback):
             self._unknown.add(name)
             logger.warning(
                 "WandBTracking: the alert's metric %r is neither logged (%s) nor in the training history (%s) yet; "
-                "no alert for it until it is", name, sorted(metrics_log), sorted(history),
-            )  # fmt: skip
+                "no alert for it until it is",
+                name,
+                sorted(metrics_log),
+                sorted(history),
+            )
         return None

@@ -40,9 +40,14 @@ class GeneralLRSchedulerCallback(LRSchedulerCallback):
     """
 
     def __init__(
-        self, scheduler_class: Callable[..., Any], optimizer_idx: int | torch.optim.Optimizer | None = None,
-        *, step_every: str = "epoch", monitor: str = "val_loss", **kwargs: Any,
-    ) -> None:  # fmt: skip
+        self,
+        scheduler_class: Callable[..., Any],
+        optimizer_idx: int | torch.optim.Optimizer | None = None,
+        *,
+        step_every: str = "epoch",
+        monitor: str = "val_loss",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(self._build, step_every=step_every, monitor=monitor)
         self.callback_name = type(self).__name__
         self.scheduler_class, self.optimizer_idx, self.scheduler_args = scheduler_class, optimizer_idx, kwargs
@@ -84,9 +89,12 @@ class LambdaLRScheduler(GeneralLRSchedulerCallback):
     """``LambdaLR(optimizer, lr_lambda)``, stepped at epoch ends and/or after every optimizer step."""
 
     def __init__(
-        self, lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]], execute_epoch_end: bool = True,
-        execute_batch_end: bool = False, **kwargs: Any,
-    ) -> None:  # fmt: skip
+        self,
+        lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]],
+        execute_epoch_end: bool = True,
+        execute_batch_end: bool = False,
+        **kwargs: Any,
+    ) -> None:
         if not execute_epoch_end and not execute_batch_end:
             raise LoopConfigError("set execute_epoch_end=True or execute_batch_end=True: otherwise it never steps")
         super().__init__(lr_scheduler.LambdaLR, lr_lambda=lr_lambda, **kwargs)

@@ -50,9 +50,13 @@ class CosineWithWarmupScheduler(LambdaLRScheduler):
     """Linear warmup, then a cosine decay to 0 over ``num_cycles`` periods (0.5: half a cosine)."""
 
     def __init__(
-        self, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5, last_epoch: int = -1,
+        self,
+        num_warmup_steps: int,
+        num_training_steps: int,
+        num_cycles: float = 0.5,
+        last_epoch: int = -1,
         **kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         def lr_lambda(step: int) -> float:
             if step < num_warmup_steps:
                 return _warm(step, num_warmup_steps)
@@ -66,9 +70,13 @@ class HardRestartsCosineWithWarmupScheduler(LambdaLRScheduler):
     """Linear warmup, then ``num_cycles`` cosine decays to 0, each restarting from the full learning rate."""
 
     def __init__(
-        self, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5, last_epoch: int = -1,
+        self,
+        num_warmup_steps: int,
+        num_training_steps: int,
+        num_cycles: float = 0.5,
+        last_epoch: int = -1,
         **kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         def lr_lambda(step: int) -> float:
             if step < num_warmup_steps:
                 return _warm(step, num_warmup_steps)

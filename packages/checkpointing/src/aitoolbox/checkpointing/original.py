@@ -40,10 +40,15 @@ class PyTorchLocalModelLoader:
         self.model_representation: dict[str, Any] | None = None
 
     def load_model(
-        self, project_name: str, experiment_name: str, experiment_timestamp: str,
-        model_save_dir: str = "checkpoint_model", epoch_num: int | None = None, map_location: Any = None,
+        self,
+        project_name: str,
+        experiment_name: str,
+        experiment_timestamp: str,
+        model_save_dir: str = "checkpoint_model",
+        epoch_num: int | None = None,
+        map_location: Any = None,
         trusted: bool = False,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """Read the checkpoint of epoch ``epoch_num`` (``None``: the final model) of an original experiment."""
         folder = self.local_model_result_folder_path / project_name / f"{experiment_name}_{experiment_timestamp}"
         suffix = "" if epoch_num is None else f"_E{epoch_num}"

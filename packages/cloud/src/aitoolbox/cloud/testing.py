@@ -94,20 +94,39 @@ class SeaweedServer:
         self._ports = (master, volume, filer, s3, g_master, g_volume, g_filer, g_s3)
         self.config = self.directory / "s3.json"
         identities = [
-            {"name": "admin", "credentials": [{"accessKey": ADMIN[0], "secretKey": ADMIN[1]}],
-             "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
-            {"name": "reader", "credentials": [{"accessKey": READER[0], "secretKey": READER[1]}],
-             "actions": ["Read", "List"]},
-        ]  # fmt: skip
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": ADMIN[0], "secretKey": ADMIN[1]}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            },
+            {
+                "name": "reader",
+                "credentials": [{"accessKey": READER[0], "secretKey": READER[1]}],
+                "actions": ["Read", "List"],
+            },
+        ]
         self.config.write_text(json.dumps({"identities": identities}))
         self.args = [
-            weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.directory / 'data'}",
-            f"-master.port={master}", f"-master.port.grpc={g_master}", f"-volume.port={volume}",
-            f"-volume.port.grpc={g_volume}", f"-filer.port={filer}", f"-filer.port.grpc={g_filer}",
-            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={g_s3}", f"-s3.config={self.config}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-volume.max=0", "-master.volumeSizeLimitMB=64",
-        ]  # fmt: skip
+            weed,
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={self.directory / 'data'}",
+            f"-master.port={master}",
+            f"-master.port.grpc={g_master}",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={g_volume}",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={g_filer}",
+            "-s3",
+            f"-s3.port={s3}",
+            f"-s3.port.grpc={g_s3}",
+            f"-s3.config={self.config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-volume.max=0",
+            "-master.volumeSizeLimitMB=64",
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -147,9 +166,13 @@ class SeaweedServer:
         key_id, secret = credentials
         config = Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5)
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, aws_access_key_id=key_id, aws_secret_access_key=secret,
-            region_name="us-east-1", config=config,
-        )  # fmt: skip
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            config=config,
+        )
 
     def _serves_reads_and_writes(self) -> bool:
         """The gateway answers before the volume server has registered: probe a real write and read."""

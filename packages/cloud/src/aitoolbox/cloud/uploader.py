@@ -276,8 +276,11 @@ class BackgroundUploader:
                         self._report.failed.append((item.key, error))
                     logger.error(
                         "upload of %s failed (%s); %d later files of its group wait for it in %s",
-                        item.key, error, len(skipped), self.journal_path,
-                    )  # fmt: skip
+                        item.key,
+                        error,
+                        len(skipped),
+                        self.journal_path,
+                    )
                     return
                 self._journal({"op": "done", "id": item_id})
                 with self._lock:

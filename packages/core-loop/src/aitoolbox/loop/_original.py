@@ -74,8 +74,15 @@ class OriginalLoopAPI:
 
 #: ``fit`` keyword arguments of the original's ``gpu_mode='ddp'`` (``TrainLoop._train_ddp``)
 ORIGINAL_DDP_KWARGS = (
-    "ddp_model_args", "in_process_data_load", "num_nodes", "node_rank", "num_gpus", "backend", "init_method", "on_gpu",
-)  # fmt: skip
+    "ddp_model_args",
+    "in_process_data_load",
+    "num_nodes",
+    "node_rank",
+    "num_gpus",
+    "backend",
+    "init_method",
+    "on_gpu",
+)
 
 
 def take_ddp_kwargs(loop: Any, callbacks: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -85,8 +92,10 @@ def take_ddp_kwargs(loop: Any, callbacks: Any, options: dict[str, Any]) -> tuple
     if not given:
         return callbacks, options
     if loop.gpu_mode != "ddp":
-        raise LoopConfigError(f"fit({', '.join(sorted(given))}=...) configure gpu_mode='ddp'; this TrainLoop is "
-                              f"gpu_mode={loop.gpu_mode!r}")  # fmt: skip
+        raise LoopConfigError(
+            f"fit({', '.join(sorted(given))}=...) configure gpu_mode='ddp'; this TrainLoop is "
+            f"gpu_mode={loop.gpu_mode!r}"
+        )
     if (
         given.get("num_nodes", 1) != 1
         or given.get("node_rank", 0) != 0

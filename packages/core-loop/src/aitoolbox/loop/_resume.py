@@ -38,9 +38,17 @@ __all__ = [
 # samplers whose only randomness is drawn from a torch.Generator (their own, or torch's global one) when an epoch's
 # iteration starts: restoring that generator replays them
 _REPLAYABLE_SAMPLERS = frozenset(
-    {"SequentialSampler", "RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler", "BatchSampler",
-     "DistributedSampler", "_SkippingSampler", "_InfiniteConstantSampler"}
-)  # fmt: skip
+    {
+        "SequentialSampler",
+        "RandomSampler",
+        "SubsetRandomSampler",
+        "WeightedRandomSampler",
+        "BatchSampler",
+        "DistributedSampler",
+        "_SkippingSampler",
+        "_InfiniteConstantSampler",
+    }
+)
 
 
 def _samplers(loader: object) -> list[Any]:
@@ -122,8 +130,12 @@ def data_layout(loader: object) -> dict[str, Any]:
 
 def layout_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The differences between two :func:`data_layout` results, in words."""
-    labels = {"batch_size": "batch size", "dataset_len": "dataset length", "batches": "batches per epoch",
-              "sampler": "sampler (shuffle)"}  # fmt: skip
+    labels = {
+        "batch_size": "batch size",
+        "dataset_len": "dataset length",
+        "batches": "batches per epoch",
+        "sampler": "sampler (shuffle)",
+    }
     return [
         f"{label} {saved[key]!r} -> {current[key]!r}"
         for key, label in labels.items()

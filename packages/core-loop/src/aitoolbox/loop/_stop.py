@@ -35,8 +35,10 @@ def preemption_guard(loop: Any) -> Iterator[PreemptionWatch | None]:
             logger.warning(
                 "preemption: grace_s=%.0f but the launcher kills %.0f s after its SIGTERM (torchrun "
                 "--shutdown-timeout); the work after a signal gets %.0f s. Raise --shutdown-timeout to match",
-                watch.settings.grace_s, watch.launcher_s, watch.budget_s,
-            )  # fmt: skip
+                watch.settings.grace_s,
+                watch.launcher_s,
+                watch.budget_s,
+            )
     try:
         yield watch
     finally:
@@ -104,13 +106,19 @@ class StopPoint:
         now = time.monotonic()
         end = now + watch.budget_s
         deadline = (lambda: watch.deadline) if local else (lambda: end)
-        err = Preempted(watch.settings.exit_code, name, state.epoch, state.iteration, deadline,
-                        watch.signal_time if local else now)  # fmt: skip
+        err = Preempted(
+            watch.settings.exit_code, name, state.epoch, state.iteration, deadline, watch.signal_time if local else now
+        )
         if self.runtime.is_main:
             logger.warning(
                 "preempted by %s: training stopped at epoch %d, iteration %d, %.2f s after the signal; %.1f s of the "
-                "budget left for saving", name, state.epoch, state.iteration, now - err.signal_time, err.remaining_s(),
-            )  # fmt: skip
+                "budget left for saving",
+                name,
+                state.epoch,
+                state.iteration,
+                now - err.signal_time,
+                err.remaining_s(),
+            )
         return err
 
 

@@ -10,8 +10,23 @@ __all__ = ["MINIMISED_HINTS", "resolve_mode"]
 
 #: a metric whose name holds one of these words (``val_loss``, ``mean_squared_error``, ``val_mse``, ``test_wer``...)
 #: is minimised; every other metric (``val_accuracy``, ``val_bleu``, ``val_iou``, ``val_map``, ``r2``...) is maximised.
-MINIMISED_HINTS = ("loss", "error", "err", "mse", "mae", "rmse", "msle", "mape", "perplexity", "ppl", "nll", "wer",
-                   "cer", "distance", "regret")  # fmt: skip
+MINIMISED_HINTS = (
+    "loss",
+    "error",
+    "err",
+    "mse",
+    "mae",
+    "rmse",
+    "msle",
+    "mape",
+    "perplexity",
+    "ppl",
+    "nll",
+    "wer",
+    "cer",
+    "distance",
+    "regret",
+)
 
 _SUBSTRINGS = ("loss", "error", "perplexity")  # also inside longer words: "crossentropyloss", "mean_squared_error"
 

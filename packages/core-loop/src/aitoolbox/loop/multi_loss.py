@@ -88,8 +88,9 @@ class MultiLoss(MutableMapping[str, Any]):
         return out  # type: ignore[no-any-return]
 
     def _map(self, fn: Any) -> MultiLoss:
-        out = MultiLoss({k: fn(v) for k, v in self.loss_dict.items()}, self.loss_optimizer_map,
-                        self.retain_graph_until_last)  # fmt: skip
+        out = MultiLoss(
+            {k: fn(v) for k, v in self.loss_dict.items()}, self.loss_optimizer_map, self.retain_graph_until_last
+        )
         out.loss_backward_remaining = self.loss_backward_remaining
         return out
 

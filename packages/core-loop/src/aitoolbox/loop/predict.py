@@ -34,9 +34,12 @@ class ModelPredictor:
     """
 
     def __init__(
-        self, model: TTModel | nn.Module, data_loader: Iterable[Any], device: str | torch.device | None = None,
+        self,
+        model: TTModel | nn.Module,
+        data_loader: Iterable[Any],
+        device: str | torch.device | None = None,
         use_amp: Any = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if data_loader is None or not hasattr(data_loader, "__iter__"):
             raise LoopConfigError(f"data_loader must be an iterable of batches (a DataLoader), got {data_loader!r}")
         self.model = model

@@ -143,9 +143,13 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         _checks.check_criterion(criterion, self.tt_model, model)
         self.criterion = criterion
         _checks.check_options(
-            gpu_mode=gpu_mode, num_processes=num_processes, ddp_options=ddp_options, progress_bar=progress_bar,
-            prefetch=prefetch, end_auto_eval=end_auto_eval,
-        )  # fmt: skip
+            gpu_mode=gpu_mode,
+            num_processes=num_processes,
+            ddp_options=ddp_options,
+            progress_bar=progress_bar,
+            prefetch=prefetch,
+            end_auto_eval=end_auto_eval,
+        )
         self.strategy: Strategy = resolve_strategy(strategy, gpu_mode, ddp_options, launched=_distributed.launched())
         self.gpu_mode = "ddp" if self.strategy.launches and strategy is not None else gpu_mode
         self.num_processes, self._ddp_options = num_processes, dict(ddp_options or {})
@@ -266,8 +270,16 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         for ext in self.extensions:
             ext.check_fit(self, run)
         if will_launch(self.strategy):
-            launch(self, {"num_epochs": num_epochs, "num_iterations": num_iterations, "callbacks": callbacks,
-                          "grad_accumulation": grad_accumulation, **options})  # fmt: skip
+            launch(
+                self,
+                {
+                    "num_epochs": num_epochs,
+                    "num_iterations": num_iterations,
+                    "callbacks": callbacks,
+                    "grad_accumulation": grad_accumulation,
+                    **options,
+                },
+            )
             return self.model
         _distributed.start_rank(self)
         training = False

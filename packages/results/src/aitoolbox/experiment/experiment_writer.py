@@ -30,9 +30,17 @@ __all__ = ["ExperimentWriter"]
 logger = logging.getLogger(__name__)
 
 _PACKAGES = (
-    "aitoolbox", "aitoolbox-core-loop", "aitoolbox-checkpointing", "aitoolbox-results", "aitoolbox-cloud",
-    "fastcollate", "torch", "numpy", "scikit-learn", "matplotlib",
-)  # fmt: skip
+    "aitoolbox",
+    "aitoolbox-core-loop",
+    "aitoolbox-checkpointing",
+    "aitoolbox-results",
+    "aitoolbox-cloud",
+    "fastcollate",
+    "torch",
+    "numpy",
+    "scikit-learn",
+    "matplotlib",
+)
 
 
 def _json_default(value: Any) -> Any:
