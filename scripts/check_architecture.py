@@ -4,7 +4,13 @@
   holds the ``TrainLoop`` class only (the fit template and argument plumbing: the rest lives in its own modules);
 - no import of another distribution's private module (``aitoolbox.<pkg>._x``) and no use of a protected member
   (``obj._name``) of another object outside its own distribution;
-- no import cycle between modules, type-only imports (``if TYPE_CHECKING:``) included.
+- no import cycle between modules, type-only imports (``if TYPE_CHECKING:``) included;
+- the meta-package by kind: the composition (``aitoolbox.torchtrain._composition``: extensions and variants) imports
+  only public names of the member packages, no module of it over 300 code lines; a module on an AIToolbox 1.8 path
+  (every public module of the meta-package) is a face (imports, ``__all__`` and type-only imports, at most 40 code
+  lines besides them) or an adapter that a test in ``tests/compat/`` imports; ``aitoolbox.__all__``,
+  ``aitoolbox.torchtrain.__all__``, their ``TYPE_CHECKING`` imports and the export table (``_names.py``) agree;
+- no ``# fmt: skip`` outside the allow-listed tables (at most 5 in the repository).
 
 Run: ``python scripts/check_architecture.py`` (exit status 1 and one line per violation).
 """
@@ -29,6 +35,12 @@ SOURCES = {
 MAX_LINES = 400
 # modules that hold one class and nothing else at their top level (besides imports, __all__ and constants)
 ONE_CLASS = {"aitoolbox.loop.train_loop": "TrainLoop"}
+META = "src/aitoolbox"  # the meta-package's source, under ROOT (its public modules stand on AIToolbox 1.8 paths)
+COMPOSITION, COMPOSITION_MAX, FACE_MAX = "aitoolbox.torchtrain._composition", 300, 40
+COMPAT_TESTS = "tests/compat"  # under ROOT
+# `# fmt: skip` is allowed on tables only, listed here as "path: why" (at most 5 in the repository)
+FMT_SKIP_ALLOWED: dict[str, str] = {}
+FMT_SKIP_MAX = 5
 
 
 def code_lines(tree: ast.Module, text: str) -> int:
@@ -139,8 +151,163 @@ def main() -> int:
                 )
     problems += _cycles(graph)
     problems += _inexact_bounds()
+    problems += _composition_rules(mods)
+    problems += _faces_and_adapters()
+    problems += _export_tables()
+    problems += _fmt_skips()
     sys.stdout.write("".join(f"{p}\n" for p in problems))
     return 1 if problems else 0
+
+
+def _composition_rules(mods: dict[str, tuple[str, Path]]) -> list[str]:
+    """The composition uses the member packages through their public names only, in modules of <= 300 code lines."""
+    problems = []
+    for name, (_prefix, path) in mods.items():
+        if name != COMPOSITION and not name.startswith(COMPOSITION + "."):
+            continue
+        text = path.read_text()
+        tree = ast.parse(text)
+        if (lines := code_lines(tree, text)) > COMPOSITION_MAX:
+            problems.append(f"{path.relative_to(ROOT)}: {lines} code lines (the composition's limit {COMPOSITION_MAX})")
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not node.module or node.level:
+                continue
+            member = node.module.startswith("aitoolbox.") and not node.module.startswith("aitoolbox.torchtrain")
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            if member and private:
+                problems.append(
+                    f"{path.relative_to(ROOT)}:{node.lineno}: the composition imports {', '.join(private)} from "
+                    f"{node.module}: only public names of the packages"
+                )
+    return problems
+
+
+def _is_type_checking(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _face_statement(node: ast.stmt) -> bool:
+    """What a face holds: a docstring, imports, ``__all__``, type-only imports, the package path and lazy exports."""
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return True
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+        return True  # the docstring
+    if _is_type_checking(node):
+        return all(isinstance(n, ast.Import | ast.ImportFrom) for n in node.body)  # type: ignore[attr-defined]
+    if isinstance(node, ast.Assign):
+        targets = {t.id for t in node.targets if isinstance(t, ast.Name)}
+        targets |= {e.id for t in node.targets if isinstance(t, ast.Tuple) for e in t.elts if isinstance(e, ast.Name)}
+        return bool(targets) and targets <= {"__all__", "__path__", "__getattr__", "__dir__"}
+    # a bare call of a module-level function (``_missing.install()``)
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and not node.value.args
+
+
+def _faces_and_adapters() -> list[str]:
+    """Every public module of the meta-package stands on an AIToolbox 1.8 path: a face of at most 40 code lines
+    (``__all__`` and type-only imports not counted: the export tables check them) or an adapter tests/compat imports."""
+    meta, compat_dir = ROOT / META, ROOT / COMPAT_TESTS
+    compat = "\n".join(p.read_text() for p in sorted(compat_dir.rglob("*.py"))) if compat_dir.is_dir() else ""
+    problems = []
+    for path in sorted(meta.rglob("*.py")):
+        parts = path.relative_to(meta.parent).with_suffix("").parts
+        if any(part.startswith("_") and part != "__init__" for part in parts) or parts == ("aitoolbox", "__init__"):
+            continue
+        name = ".".join(p for p in parts if p != "__init__")
+        text = path.read_text()
+        tree = ast.parse(text)
+        if all(_face_statement(node) for node in tree.body):
+            tables: set[int] = set()
+            for node in tree.body:
+                if _is_type_checking(node) or (
+                    isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__"
+                ):
+                    tables.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+            lines = code_lines(
+                tree, "\n".join("" if i in tables else line for i, line in enumerate(text.splitlines(), 1))
+            )
+            if lines > FACE_MAX:
+                problems.append(f"{path.relative_to(ROOT)}: a face of {lines} code lines (limit {FACE_MAX})")
+        elif not _exercised(name, tree, compat):
+            problems.append(
+                f"{path.relative_to(ROOT)}: {name} is not a face (imports and __all__ only) and no test in "
+                "tests/compat/ imports it (an adapter of the 1.8 surface must be exercised there)"
+            )
+    return problems
+
+
+def _exercised(name: str, tree: ast.Module, compat: str) -> bool:
+    """Whether the compat tests use module ``name``: its path (or one under it), ``from <package> import <module>``,
+    or one of the names its ``__all__`` lists."""
+    package, _, leaf = name.rpartition(".")
+    if re.search(rf"{re.escape(name)}\b", compat) or re.search(
+        rf"from {re.escape(package)} import .*\b{leaf}\b", compat
+    ):
+        return True
+    exported: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__":
+            exported = list(ast.literal_eval(node.value))
+    return any(re.search(rf"\b{re.escape(n)}\b", compat) for n in exported)
+
+
+def _export_tables() -> list[str]:
+    """``__all__``, the ``TYPE_CHECKING`` imports and the export table name the same names from the same modules."""
+    import runpy
+
+    meta = ROOT / META
+    table_file = meta / "torchtrain/_names.py"
+    if not table_file.is_file():
+        return []
+    tables = runpy.run_path(str(table_file))
+    problems = []
+    for package, table_name in (("aitoolbox", "TOP_LEVEL"), ("aitoolbox.torchtrain", "TORCHTRAIN")):
+        path = meta.parent / package.replace(".", "/") / "__init__.py"
+        tree = ast.parse(path.read_text())
+        table: dict[str, str] = tables[table_name]
+        exported: set[str] = set()
+        typed: dict[str, str] = {}
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__":
+                exported = set(ast.literal_eval(node.value)) - {"__version__"}
+            if _is_type_checking(node):
+                for imp in node.body:  # type: ignore[attr-defined]
+                    if isinstance(imp, ast.ImportFrom):
+                        typed.update({a.asname or a.name: imp.module or "" for a in imp.names})
+        where = path.relative_to(ROOT)
+        for label, names in (("__all__", exported), ("the TYPE_CHECKING imports", set(typed))):
+            if names != set(table):
+                problems.append(
+                    f"{where}: {label} and {table_name} differ: only in {label} {sorted(names - set(table))}, only in "
+                    f"{table_name} {sorted(set(table) - names)}"
+                )
+        wrong = sorted(n for n, module in typed.items() if n in table and table[n] != module)
+        if wrong:
+            problems.append(f"{where}: the TYPE_CHECKING imports of {wrong} name other modules than {table_name}")
+    return problems
+
+
+def _fmt_skip_comments(path: Path) -> int:
+    """The ``# fmt: skip`` comments in ``path`` (not the words inside a string)."""
+    import io
+    import tokenize
+
+    tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+    return sum(1 for t in tokens if t.type == tokenize.COMMENT and re.match(r"#\s*fmt:\s*skip\b", t.string))
+
+
+def _fmt_skips() -> list[str]:
+    """``# fmt: skip`` only on the allow-listed tables, at most FMT_SKIP_MAX in the repository."""
+    problems, found = [], 0
+    roots = [ROOT / d for d in ("src", "packages", "tests", "benchmarks", "scripts", "examples", "docs")]
+    for path in sorted(p for r in roots if r.is_dir() for p in r.rglob("*.py") if "site-packages" not in p.parts):
+        rel = str(path.relative_to(ROOT))
+        count = _fmt_skip_comments(path)
+        found += count
+        if count and rel not in FMT_SKIP_ALLOWED:
+            problems.append(f"{rel}: {count} '# fmt: skip' (only allow-listed tables may keep one: format the code)")
+    if found > FMT_SKIP_MAX:
+        problems.append(f"{found} '# fmt: skip' in the repository (at most {FMT_SKIP_MAX})")
+    return problems
 
 
 def _versions() -> dict[str, tuple[str, Path]]:

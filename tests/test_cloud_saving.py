@@ -60,11 +60,18 @@ def test_checkpoint_end_save_mirrors_the_experiment_folder(
     monkeypatch.setattr(sys, "argv", ["train.py", "--hf-token", "hf_SECRET_1", "--epochs", "3"])
     hyper = {"lr": 0.01, "wandb_api_key": "SECRET_2", "data": "s3://AKIA:SECRET_3@host/bucket"}
     tl = TrainLoopCheckpointEndSave(
-        *_args(), "proj", "exp", tmp_path, hyper,
-        test_result_package=ClassificationResultPackage(), cloud_save_mode="s3", bucket_name=bucket,
-        cloud_dir_prefix="team/runs", cloud_options={"endpoint_url": s3_server.endpoint_url, "create_bucket": True},
+        *_args(),
+        "proj",
+        "exp",
+        tmp_path,
+        hyper,
+        test_result_package=ClassificationResultPackage(),
+        cloud_save_mode="s3",
+        bucket_name=bucket,
+        cloud_dir_prefix="team/runs",
+        cloud_options={"endpoint_url": s3_server.endpoint_url, "create_bucket": True},
         device="cpu",
-    )  # fmt: skip
+    )
     tl.fit(num_epochs=3)
     assert tl.upload_report.ok, str(tl.upload_report)
     store = S3Store(bucket, prefix="team/runs", endpoint_url=s3_server.endpoint_url)
@@ -109,9 +116,12 @@ def test_server_killed_mid_training_then_back(
 ) -> None:
     # SeaweedFS takes ~20 s (longer under load) to serve again after a restart: retry for up to ~2 min
     options = {
-        "endpoint_url": outage_server.endpoint_url, "create_bucket": True,
-        "backoff_s": 0.5, "max_backoff_s": 5, "max_attempts": 30,
-    }  # fmt: skip
+        "endpoint_url": outage_server.endpoint_url,
+        "create_bucket": True,
+        "backoff_s": 0.5,
+        "max_backoff_s": 5,
+        "max_attempts": 30,
+    }
     tl = TrainLoopCheckpoint(
         *_args(), "p", "e", tmp_path, cloud_save_mode="s3", bucket_name=bucket, cloud_options=options, device="cpu"
     )
@@ -211,9 +221,16 @@ def test_resume_from_the_bucket_after_the_local_folder_is_gone(
     ],
 )
 def test_preflight_fails_at_construction(
-    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    options: dict[str, Any], env: dict[str, str | None], error: type, message: str,
-) -> None:  # fmt: skip
+    s3_server: SeaweedServer,
+    aws_env: None,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: dict[str, Any],
+    env: dict[str, str | None],
+    error: type,
+    message: str,
+) -> None:
     for k, v in env.items():
         monkeypatch.delenv(k) if v is None else monkeypatch.setenv(k, v)
     opts = {"endpoint_url": s3_server.endpoint_url, **options}
@@ -244,7 +261,7 @@ def test_gcs_mode_goes_through_an_s3_compatible_endpoint(
     assert tl.cloud_store.endpoint_url == s3_server.endpoint_url
     tl.fit(num_epochs=1)
     assert tl.upload_report.ok
-    from aitoolbox.torchtrain._cloud import make_store
+    from aitoolbox.torchtrain._composition.cloud import make_store
 
     with pytest.raises(CloudConnectionError, match="storage.googleapis.com"):  # the default endpoint, unreachable here
         make_store("gcs", bucket, "", {})
@@ -328,7 +345,7 @@ def _written(root: Path) -> set[str]:
 
 
 def test_a_hostile_latest_pointer_cannot_write_outside_the_results_root(tmp_path: Path) -> None:
-    from aitoolbox.torchtrain._cloud import download_latest_checkpoint
+    from aitoolbox.torchtrain._composition.cloud import download_latest_checkpoint
 
     store, base, name = _bucket_of_one_checkpoint(tmp_path)
     hostile = "../../../../escaped"
@@ -346,7 +363,7 @@ def test_a_hostile_latest_pointer_cannot_write_outside_the_results_root(tmp_path
 
 
 def test_a_manifest_naming_a_file_outside_its_folder_is_refused(tmp_path: Path) -> None:
-    from aitoolbox.torchtrain._cloud import download_latest_checkpoint
+    from aitoolbox.torchtrain._composition.cloud import download_latest_checkpoint
 
     store, base, name = _bucket_of_one_checkpoint(tmp_path)
     manifest = json.loads(store.objects[f"{base}{name}/manifest.json"])
@@ -361,7 +378,7 @@ def test_a_manifest_naming_a_file_outside_its_folder_is_refused(tmp_path: Path) 
 
 
 def test_listing_keys_outside_the_experiment_folders_are_ignored(tmp_path: Path) -> None:
-    from aitoolbox.torchtrain._cloud import download_latest_checkpoint
+    from aitoolbox.torchtrain._composition.cloud import download_latest_checkpoint
 
     store, _, _ = _bucket_of_one_checkpoint(tmp_path)
     for key in list(store.objects):

@@ -10,7 +10,7 @@ import aitoolbox.torchtrain
 import aitoolbox.torchtrain.callbacks
 import aitoolbox.torchtrain.train_loop
 from aitoolbox.loop import TrainLoop as EngineTrainLoop
-from aitoolbox.torchtrain._exports import TOP_LEVEL as TOP
+from aitoolbox.torchtrain._names import TOP_LEVEL as TOP
 
 
 def test_star_import_gives_the_train_loops() -> None:
@@ -19,8 +19,11 @@ def test_star_import_gives_the_train_loops() -> None:
     assert namespace["TrainLoop"] is EngineTrainLoop
     assert issubclass(namespace["TrainLoopCheckpoint"], EngineTrainLoop)
     assert sorted(aitoolbox.torchtrain.train_loop.__all__) == [
-        "TrainLoop", "TrainLoopCheckpoint", "TrainLoopCheckpointEndSave", "TrainLoopEndSave",
-    ]  # fmt: skip
+        "TrainLoop",
+        "TrainLoopCheckpoint",
+        "TrainLoopCheckpointEndSave",
+        "TrainLoopEndSave",
+    ]
     for name in ("TrainLoopEndSave", "TrainLoopCheckpointEndSave"):
         assert issubclass(namespace[name], namespace["TrainLoop"])
 
@@ -62,7 +65,7 @@ def test_top_level_has_the_original_names_lazily() -> None:
 
     import aitoolbox
     import aitoolbox.torchtrain.callbacks as callbacks
-    from aitoolbox.torchtrain._exports import CALLBACKS, EXPERIMENT, TORCHTRAIN
+    from aitoolbox.torchtrain._names import CALLBACKS, EXPERIMENT, TORCHTRAIN
 
     assert sorted(aitoolbox.__all__) == sorted({*TORCHTRAIN, *CALLBACKS, *EXPERIMENT})
     assert sorted(aitoolbox.torchtrain.__all__) == sorted([*TORCHTRAIN, "__version__"])
@@ -130,9 +133,19 @@ def test_the_variants_are_a_train_loop_with_extensions_and_take_yours(tmp_path: 
     loader = make_classification_loader(64, batch_size=16)
     mine = Mine()
     tl = TrainLoopCheckpointEndSave(
-        model, loader, loader, None, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), "p", "e",
-        tmp_path, val_result_package=ClassificationResultPackage(), extensions=[mine], device="cpu",
-    )  # fmt: skip
+        model,
+        loader,
+        loader,
+        None,
+        optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        "p",
+        "e",
+        tmp_path,
+        val_result_package=ClassificationResultPackage(),
+        extensions=[mine],
+        device="cpu",
+    )
     kinds = [type(e).__name__ for e in tl.extensions]
     assert kinds == ["ExperimentFolder", "Checkpointing", "CloudMirror", "EndSave", "Mine"]
     tl.fit(num_epochs=1, note="hello")
@@ -173,7 +186,7 @@ def test_the_tracked_variants_agree_on_their_shared_arguments() -> None:
     import ast
     import inspect
 
-    from aitoolbox.torchtrain import _variants
+    from aitoolbox.torchtrain._composition import variants as _variants
     from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint, TrainLoopCheckpointEndSave, TrainLoopEndSave
 
     variants = (TrainLoopCheckpoint, TrainLoopEndSave, TrainLoopCheckpointEndSave)

@@ -29,7 +29,7 @@ from aitoolbox.experiment.result_package.basic_packages import (
 from aitoolbox.loop import LoopConfigError, resolve_mode
 from aitoolbox.loop.callbacks import Callback, EarlyStopping
 from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
-from aitoolbox.torchtrain._end_save import storage_notes
+from aitoolbox.torchtrain._composition.end_save import storage_notes
 from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint, TrainLoopCheckpointEndSave, TrainLoopEndSave
 
 
@@ -151,9 +151,15 @@ def test_early_stopping_and_ranking_agree_on_minimised_metrics(metric: str) -> N
 def test_explicit_mode_wins(tmp_path: Path) -> None:
     assert EarlyStopping(monitor="val_bleu", mode="min").mode == "min"
     tl = TrainLoopCheckpoint(
-        *_args(), "p", "e", tmp_path, rm_subopt_local_models="val_bleu", num_best_checkpoints_kept=1,
-        rm_subopt_mode="min", device="cpu",
-    )  # fmt: skip
+        *_args(),
+        "p",
+        "e",
+        tmp_path,
+        rm_subopt_local_models="val_bleu",
+        num_best_checkpoints_kept=1,
+        rm_subopt_mode="min",
+        device="cpu",
+    )
     tl.fit(num_epochs=4, callbacks=[Scripted("val_bleu", [0.1, 0.9, 0.5, 0.3])])
     assert {i.epoch for i in CheckpointManager(tl.checkpoint_dir).list()} == {1, 4}
     with pytest.raises(LoopConfigError, match="rm_subopt_mode must be 'auto', 'min' or 'max', got 'lower'"):
@@ -180,9 +186,15 @@ def test_a_ranking_metric_no_package_produces_is_refused_before_epoch_1(tmp_path
 def test_a_failing_result_package_loses_neither_model_nor_history(tmp_path: Path, variant: type) -> None:
     args = _args()
     tl = variant(
-        *args, "p", "e", tmp_path, {"lr": 0.1}, val_result_package=ClassificationResultPackage(),
-        test_result_package=BinaryClassificationResultPackage(), device="cpu",
-    )  # fmt: skip  # binary package on 3 classes: it raises
+        *args,
+        "p",
+        "e",
+        tmp_path,
+        {"lr": 0.1},
+        val_result_package=ClassificationResultPackage(),
+        test_result_package=BinaryClassificationResultPackage(),
+        device="cpu",
+    )  # binary package on 3 classes: it raises
     with pytest.raises(Exception, match="binary") as err:
         tl.fit(num_epochs=2)
     exp = tl.experiment_dir
@@ -265,9 +277,13 @@ def test_an_empty_evaluation_loader_is_refused(which: str) -> None:
     loaders = {"validation_loader": None, "test_loader": None, which: empty}
     with pytest.raises(LoopConfigError, match=f"{which} is empty \\(0 batches\\)"):
         TrainLoop(
-            model, make_classification_loader(16), loaders["validation_loader"], loaders["test_loader"],
-            optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-        )  # fmt: skip
+            model,
+            make_classification_loader(16),
+            loaders["validation_loader"],
+            loaders["test_loader"],
+            optim.SGD(model.parameters(), lr=0.1),
+            nn.CrossEntropyLoss(),
+        )
 
 
 def test_an_evaluation_iterable_without_batches_is_refused() -> None:
@@ -329,9 +345,13 @@ def test_a_bad_get_predictions_is_named(make: Any, message: str) -> None:
     from aitoolbox.loop import TrainLoop
 
     tl = TrainLoop(
-        model, make_classification_loader(32), make_classification_loader(32), None,
-        optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-    )  # fmt: skip
+        model,
+        make_classification_loader(32),
+        make_classification_loader(32),
+        None,
+        optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+    )
     with pytest.raises(LoopConfigError, match=message):
         tl.predict_on_validation_set()
 
@@ -356,9 +376,18 @@ def _ckpt_loop(root: Path, *, opt: str = "adam", batch_size: int = 16, n: int = 
     model = TinyClassifier()
     optimizer = optim.Adam(model.parameters(), lr=1e-2) if opt == "adam" else optim.SGD(model.parameters(), lr=0.1)
     return TrainLoopCheckpoint(
-        model, make_classification_loader(n, batch_size=batch_size, shuffle=True), None, None, optimizer,
-        nn.CrossEntropyLoss(), "p", "e", root, iteration_save_freq=2, device="cpu",
-    )  # fmt: skip
+        model,
+        make_classification_loader(n, batch_size=batch_size, shuffle=True),
+        None,
+        None,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        "p",
+        "e",
+        root,
+        iteration_save_freq=2,
+        device="cpu",
+    )
 
 
 def _interrupted(root: Path) -> None:
@@ -451,9 +480,17 @@ def test_a_full_disk_is_named_at_the_failing_save(tmp_path: Path) -> None:
     try:
         model = TinyClassifier(hidden=40_000)  # ~1.8 MiB of parameters: no checkpoint fits on 1 MiB
         tl = TrainLoopCheckpoint(
-            model, make_classification_loader(32), None, None, optim.SGD(model.parameters(), lr=0.1),
-            nn.CrossEntropyLoss(), "p", "e", disk, device="cpu",
-        )  # fmt: skip
+            model,
+            make_classification_loader(32),
+            None,
+            None,
+            optim.SGD(model.parameters(), lr=0.1),
+            nn.CrossEntropyLoss(),
+            "p",
+            "e",
+            disk,
+            device="cpu",
+        )
         with pytest.raises(CheckpointWriteError, match="no space left on device for a checkpoint") as err:
             tl.fit(num_epochs=3)
         assert tl.epoch == 0  # at the first epoch's save, not an epoch later
@@ -527,15 +564,23 @@ def test_counters_at_every_hook_are_the_originals() -> None:
     assert counters.seen == [
         ("train_begin", 0, -1, 0),
         ("epoch_begin", 0, -1, 0),
-        ("batch_begin", 0, 0, 0), ("step", 0, 0, 0), ("batch_end", 0, 0, 1),
-        ("batch_begin", 0, 1, 1), ("step", 0, 1, 1), ("batch_end", 0, 1, 2),
+        ("batch_begin", 0, 0, 0),
+        ("step", 0, 0, 0),
+        ("batch_end", 0, 0, 1),
+        ("batch_begin", 0, 1, 1),
+        ("step", 0, 1, 1),
+        ("batch_end", 0, 1, 2),
         ("epoch_end", 0, 1, 2),
         ("epoch_begin", 1, 1, 2),
-        ("batch_begin", 1, 2, 2), ("step", 1, 2, 2), ("batch_end", 1, 2, 3),
-        ("batch_begin", 1, 3, 3), ("step", 1, 3, 3), ("batch_end", 1, 3, 4),
+        ("batch_begin", 1, 2, 2),
+        ("step", 1, 2, 2),
+        ("batch_end", 1, 2, 3),
+        ("batch_begin", 1, 3, 3),
+        ("step", 1, 3, 3),
+        ("batch_end", 1, 3, 4),
         ("epoch_end", 1, 3, 4),
         ("train_end", 1, 3, 4),
-    ]  # fmt: skip
+    ]
     assert (tl.epoch, tl.total_iteration_idx, tl.iteration, tl.epochs_done) == (1, 3, 4, 2)
     # a second fit continues the counts
     counters.seen.clear()

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 __path__ = extend_path(__path__, __name__)
 
 from aitoolbox.torchtrain import _missing
-from aitoolbox.torchtrain._exports import TOP_LEVEL
 from aitoolbox.torchtrain._lazy import lazy_exports
+from aitoolbox.torchtrain._names import TOP_LEVEL
 
 _missing.install()  # a member distribution that is not installed is named with its `pip install`
 

@@ -63,8 +63,9 @@ class Feed(AbstractModelFeedDefinition):
 def test_model_wrap_with_a_feed_definition_trains_and_saves_the_module() -> None:
     train, val = loaders()
     net, feed = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)), Feed()
-    tl = TrainLoop(ModelWrap(net, feed), train, val, None, torch.optim.Adam(net.parameters(), lr=0.05),
-                   nn.CrossEntropyLoss())  # fmt: skip
+    tl = TrainLoop(
+        ModelWrap(net, feed), train, val, None, torch.optim.Adam(net.parameters(), lr=0.05), nn.CrossEntropyLoss()
+    )
     tl(num_epochs=3)  # the original's call form
     assert feed.calls["eval"] == 3 * len(val)  # val_loss every epoch, by the feed's get_loss_eval
     assert feed.calls["loss"] == 3 * len(train) + feed.calls["eval"]  # (which calls its get_loss)
@@ -141,8 +142,9 @@ def test_print_report_strict_about_missing_metrics() -> None:
 def test_terminate_on_nan_by_monitor_and_all_predictions_same() -> None:
     train, val = loaders()
     model = TinyClassifier()
-    nan_metric = FunctionOnTrainLoop(lambda tl: tl.train_history.insert_single_result_into_history("acc", math.nan),
-                                     epoch_end=True)  # fmt: skip
+    nan_metric = FunctionOnTrainLoop(
+        lambda tl: tl.train_history.insert_single_result_into_history("acc", math.nan), epoch_end=True
+    )
     same = AllPredictionsSame(value=-1, stop_training=True)  # never true: class indices are >= 0
     tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
     tl.fit(num_epochs=5, callbacks=[nan_metric, TerminateOnNaN(monitor="acc"), same])
@@ -165,8 +167,9 @@ class BatchSpy(AbstractCallback):
         super().__init__("spy")
         self.seen: list[tuple[int, str]] = []
 
-    def on_after_batch_prediction(self, y_pred_batch: Any, y_test_batch: Any, metadata_batch: Any,
-                                  dataset_info: dict[str, Any]) -> None:  # fmt: skip
+    def on_after_batch_prediction(
+        self, y_pred_batch: Any, y_test_batch: Any, metadata_batch: Any, dataset_info: dict[str, Any]
+    ) -> None:
         self.seen.append((len(y_test_batch), dataset_info["type"]))
 
 
@@ -229,12 +232,16 @@ class RankRecorder(AbstractCallback):
 def test_multiprocess_start_device_idx_execution_and_the_original_ddp_fit_arguments(tmp_path: Path) -> None:
     train, val = loaders()
     model = TinyClassifier()
-    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
-                   gpu_mode="ddp")  # fmt: skip
+    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(), gpu_mode="ddp")
     # the original's fit(**ddp_kwargs): num_gpus -> processes, ddp_model_args -> DDP options,
     # in_process_data_load -> callbacks whose on_multiprocess_start runs in every process
-    tl.fit(num_epochs=2, num_gpus=2, ddp_model_args={"bucket_cap_mb": 10}, backend="gloo",
-           in_process_data_load=RankRecorder(str(tmp_path)))  # fmt: skip
+    tl.fit(
+        num_epochs=2,
+        num_gpus=2,
+        ddp_model_args={"bucket_cap_mb": 10},
+        backend="gloo",
+        in_process_data_load=RankRecorder(str(tmp_path)),
+    )
     assert tl.num_processes == 2 and tl.ddp_options == {"bucket_cap_mb": 10}
     # device_idx_execution=1: only local rank 1 runs the callback's hooks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1-0", "epoch-1-1", "start-1"]
@@ -246,8 +253,9 @@ def test_original_ddp_fit_arguments_refused_where_they_mean_nothing() -> None:
     single = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
     with pytest.raises(LoopConfigError, match="configure gpu_mode='ddp'; this TrainLoop is gpu_mode='single'"):
         single.fit(num_epochs=1, ddp_model_args={})
-    ddp = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
-                    gpu_mode="ddp")  # fmt: skip
+    ddp = TrainLoop(
+        model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(), gpu_mode="ddp"
+    )
     with pytest.raises(LoopConfigError, match="torchrun --nnodes=N --node-rank=R"):
         ddp.fit(num_epochs=1, num_nodes=2, node_rank=1)
     with pytest.raises(LoopConfigError, match="the loop uses nccl on CUDA and gloo on the CPU"):
@@ -304,8 +312,17 @@ def test_original_loop_helpers(caplog: pytest.LogCaptureFixture) -> None:
         kept.append(batch_pred)
         return [*preds, batch_pred]
 
-    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
-                   collate_batch_pred_fn=collate, pred_transform_fn=list, print_callbacks=True)  # fmt: skip
+    tl = TrainLoop(
+        model,
+        train,
+        val,
+        None,
+        torch.optim.Adam(model.parameters()),
+        nn.CrossEntropyLoss(),
+        collate_batch_pred_fn=collate,
+        pred_transform_fn=list,
+        print_callbacks=True,
+    )
     assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", tl.experiment_timestamp)
     assert tl.is_main_process and tl.is_main_process() is True
     with caplog.at_level("INFO", logger="aitoolbox.loop._epoch"):
@@ -342,8 +359,9 @@ def test_model_predictor_and_the_save_callbacks_refused(tmp_path: Path) -> None:
     pkg = predictor.evaluate_result_package(ClassificationResultPackage(metrics=["accuracy"]))
     accuracy = float((expected_pred == expected_true).float().mean())
     assert pkg.get_results() == {"accuracy": pytest.approx(accuracy)}  # type: ignore[union-attr]
-    folder = predictor.evaluate_model(ClassificationResultPackage(metrics=["accuracy"]), "p", "eval", tmp_path,
-                                      save_true_pred_labels=True)  # fmt: skip
+    folder = predictor.evaluate_model(
+        ClassificationResultPackage(metrics=["accuracy"]), "p", "eval", tmp_path, save_true_pred_labels=True
+    )
     results = json.loads((folder / "results" / "ClassificationResultPackage_results.json").read_text())
     assert results == {"accuracy": pytest.approx(accuracy)}
     with pytest.raises(LoopConfigError, match="saves locally only"):
@@ -375,17 +393,39 @@ def test_source_dirs_are_zipped_into_the_experiment(tmp_path: Path) -> None:
     (src / "linked").symlink_to(tmp_path / "elsewhere")
     train, val = loaders()
     model = TinyClassifier()
-    tl = TrainLoopCheckpointEndSave(model, train, val, val, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
-                                    "p", "e", tmp_path / "runs", {}, test_result_package=Classification(),
-                                    source_dirs=[str(src)])  # fmt: skip
+    tl = TrainLoopCheckpointEndSave(
+        model,
+        train,
+        val,
+        val,
+        torch.optim.Adam(model.parameters()),
+        nn.CrossEntropyLoss(),
+        "p",
+        "e",
+        tmp_path / "runs",
+        {},
+        test_result_package=Classification(),
+        source_dirs=[str(src)],
+    )
     tl.fit(num_epochs=1)
     with zipfile.ZipFile(tl.experiment_dir / "code" / "mylib.zip") as archive:
         assert sorted(archive.namelist()) == ["mylib/model.py", "mylib/sub/data.py"]
         assert archive.read("mylib/sub/data.py") == b"Y = 2\n"
     with pytest.raises(LoopConfigError, match="are not folders"):
-        TrainLoopCheckpointEndSave(model, train, val, val, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
-                                   "p", "e", tmp_path / "runs", {}, test_result_package=Classification(),
-                                   source_dirs=[str(tmp_path / "nope")])  # fmt: skip
+        TrainLoopCheckpointEndSave(
+            model,
+            train,
+            val,
+            val,
+            torch.optim.Adam(model.parameters()),
+            nn.CrossEntropyLoss(),
+            "p",
+            "e",
+            tmp_path / "runs",
+            {},
+            test_result_package=Classification(),
+            source_dirs=[str(tmp_path / "nope")],
+        )
 
 
 def test_tensorboard_callbacks_of_the_original(tmp_path: Path) -> None:
@@ -396,8 +436,13 @@ def test_tensorboard_callbacks_of_the_original(tmp_path: Path) -> None:
     train, val = loaders()  # 6 batches per epoch
     model = TinyClassifier()
     tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss())
-    full = TensorboardFullTracking(metric_names=["loss"], batch_log_frequency=2, project_name="p", experiment_name="e",
-                                   local_model_result_folder_path=tmp_path)  # fmt: skip
+    full = TensorboardFullTracking(
+        metric_names=["loss"],
+        batch_log_frequency=2,
+        project_name="p",
+        experiment_name="e",
+        local_model_result_folder_path=tmp_path,
+    )
     history_only = TensorboardTrainHistoryMetric(log_dir=tmp_path / "hist")
     tl.fit(num_epochs=2, callbacks=[full, history_only])
     acc = EventAccumulator(str(tmp_path / "p" / "e" / "tensorboard"))
@@ -430,8 +475,14 @@ def test_gradient_stats_print(caplog: pytest.LogCaptureFixture) -> None:
     g = torch.Generator().manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.rand(100, 10, generator=g), torch.rand(100, generator=g))
     spy = LastGrads()
-    tl = TrainLoop(model, torch.utils.data.DataLoader(data, batch_size=10), None, None,
-                   torch.optim.SGD(model.parameters(), lr=0.01), nn.BCELoss())  # fmt: skip
+    tl = TrainLoop(
+        model,
+        torch.utils.data.DataLoader(data, batch_size=10),
+        None,
+        None,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        nn.BCELoss(),
+    )
     with caplog.at_level("INFO", logger="aitoolbox.torchtrain.callbacks.gradient"):
         tl.fit(num_epochs=1, callbacks=[spy, GradientStatsPrint(lambda m: [m.l1, m.l2])])
     (record,) = [r for r in caplog.records if "gradients stats" in r.getMessage()]  # once, at the epoch end
@@ -461,8 +512,16 @@ def test_in_multi_process_data_load(tmp_path: Path) -> None:
 
     train, val = loaders()
     model = TinyClassifier()
-    tl = TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(),
-                   gpu_mode="ddp", num_processes=2)  # fmt: skip
+    tl = TrainLoop(
+        model,
+        train,
+        val,
+        None,
+        torch.optim.Adam(model.parameters()),
+        nn.CrossEntropyLoss(),
+        gpu_mode="ddp",
+        num_processes=2,
+    )
     tl.fit(num_epochs=1, callbacks=[InMultiProcessDataLoad(train_loader_build_fn=build, val_loader_build_fn=False)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["built-0", "built-1"]
     assert tl.iteration == 2  # 64 samples / 2 ranks / 16 per batch: the loader built in the processes was trained on
@@ -478,9 +537,20 @@ def test_checkpoint_ranking_by_an_original_metric_name(tmp_path: Path) -> None:
 
     train, val = loaders()
     model = TinyClassifier()
-    tl = TrainLoopCheckpoint(model, train, val, None, torch.optim.Adam(model.parameters(), lr=0.05),
-                             nn.CrossEntropyLoss(), "p", "e", tmp_path, {}, rm_subopt_local_models="val_Accuracy",
-                             num_best_checkpoints_kept=1)  # fmt: skip
+    tl = TrainLoopCheckpoint(
+        model,
+        train,
+        val,
+        None,
+        torch.optim.Adam(model.parameters(), lr=0.05),
+        nn.CrossEntropyLoss(),
+        "p",
+        "e",
+        tmp_path,
+        {},
+        rm_subopt_local_models="val_Accuracy",
+        num_best_checkpoints_kept=1,
+    )
     evaluation = ModelPerformanceEvaluation(ClassificationResultPackage(metrics=["accuracy"]), {})
     tl.fit(num_epochs=4, callbacks=[evaluation])
     kept_epochs = sorted(int(p.name[6:10]) for p in (tl.experiment_dir / "checkpoint_model").glob("ckpt-*"))
@@ -497,7 +567,15 @@ def test_a_ddp_launch_leaves_the_signal_handlers_as_they_were() -> None:
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)}
     train, val = loaders()
     model = TinyClassifier()
-    TrainLoop(model, train, val, None, torch.optim.Adam(model.parameters()), nn.CrossEntropyLoss(), gpu_mode="ddp",
-              num_processes=2).fit(num_epochs=1)  # fmt: skip
+    TrainLoop(
+        model,
+        train,
+        val,
+        None,
+        torch.optim.Adam(model.parameters()),
+        nn.CrossEntropyLoss(),
+        gpu_mode="ddp",
+        num_processes=2,
+    ).fit(num_epochs=1)
     # torch's launcher installs handlers that raise SignalException; a later fit's preemption handler chained to them
     assert {s: signal.getsignal(s) for s in before} == before

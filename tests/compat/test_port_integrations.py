@@ -70,11 +70,19 @@ class WeightedAccuracy:
 
 @pytest.mark.parametrize("use_models_additional_results", [True, False])
 def test_hf_evaluate_inputs(use_models_additional_results: bool) -> None:
-    pkg = HFEvaluateResultPackage(EchoMetric(), use_models_additional_results=use_models_additional_results,
-                                  my_additional_input_1=123, my_additional_input_2="ABCD")  # fmt: skip
+    pkg = HFEvaluateResultPackage(
+        EchoMetric(),
+        use_models_additional_results=use_models_additional_results,
+        my_additional_input_1=123,
+        my_additional_input_2="ABCD",
+    )
     pkg.y_true, pkg.y_predicted, pkg.additional_results = 1, 2, {"additional_results": {"aaa": 3}}
-    expected = {"references_HFEvaluate": 1, "predictions_HFEvaluate": 2, "my_additional_input_1_HFEvaluate": 123,
-                "my_additional_input_2_HFEvaluate": "ABCD"}  # fmt: skip
+    expected = {
+        "references_HFEvaluate": 1,
+        "predictions_HFEvaluate": 2,
+        "my_additional_input_1_HFEvaluate": 123,
+        "my_additional_input_2_HFEvaluate": "ABCD",
+    }
     if use_models_additional_results:
         expected["aaa_HFEvaluate"] = 3
     assert pkg.prepare_results_dict() == expected
@@ -89,8 +97,14 @@ def test_hf_evaluate_in_a_loop_gets_the_models_metadata(tmp_path: Path) -> None:
     pkg = HFEvaluateResultPackage(WeightedAccuracy())  # sample_weight comes from get_predictions' metadata
     weighted_pkg = HFEvaluateResultPackage(WeightedAccuracy())
     unweighted = HFEvaluateResultPackage(WeightedAccuracy(), use_models_additional_results=False)
-    tl = _loop(TrainLoopEndSave, project_name="p", experiment_name="e", local_model_result_folder_path=tmp_path,
-               val_result_package=weighted_pkg, test_result_package=unweighted)  # fmt: skip
+    tl = _loop(
+        TrainLoopEndSave,
+        project_name="p",
+        experiment_name="e",
+        local_model_result_folder_path=tmp_path,
+        val_result_package=weighted_pkg,
+        test_result_package=unweighted,
+    )
     tl.fit(num_epochs=3, callbacks=[ModelPerformanceEvaluation(pkg, {"lr": 0.05})])
     y_pred, y_true, meta = tl.predict_on_validation_set()
     hits = (y_pred == y_true).numpy().astype(float)
@@ -111,7 +125,11 @@ def test_alert_config_defaults_and_all_parameters() -> None:
     alert = AlertConfig("my_metric", 10.3)
     assert list(alert.__annotations__) == ["metric_name", "threshold_value", "objective", "wandb_alert_level"]
     assert (alert.metric_name, alert.threshold_value, alert.objective, alert.wandb_alert_level) == (
-        "my_metric", 10.3, "maximize", None)  # fmt: skip
+        "my_metric",
+        10.3,
+        "maximize",
+        None,
+    )
     alert = AlertConfig("my_metric_new", 100.35, "minimize", wandb.AlertLevel.ERROR)
     assert (alert.objective, alert.wandb_alert_level) == ("minimize", wandb.AlertLevel.ERROR)
 
@@ -123,10 +141,12 @@ def test_alert_config_defaults_and_all_parameters() -> None:
         ({"metric": 2}, TypeError),
         (["metric", "metric_2", "metric_3"], TypeError),
         ([AlertConfig("metric", 10.0), "metric"], TypeError),
-        ([AlertConfig("metric", 10.0, objective="minimize"), AlertConfig("metric", 10.0, objective="blaaa")],
-         ValueError),
+        (
+            [AlertConfig("metric", 10.0, objective="minimize"), AlertConfig("metric", 10.0, objective="blaaa")],
+            ValueError,
+        ),
     ],
-)  # fmt: skip
+)
 def test_alert_checking(alerts: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
         WandBTracking(alerts=alerts)
@@ -145,12 +165,22 @@ def wandb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_wandb_tracking_logs_a_real_offline_run_into_the_experiment_folder(wandb_home: Path) -> None:
     import wandb
 
-    tracking = WandBTracking(metric_names=["loss", "val_loss", "val_Accuracy"], batch_log_frequency=2,
-                             alerts=[AlertConfig("val_Accuracy", 2.0), AlertConfig("loss", 100.0, "minimize")],
-                             tags=["compat"], mode="offline")  # fmt: skip
-    tl = _loop(TrainLoopEndSave, project_name="p", experiment_name="e", local_model_result_folder_path=wandb_home,
-               hyperparams={"lr": 0.05, "batch_size": 16}, val_result_package=ClassificationResultPackage(),
-               test_result_package=ClassificationResultPackage())  # fmt: skip
+    tracking = WandBTracking(
+        metric_names=["loss", "val_loss", "val_Accuracy"],
+        batch_log_frequency=2,
+        alerts=[AlertConfig("val_Accuracy", 2.0), AlertConfig("loss", 100.0, "minimize")],
+        tags=["compat"],
+        mode="offline",
+    )
+    tl = _loop(
+        TrainLoopEndSave,
+        project_name="p",
+        experiment_name="e",
+        local_model_result_folder_path=wandb_home,
+        hyperparams={"lr": 0.05, "batch_size": 16},
+        val_result_package=ClassificationResultPackage(),
+        test_result_package=ClassificationResultPackage(),
+    )
     try:
         tl.fit(num_epochs=3, callbacks=[ModelPerformanceEvaluation(ClassificationResultPackage(), {}), tracking])
         run = tracking.run

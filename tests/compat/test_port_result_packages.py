@@ -56,13 +56,27 @@ def test_basic() -> None:
 
 
 def test_additional_results_dump_paths() -> None:
-    for paths in ([["filename", "file/path/filename"]],
-                  [["filename", "file/path/filename"], ["fafafdfa", "ewqewq/eqwq/rrrrrr/fafafdfa"]]):  # fmt: skip
+    for paths in (
+        [["filename", "file/path/filename"]],
+        [["filename", "file/path/filename"], ["fafafdfa", "ewqewq/eqwq/rrrrrr/fafafdfa"]],
+    ):
         pkg = Paths(paths)
         assert pkg.get_additional_results_dump_paths() == paths and pkg.additional_results_dump_paths == paths
-    for bad in ("file/path/string/not/list", ["file/path"], ["a", "b"], [["only one"]], [["a"], ["b"]], [["a", 2332]],
-                [[2332, "a"]], [[{"d": 223}, 2332]], [["a", "b"], ["c"]], [["a", "b"], ["c", 2]],
-                [[["a", "b"], ["c", "d"]]], [["a", "b"], 2323244], [["a", "b"], "dpasppsa"]):  # fmt: skip
+    for bad in (
+        "file/path/string/not/list",
+        ["file/path"],
+        ["a", "b"],
+        [["only one"]],
+        [["a"], ["b"]],
+        [["a", 2332]],
+        [[2332, "a"]],
+        [[{"d": 223}, 2332]],
+        [["a", "b"], ["c"]],
+        [["a", "b"], ["c", 2]],
+        [[["a", "b"], ["c", "d"]]],
+        [["a", "b"], 2323244],
+        [["a", "b"], "dpasppsa"],
+    ):
         with pytest.raises(ValueError):
             Paths(bad).get_additional_results_dump_paths()
 
@@ -79,8 +93,10 @@ def test_combine_packages_and_dicts() -> None:
     assert type(with_dict.result_packages[1]) is PreCalculatedResultPackage  # type: ignore[attr-defined]
     assert with_dict.results_dict == {"DummyPackage1": R1, "PreCalculatedResult": {"metric3": 11111}}
     same_names = evaluated({"metricSAME": 1, "metric2": 2}, {}) + {"metricSAME": 1, "metric3": 3}
-    assert same_names.results_dict == {"DummyPackage1": {"metricSAME": 1, "metric2": 2},
-                                       "PreCalculatedResult": {"metricSAME": 1, "metric3": 3}}  # fmt: skip
+    assert same_names.results_dict == {
+        "DummyPackage1": {"metricSAME": 1, "metric2": 2},
+        "PreCalculatedResult": {"metricSAME": 1, "metric3": 3},
+    }
 
 
 def test_combining_unevaluated_fails() -> None:
@@ -125,8 +141,9 @@ def wrapper() -> MultipleResultPackageWrapper:
 
 def test_wrapper_basic() -> None:
     multi = wrapper()
-    assert str(multi) == ("--> DummyPackage1:\nmetric1: 33232\nmetric2: 1000\n"
-                          "--> DummyPackage1:\nmetric3: 1\nmetric4: 2")  # fmt: skip
+    assert str(multi) == (
+        "--> DummyPackage1:\nmetric1: 33232\nmetric2: 1000\n--> DummyPackage1:\nmetric3: 1\nmetric4: 2"
+    )
     assert multi.get_results() == {"DummyPackage1": R1, "DummyPackage11": R2}
 
 
@@ -136,12 +153,20 @@ def test_wrapper_concatenate_and_append() -> None:
     assert concat.get_results() == {"DummyPackage1": R1, "DummyPackage11": R2, "DummyPackage12": R3}
     assert concat is not multi and multi.get_results() == {"DummyPackage1": R1, "DummyPackage11": R2}
     assert (multi + pkg_4).get_results() == {"DummyPackage1": R1, "DummyPackage11": R2, "NEWPackageName": R4}
-    assert (concat + pkg_4).get_results() == {"DummyPackage1": R1, "DummyPackage11": R2, "DummyPackage12": R3,
-                                              "NEWPackageName": R4}  # fmt: skip
+    assert (concat + pkg_4).get_results() == {
+        "DummyPackage1": R1,
+        "DummyPackage11": R2,
+        "DummyPackage12": R3,
+        "NEWPackageName": R4,
+    }
     multi += pkg_3
     multi += pkg_4
-    assert multi.get_results() == {"DummyPackage1": R1, "DummyPackage11": R2, "DummyPackage12": R3,
-                                   "NEWPackageName": R4}  # fmt: skip
+    assert multi.get_results() == {
+        "DummyPackage1": R1,
+        "DummyPackage11": R2,
+        "DummyPackage12": R3,
+        "NEWPackageName": R4,
+    }
 
 
 def test_wrapper_with_dicts() -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aitoolbox.torchtrain._exports import TORCHTRAIN
 from aitoolbox.torchtrain._lazy import lazy_exports
+from aitoolbox.torchtrain._names import TORCHTRAIN
 from aitoolbox.torchtrain._version import __version__
 
 __getattr__, __dir__ = lazy_exports(__name__, TORCHTRAIN)

@@ -14,15 +14,9 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-__all__ = ["DISTRIBUTIONS", "MissingDistributionFinder", "install"]
+from aitoolbox.torchtrain._names import DISTRIBUTIONS
 
-#: the member subpackages and the distribution that ships each
-DISTRIBUTIONS = {
-    "aitoolbox.loop": "aitoolbox-core-loop",
-    "aitoolbox.checkpointing": "aitoolbox-checkpointing",
-    "aitoolbox.experiment": "aitoolbox-results",
-    "aitoolbox.cloud": "aitoolbox-cloud",
-}
+__all__ = ["MissingDistributionFinder", "install"]
 
 
 class MissingDistributionFinder(importlib.abc.MetaPathFinder):

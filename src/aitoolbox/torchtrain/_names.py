@@ -1,12 +1,22 @@
-"""Where each name of the original AIToolbox 1.8's top-level packages lives here (name -> defining module).
+"""The meta-package's name tables, in one place: where each name of the original AIToolbox 1.8's top-level
+packages lives here (name -> defining module), and which distribution ships each member subpackage.
 
-``aitoolbox``, ``aitoolbox.torchtrain`` and ``aitoolbox.torchtrain.callbacks`` re-export these lazily (see
-:mod:`aitoolbox.torchtrain._lazy`), so ``from aitoolbox import TrainLoop, TTModel`` works as it did.
+``aitoolbox`` and ``aitoolbox.torchtrain`` re-export these lazily (see :mod:`aitoolbox.torchtrain._lazy`), so
+``from aitoolbox import TrainLoop, TTModel`` works as it did; ``scripts/check_architecture.py`` checks each
+package's ``__all__`` and ``TYPE_CHECKING`` imports against them.
 """
 
 from __future__ import annotations
 
-__all__ = ["CALLBACKS", "EXPERIMENT", "TOP_LEVEL", "TORCHTRAIN"]
+__all__ = ["CALLBACKS", "DISTRIBUTIONS", "EXPERIMENT", "TOP_LEVEL", "TORCHTRAIN"]
+
+#: the member subpackages and the distribution that ships each
+DISTRIBUTIONS = {
+    "aitoolbox.loop": "aitoolbox-core-loop",
+    "aitoolbox.checkpointing": "aitoolbox-checkpointing",
+    "aitoolbox.experiment": "aitoolbox-results",
+    "aitoolbox.cloud": "aitoolbox-cloud",
+}
 
 _TT = "aitoolbox.torchtrain"
 _CB = "aitoolbox.torchtrain.callbacks"

@@ -11,7 +11,7 @@ from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.experiment.result_package import AbstractResultPackage
 from aitoolbox.loop import LoopConfigError
 from aitoolbox.loop.predict import ModelPredictor
-from aitoolbox.torchtrain._experiment import new_experiment_dir, prepare_root, validate_names
+from aitoolbox.torchtrain._composition.experiment import new_experiment_dir, prepare_root, validate_names
 
 __all__ = ["PyTorchModelPredictor"]
 
@@ -48,10 +48,16 @@ class PyTorchModelPredictor(ModelPredictor):
         return y_pred, y_true, metadata
 
     def evaluate_model(
-        self, result_package: AbstractResultPackage, project_name: str, experiment_name: str,
-        local_model_result_folder_path: str | Path, cloud_save_mode: str | None = "local",
-        bucket_name: str | None = None, cloud_dir_prefix: str = "", save_true_pred_labels: bool = False,
-    ) -> Path:  # fmt: skip
+        self,
+        result_package: AbstractResultPackage,
+        project_name: str,
+        experiment_name: str,
+        local_model_result_folder_path: str | Path,
+        cloud_save_mode: str | None = "local",
+        bucket_name: str | None = None,
+        cloud_dir_prefix: str = "",
+        save_true_pred_labels: bool = False,
+    ) -> Path:
         """Evaluate ``result_package`` and write ``results/<package>_results.json`` (with the predictions as
         ``.npz`` when ``save_true_pred_labels``) into a new ``<root>/<project>/<experiment>_<timestamp>/``.
 

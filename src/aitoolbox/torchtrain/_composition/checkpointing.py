@@ -1,4 +1,5 @@
-"""What a TrainLoop checkpoint holds, the callback that commits it, and the retention options."""
+"""The checkpointing extension: commits through the callbacks of :mod:`.commits`, resumes (``resume_from``),
+retention, the preemption commit."""
 
 from __future__ import annotations
 
@@ -14,209 +15,33 @@ from aitoolbox.checkpointing import (
     CheckpointNotFoundError,
     CheckpointWriteError,
     LoadedCheckpoint,
-    capture_rng_state,
     first_non_finite,
-    restore_rng_state,
 )
-from aitoolbox.checkpointing.compat import load_model_state, load_optimizer_states
-from aitoolbox.loop import LoopConfigError, LoopView, TrainLoop
-from aitoolbox.loop.callbacks import Callback, Every
+from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.callbacks.base import (
-    callback_states,
-    check_metric_will_exist,
     check_state_keys,
-    load_callback_states,
 )
 from aitoolbox.loop.errors import check_int
 from aitoolbox.loop.extensions import FitRun, LoopExtension
 from aitoolbox.loop.preemption import Preempted
-from aitoolbox.torchtrain._cloud import CloudMirror, download_latest_checkpoint
-from aitoolbox.torchtrain._experiment import (
+from aitoolbox.torchtrain._composition.cloud import CloudMirror, download_latest_checkpoint
+from aitoolbox.torchtrain._composition.commits import (
+    REQUIRED_PARTS,
+    EpochAndIterationCheckpoint,
+    EpochCheckpoint,
+    apply_callbacks_and_rng,
+    apply_model_and_optimizers,
+)
+from aitoolbox.torchtrain._composition.experiment import (
     CHECKPOINT_DIR,
     ExperimentFolder,
     check_resume_from,
     has_checkpoints,
     resolve_resume,
 )
-from aitoolbox.torchtrain._retention import Retention
+from aitoolbox.torchtrain._composition.retention import Retention
 
 logger = logging.getLogger(__name__)
-
-REQUIRED_PARTS = ("model", "optimizer", "loop", "rng", "callbacks")
-
-
-def collect_parts(tl: LoopView, loop_state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything needed to continue ``tl`` exactly, as tensors and plain data (``loop_state``: ``tl.state_dict()``
-    when the caller already took it)."""
-    strategy, model = tl.strategy, tl.model
-    return {
-        "model": strategy.model_state_dict(model),
-        "optimizer": [strategy.optimizer_state_dict(model, opt) for opt in tl.optimizers],
-        "loop": tl.state_dict() if loop_state is None else loop_state,
-        "rng": capture_rng_state(),
-        "callbacks": callback_states(tl.callbacks),
-    }
-
-
-def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint, *, strict: bool = True) -> None:
-    """Load the model and optimizer states; a different architecture or optimizer is named before anything loads."""
-    strategy, model = tl.strategy, tl.model
-    if "model" in loaded:
-        own = strategy.model_state_dict(model)
-        load_model_state(
-            own, loaded["model"], loaded.info.path, lambda state: strategy.load_model_state_dict(model, state)
-        )
-    if "optimizer" in loaded:
-        saved_classes = loaded["loop"].get("optimizers") if "loop" in loaded else None
-        load_optimizer_states(
-            tl.optimizers,
-            loaded["optimizer"],
-            saved_classes,
-            loaded.info.path,
-            lambda opt, state: strategy.load_optimizer_state_dict(model, opt, state),
-        )
-    if "loop" in loaded:
-        tl.load_state_dict(loaded["loop"], strict=strict)
-
-
-def apply_callbacks_and_rng(tl: TrainLoop, loaded: LoadedCheckpoint) -> None:
-    """Restore callback states by name (after registration) and, last, every RNG."""
-    unknown = load_callback_states(tl.callbacks, loaded.parts.get("callbacks", {}))
-    if unknown:
-        logger.warning("the checkpoint holds state for callbacks that this run does not have: %s", unknown)
-    rt = tl.runtime
-    if rt.distributed and "rng_ranks" in loaded and len(loaded["rng_ranks"]) == rt.world_size:
-        restore_rng_state(loaded["rng_ranks"][rt.rank])  # each rank continues its own random stream
-    elif "rng" in loaded:
-        if rt.distributed:
-            logger.warning(
-                "the checkpoint holds the RNG state of %s process(es), this run has %d: every rank restores rank 0's",
-                len(loaded["rng_ranks"]) if "rng_ranks" in loaded else 1,
-                rt.world_size,
-            )
-        restore_rng_state(loaded["rng"])
-
-
-class EpochCheckpoint(Callback):
-    """Commits a checkpoint at every epoch end (after the other callbacks' epoch-end work) and flushes at the end."""
-
-    stops_mid_epoch = False
-
-    def __init__(self, meta: Mapping[str, Any], retention: Retention) -> None:
-        super().__init__("checkpoint", execution_order=10_000)
-        #: set when training starts; None on distributed ranks other than 0: they only send their RNG state
-        self.manager: CheckpointManager | None = None
-        self.meta = dict(meta)
-        self.monitor, self.mode = retention.monitor, retention.mode
-
-    def provided_metrics(self) -> tuple[str, ...]:
-        return ()  # adds nothing to the training history
-
-    def on_train_loop_registration(self) -> None:
-        tl = self.train_loop_obj
-        if self.monitor == "val_loss" and tl.validation_loader is None:
-            raise LoopConfigError(
-                "checkpoints are ranked by 'val_loss' but there is no validation_loader; pass one or rank by 'loss'"
-            )
-
-    def on_train_begin(self) -> None:
-        tl = self.train_loop_obj
-        if self.monitor is None:
-            return
-        check_metric_will_exist(tl, self.monitor, "checkpoints are ranked by")
-        if tl.is_main_process:
-            logger.info(
-                "checkpoints are ranked by %s, %s (set rm_subopt_mode='min' or 'max' to choose)",
-                self.monitor,
-                "lower is better" if self.mode == "min" else "higher is better",
-            )
-
-    def save(self, *, epoch_end: bool = True, meta: Mapping[str, Any] | None = None) -> str | None:
-        """Commit a checkpoint of the loop now (every rank calls it); its name, on the rank that writes."""
-        tl = self.train_loop_obj
-        monitor = self.monitor
-        if epoch_end and monitor and monitor not in tl.train_history:
-            raise LoopConfigError(
-                f"checkpoints are ranked by {monitor!r}, which is not in the training history "
-                f"(it has {sorted(tl.train_history)}); set rm_subopt_local_models to one of those"
-            )
-        rt = tl.runtime
-        loop_state = None
-        if rt.distributed:  # every rank's RNG and partial epoch loss go into the checkpoint: each resumes its own
-            loop_state = tl.state_dict()
-            per_rank = rt.gather((capture_rng_state(), loop_state["epoch_loss_sum"]))
-        if self.manager is None:
-            return None
-        parts = collect_parts(tl, loop_state)
-        bad = first_non_finite({"model": parts["model"], "optimizer": parts["optimizer"]})
-        if bad is not None:  # e.g. the step TerminateOnNaN stopped at: such weights must never become `latest`
-            loop = parts["loop"]
-            logger.error(
-                "no checkpoint at epoch %d, iteration %d: %s is not finite (NaN or infinity); `latest` stays at the "
-                "checkpoint before it",
-                loop["epoch"],
-                loop["iteration"],
-                bad,
-            )
-            return None
-        if rt.distributed:
-            parts["rng_ranks"] = [rng for rng, _ in per_rank]
-            parts["loop"]["epoch_loss_sum_ranks"] = [loss_sum for _, loss_sum in per_rank]
-        loop = parts["loop"]
-        return self.manager.save(
-            parts,
-            epoch=loop["epoch"],
-            iteration=loop["iteration"],
-            # only a checkpoint at an epoch end has scores of its own (the history's last row is its epoch's, also
-            # for a preemption that lands there); a mid-epoch one would carry the previous epoch's and compete with
-            # it for the best-k places: it competes in none
-            metrics=tl.train_history.last_numbers() if loop["batch_in_epoch"] == 0 else None,
-            meta={**self.meta, **(meta or {})},
-        )
-
-    def on_epoch_end(self) -> None:
-        self.save()
-
-    def on_train_end(self) -> None:
-        if self.manager is not None:
-            self.manager.wait()
-
-
-class EpochAndIterationCheckpoint(EpochCheckpoint):
-    """Also commits a checkpoint every ``every`` iterations (0: never), at the first optimizer-step boundary, and,
-    when ``fit(num_iterations=N)`` ends inside an epoch, at that last step: the resume point, committed before the
-    cut epoch is closed (its history row, ``on_epoch_end``), so that a resume finishes the epoch as one run would.
-    The checkpoint of the cut epoch's close is not committed: resuming from it would skip the epoch's rest."""
-
-    def __init__(self, meta: Mapping[str, Any], retention: Retention, every: int) -> None:
-        super().__init__(meta, retention)
-        self.every = every
-        self.schedule = Every(every, "step") if every else None
-        self._due = False
-        self._cut = False
-
-    def on_batch_end(self) -> None:
-        tl = self.train_loop_obj
-        if self.schedule is not None and self.schedule.due(tl.iteration):
-            self._due = True
-        boundary = tl.batch_in_epoch % tl.grad_accumulation == 0
-        if tl.iteration == tl.num_iterations and tl.batch_in_epoch != tl.epoch_length:  # the budget ends mid-epoch
-            self._cut = boundary
-            self._due = boundary
-            if not boundary and tl.is_main_process:
-                logger.warning(
-                    "num_iterations=%d ends inside a gradient accumulation: a resume continues from the next epoch",
-                    tl.num_iterations,
-                )
-        if self._due and boundary:
-            self._due = False
-            self.save(epoch_end=False)
-
-    def on_epoch_end(self) -> None:
-        if self._cut:
-            self._cut = False
-            return  # the mid-epoch checkpoint just committed is where a resume continues
-        self.save()
 
 
 class Checkpointing(LoopExtension[TrainLoop]):
@@ -270,8 +95,11 @@ class Checkpointing(LoopExtension[TrainLoop]):
         self._add_callback(loop, run)
 
     def _add_callback(self, loop: TrainLoop, run: FitRun) -> None:
-        meta = {"project_name": self.folder.project_name, "experiment_name": self.folder.experiment_name,
-                "variant": type(loop).__name__}  # fmt: skip
+        meta = {
+            "project_name": self.folder.project_name,
+            "experiment_name": self.folder.experiment_name,
+            "variant": type(loop).__name__,
+        }
         self._callback = (  # a per-batch hook only when something may be due inside an epoch
             EpochAndIterationCheckpoint(meta, self.retention, self.every)
             if self.every or run.num_iterations
@@ -314,8 +142,13 @@ class Checkpointing(LoopExtension[TrainLoop]):
         if self._callback is None:
             return
         since = time.monotonic() - preempted.signal_time
-        record = {"signal": preempted.signal, "epoch": preempted.epoch, "iteration": preempted.iteration,
-                  "signal_time": time.time() - since, "signal_to_snapshot_s": round(since, 3)}  # fmt: skip
+        record = {
+            "signal": preempted.signal,
+            "epoch": preempted.epoch,
+            "iteration": preempted.iteration,
+            "signal_time": time.time() - since,
+            "signal_to_snapshot_s": round(since, 3),
+        }
         name = self._callback.save(epoch_end=False, meta={"preemption": record})
         if self.manager is None or name is None:
             return

@@ -14,7 +14,7 @@ from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.loop import TrainLoop
 from aitoolbox.loop.extensions import LoopExtension
 from aitoolbox.loop.preemption import Preempted
-from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder, is_experiment_name
+from aitoolbox.torchtrain._composition.experiment import CHECKPOINT_DIR, ExperimentFolder, is_experiment_name
 
 if TYPE_CHECKING:
     from aitoolbox.cloud import S3Store, UploadReport
@@ -118,8 +118,10 @@ class CloudMirror(LoopExtension[TrainLoop]):
             logger.critical(
                 "cloud: the preemption checkpoint %s is NOT in %s yet (the grace period ran out); it is kept locally "
                 "and listed in %s: resume on this machine to upload it, or copy the folder",
-                ckpt.name, mirror.store.url(mirror.key(ckpt)), mirror.uploader.journal_path,
-            )  # fmt: skip
+                ckpt.name,
+                mirror.store.url(mirror.key(ckpt)),
+                mirror.uploader.journal_path,
+            )
 
     def export_run(self, loop: TrainLoop) -> UploadReport | None:
         return self.report

@@ -16,8 +16,8 @@ from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.experiment.result_package import AbstractResultPackage
 from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.extensions import LoopExtension
-from aitoolbox.torchtrain._cloud import CloudMirror
-from aitoolbox.torchtrain._experiment import ExperimentFolder
+from aitoolbox.torchtrain._composition.cloud import CloudMirror
+from aitoolbox.torchtrain._composition.experiment import ExperimentFolder
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from aitoolbox.experiment.result_package import AbstractResultPackage
 from aitoolbox.loop import TrainLoop, TTModel
 from aitoolbox.loop.callbacks import Callback
 from aitoolbox.loop.extensions import LoopExtension
-from aitoolbox.torchtrain._checkpoint import Checkpointing
-from aitoolbox.torchtrain._cloud import CloudMirror, cloud_settings
-from aitoolbox.torchtrain._end_save import EndSave
-from aitoolbox.torchtrain._experiment import CHECKPOINT_DIR, ExperimentFolder
-from aitoolbox.torchtrain._retention import Retention
+from aitoolbox.torchtrain._composition.checkpointing import Checkpointing
+from aitoolbox.torchtrain._composition.cloud import CloudMirror, cloud_settings
+from aitoolbox.torchtrain._composition.end_save import EndSave
+from aitoolbox.torchtrain._composition.experiment import CHECKPOINT_DIR, ExperimentFolder
+from aitoolbox.torchtrain._composition.retention import Retention
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -34,9 +34,14 @@ Criterion = Callable[..., torch.Tensor] | None
 
 
 def _tracking(
-    project_name: str, experiment_name: str, root: str | Path, hyperparams: Mapping[str, Any] | None,
-    cloud: CloudSettings, source_dirs: Sequence[str | Path] = (), redact: bool = True,
-) -> tuple[ExperimentFolder, CloudMirror]:  # fmt: skip
+    project_name: str,
+    experiment_name: str,
+    root: str | Path,
+    hyperparams: Mapping[str, Any] | None,
+    cloud: CloudSettings,
+    source_dirs: Sequence[str | Path] = (),
+    redact: bool = True,
+) -> tuple[ExperimentFolder, CloudMirror]:
     folder = ExperimentFolder(project_name, experiment_name, root, hyperparams, source_dirs, redact=redact)
     return folder, CloudMirror(cloud, folder)
 
@@ -221,10 +226,16 @@ class TrainLoopCheckpoint(_Tracked):
                 training starts, before the first batch).
         """
         return super().fit(
-            num_epochs, num_iterations, callbacks, grad_accumulation, resume_from=resume_from,
-            allow_partial_resume=allow_partial_resume, allow_resume_changes=allow_resume_changes,
-            allow_non_finite_resume=allow_non_finite_resume, **options,
-        )  # fmt: skip
+            num_epochs,
+            num_iterations,
+            callbacks,
+            grad_accumulation,
+            resume_from=resume_from,
+            allow_partial_resume=allow_partial_resume,
+            allow_resume_changes=allow_resume_changes,
+            allow_non_finite_resume=allow_non_finite_resume,
+            **options,
+        )
 
 
 class TrainLoopEndSave(_Tracked):

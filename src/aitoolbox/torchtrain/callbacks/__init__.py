@@ -1,6 +1,7 @@
 """TrainLoop callbacks: the base class, the built-in ones, and the original AIToolbox's under its names."""
 
 from aitoolbox.loop.callbacks import Callback, LRSchedulerCallback, ProgressBar, ProgressLog
+from aitoolbox.torchtrain.callbacks._loggers import CSVHistoryWriter, TensorBoardLogger
 from aitoolbox.torchtrain.callbacks.abstract import AbstractCallback, AbstractExperimentCallback
 from aitoolbox.torchtrain.callbacks.basic import (
     AllPredictionsSame,
@@ -19,7 +20,6 @@ from aitoolbox.torchtrain.callbacks.gradient import (
     GradNormClip,
     GradValueClip,
 )
-from aitoolbox.torchtrain.callbacks.loggers import CSVHistoryWriter, TensorBoardLogger
 from aitoolbox.torchtrain.callbacks.performance_eval import (
     MetricHistoryRename,
     ModelPerformanceEvaluation,

@@ -60,7 +60,7 @@ class AbstractExperimentCallback(Callback):
         if folder is not None:
             return Path(folder)
         if self._made_dir is None:
-            from aitoolbox.torchtrain._experiment import new_experiment_dir, prepare_root, validate_names
+            from aitoolbox.torchtrain._composition.experiment import new_experiment_dir, prepare_root, validate_names
 
             self.try_infer_experiment_details(infer_cloud_details=False)
             validate_names(self.project_name, self.experiment_name)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aitoolbox.loop import LoopConfigError
-from aitoolbox.torchtrain.callbacks.loggers import TensorBoardLogger
+from aitoolbox.torchtrain.callbacks._loggers import TensorBoardLogger
 
 __all__ = ["TensorboardFullTracking", "TensorboardTrainBatchLoss", "TensorboardTrainHistoryMetric"]
 
@@ -22,12 +22,19 @@ class TensorboardFullTracking(TensorBoardLogger):
     ``batch_log_frequency`` steps (one host sync per logged step; 0: none)."""
 
     def __init__(
-        self, metric_names: Sequence[str] | None = None, batch_log_frequency: int = 1,
-        log_dir: str | Path | None = None, is_project: bool = True, project_name: str | None = None,
-        experiment_name: str | None = None, local_model_result_folder_path: str | Path | None = None,
-        cloud_save_mode: str | None = None, bucket_name: str | None = None, cloud_dir_prefix: str | None = None,
+        self,
+        metric_names: Sequence[str] | None = None,
+        batch_log_frequency: int = 1,
+        log_dir: str | Path | None = None,
+        is_project: bool = True,
+        project_name: str | None = None,
+        experiment_name: str | None = None,
+        local_model_result_folder_path: str | Path | None = None,
+        cloud_save_mode: str | None = None,
+        bucket_name: str | None = None,
+        cloud_dir_prefix: str | None = None,
         **kwargs: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if log_dir is None and project_name and experiment_name and local_model_result_folder_path:
             log_dir = Path(local_model_result_folder_path).expanduser() / project_name / experiment_name / "tensorboard"
         if kwargs:

@@ -1,5 +1,5 @@
 """The original AIToolbox module path of the tracked variants (``...train_loop.train_loop_tracking``)."""
 
-from aitoolbox.torchtrain._variants import TrainLoopCheckpoint, TrainLoopCheckpointEndSave, TrainLoopEndSave
+from aitoolbox.torchtrain._composition import TrainLoopCheckpoint, TrainLoopCheckpointEndSave, TrainLoopEndSave
 
 __all__ = ["TrainLoopCheckpoint", "TrainLoopCheckpointEndSave", "TrainLoopEndSave"]
