@@ -47,11 +47,14 @@ declare -A module=([core-loop]=aitoolbox.loop [checkpointing]=aitoolbox.checkpoi
                    [cloud]=aitoolbox.cloud [fastcollate-rs]=fastcollate)
 declare -A dist_name=([core-loop]=aitoolbox_core_loop [checkpointing]=aitoolbox_checkpointing
                       [results]=aitoolbox_results [cloud]=aitoolbox_cloud [fastcollate-rs]=fastcollate)
-suite() {  # suite PACKAGE: its tests against the installed wheel, launched in the background (SIGINT ignored)
+suite() {  # suite PACKAGE [PYTEST ARGS]: its tests against the installed wheel, launched in the background (SIGINT
+    # ignored)
+    local pkg=$1
+    shift
     (
         trap '' INT  # inherited through exec: the tests start with SIGINT ignored
-        exec "$work/env/bin/python" -m pytest "$root/packages/$1/tests" -q -p no:cacheprovider \
-            --rootdir "$root" -c "$root/pyproject.toml"
+        exec "$work/env/bin/python" -m pytest "$root/packages/$pkg/tests" -q -p no:cacheprovider \
+            --rootdir "$root" -c "$root/pyproject.toml" "$@"
     ) </dev/null &
     wait $!
 }
@@ -65,7 +68,9 @@ for pkg in core-loop checkpointing results cloud fastcollate-rs; do
     mapfile -t tools < <(dev_group "$root/packages/$pkg/pyproject.toml")
     fresh_env "$(wheel "${dist_name[$pkg]}")" "${tools[@]}"
     installed_from_wheel "${module[$pkg]}"
-    suite "$pkg" || failed+=("${dist_name[$pkg]}")
+    workers=()  # the longer suites declare pytest-xdist: they run on two workers
+    if printf '%s\n' "${tools[@]}" | grep -q '^pytest-xdist'; then workers=(-n 2); fi
+    suite "$pkg" "${workers[@]}" || failed+=("${dist_name[$pkg]}")
 done
 if ((${#hogs[@]})); then kill "${hogs[@]}"; hogs=(); fi
 

@@ -44,6 +44,7 @@ _MATRIX = [
 ]
 
 
+@pytest.mark.timeout(900)  # three trainings in child processes: 15-20 s here, over 300 s seen on an overloaded machine
 @pytest.mark.parametrize("kill_at", ["epoch:2", "iter:38"])
 @pytest.mark.parametrize(("config", "workers"), _MATRIX, ids=[f"{c}-w{w}" for c, w in _MATRIX])
 def test_killed_run_resumes_exactly(tmp_path: Path, straight: Any, config: str, workers: int, kill_at: str) -> None:

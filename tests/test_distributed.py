@@ -234,16 +234,14 @@ def test_sigterm_to_torchrun_preempts_the_whole_job_within_its_shutdown_timeout(
         text=True,
         start_new_session=True,
     )
-    start = time.monotonic()
     while not (out / "paused").exists():
-        assert job.poll() is None and time.monotonic() - start < 120, job.stderr.read() if job.stderr else ""
+        assert job.poll() is None, job.stderr.read() if job.stderr else ""
         time.sleep(0.05)
-    signalled = time.monotonic()
     job.send_signal(signal.SIGTERM)  # torchrun forwards it to every rank
     time.sleep(1.0)
     (out / "go").touch()
     _, stderr = job.communicate(timeout=60)
-    assert time.monotonic() - signalled < 30, "within torchrun's shutdown timeout (30 s): no SIGKILL"
+    assert "Signal 9" not in stderr and "exitcode  : -9" not in stderr, "torchrun never had to SIGKILL a rank"
     rank0, rank1 = _preempted(out)
     assert rank0["iteration"] == rank1["iteration"] and rank0["code"] == rank1["code"] == 143, stderr[-4000:]
     assert _preemption_checkpoint(out).iteration == rank0["iteration"]

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fault_campaign.py"
 
 
+@pytest.mark.timeout(900)  # ~90 s here; several times that on a busy machine (its subprocess has the same limit)
 def test_a_small_fixed_seed_campaign_resumes_every_run_exactly() -> None:
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--runs", "3", "--seed", "7", "--s3-every", "3"],
