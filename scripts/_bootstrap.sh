@@ -8,3 +8,8 @@ fi
 # Python writes the bytecode of what it imports (a job whose environment says not to recompiles torch's ~2,000
 # modules in every process: ~8 s each, for each of the test suite's many subprocesses).
 unset PYTHONDONTWRITEBYTECODE
+# Build caches outside the repository, as uv's package cache is: a fresh clone then compiles only what changed
+# (cargo: the Rust dependencies of fastcollate, for clippy, the tests and the release wheel; mypy: its analysis).
+cache_home=${XDG_CACHE_HOME:-$HOME/.cache}/aitoolbox
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache_home/cargo-target}
+export MYPY_CACHE_DIR=${MYPY_CACHE_DIR:-$cache_home/mypy}

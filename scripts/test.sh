@@ -2,7 +2,9 @@
 # The whole test suite: lint; the wheels built and each installed alone, with only its declared dependencies, into a
 # fresh environment without Rust, running its tests (then all of them: the seed examples and the demo); the
 # cross-package tests together in the development environment (with doctests and the documentation site); every
-# benchmark once.
+# benchmark once. The package suites run in the background (SIGINT ignored, as `cmd &` in a script, nohup and many
+# CI runners start them) while the cross-package suite keeps both cores busy: they must hold on a busy machine, and
+# no CPU is burnt on artificial load (AITB_TEST_HOGS=N adds N busy processes to it).
 #
 # Every stage runs, whatever happened before it: one failing test never hides the stages after it. The failed
 # stages are listed at the end, and the script exits non-zero if there is one.
@@ -33,13 +35,26 @@ rust() {
 
 wheels() {
     bash scripts/build.sh "$dist"
-    bash scripts/test_wheels.sh "$dist"
 }
 
-full_suite() {
-    # The packages' own tests ran above against their wheels; here: the cross-package tests and the doctests, on two
-    # pytest-xdist workers (most tests wait on child processes: two workers keep both cores busy)
-    uv run --locked pytest tests -q -n 2 --doctest-modules packages/*/src packages/fastcollate-rs/python "${pytest_args[@]}"
+suites() {
+    # The packages' own tests against their wheels (scripts/test_wheels.sh, in the background: its output is shown
+    # when it ends) beside the cross-package tests and the doctests, on two pytest-xdist workers (most tests wait on
+    # child processes: two workers keep both cores busy). Both run to their end; either failing fails the stage.
+    local log rc_wheels rc_full
+    log=$(dirname "$dist")/test_wheels.log
+    bash scripts/test_wheels.sh "$dist" >"$log" 2>&1 </dev/null &
+    local pid=$!
+    rc_full=0
+    uv run --locked pytest tests -q -n 2 --doctest-modules packages/*/src packages/fastcollate-rs/python \
+        "${pytest_args[@]}" || rc_full=$?
+    rc_wheels=0
+    wait "$pid" || rc_wheels=$?
+    echo "== the package suites against their wheels (ran beside the cross-package suite) ($(date +%T))"
+    cat "$log"
+    ((rc_full == 0)) || echo "!! the cross-package suite failed"
+    ((rc_wheels == 0)) || echo "!! the wheels' suites failed"
+    ((rc_full == 0 && rc_wheels == 0))
 }
 
 benchmarks() {
@@ -53,8 +68,8 @@ echo "== environment ($(date +%T))"
 uv sync --all-packages --locked --quiet  # every stage needs it: a failure here ends the run
 stage "lint" lint
 stage "rust (fastcollate kernels), stubs, mypy" rust
-stage "wheels: built, then each installed alone (no Rust on PATH)" wheels
-stage "full suite" full_suite
+stage "wheels built" wheels
+stage "suites: the cross-package suite, and beside it each wheel installed alone (no Rust on PATH) with its tests" suites
 stage "benchmarks, each once (AITB_BENCH_QUICK=1, no timing)" benchmarks
 echo "== done ($(date +%T))"
 if ((${#failed[@]})); then

@@ -5,8 +5,9 @@
 #      the installed code;
 #   2. every wheel together (aitoolbox[fast]): the seed document's examples and the demo run.
 # The package suites are launched as a busy CI runner launches them: in the background, so SIGINT is ignored (as for
-# `cmd &` in a script, nohup and many runners). AITB_TEST_HOGS=N also keeps N cores busy meanwhile (.ci/run: 2): the
-# tests must hold there too, with no assertion on wall-clock timing, terminal redraws or inherited signal dispositions.
+# `cmd &` in a script, nohup and many runners); scripts/test.sh runs this script beside the cross-package suite, so on
+# a busy machine. AITB_TEST_HOGS=N also keeps N cores busy meanwhile: the tests must hold there too, with no assertion
+# on wall-clock timing, terminal redraws or inherited signal dispositions.
 source "$(dirname "$0")/_bootstrap.sh"
 root=$PWD
 dist="$(realpath -m "${1:-dist}")"
@@ -68,9 +69,7 @@ for pkg in core-loop checkpointing results cloud fastcollate-rs; do
     mapfile -t tools < <(dev_group "$root/packages/$pkg/pyproject.toml")
     fresh_env "$(wheel "${dist_name[$pkg]}")" "${tools[@]}"
     installed_from_wheel "${module[$pkg]}"
-    workers=()  # the longer suites declare pytest-xdist: they run on two workers
-    if printf '%s\n' "${tools[@]}" | grep -q '^pytest-xdist'; then workers=(-n 2); fi
-    suite "$pkg" "${workers[@]}" || failed+=("${dist_name[$pkg]}")
+    suite "$pkg" || failed+=("${dist_name[$pkg]}")
 done
 if ((${#hogs[@]})); then kill "${hogs[@]}"; hogs=(); fi
 
