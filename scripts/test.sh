@@ -29,7 +29,7 @@ lint() {
 rust() {
     (cd packages/fastcollate-rs && cargo fmt --check && cargo clippy --quiet --all-targets --features abi3 \
         -- -D warnings && cargo test --quiet)
-    uv run --locked python -m mypy.stubtest fastcollate._native
+    uv run --locked python -m mypy.stubtest fastcollate._native --mypy-config-file scripts/stubtest.ini
     uv run --locked mypy  # --strict over all six distributions ([tool.mypy] in pyproject.toml)
 }
 
