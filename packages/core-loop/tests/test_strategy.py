@@ -18,6 +18,8 @@ from aitoolbox.loop import (
     TrainLoop,
 )
 from aitoolbox.loop.callbacks import Callback, GradNormClip, GradValueClip
+from aitoolbox.loop.model import ModelWrap
+from aitoolbox.loop.strategy import Strategy, default_blocks, named_optimizer_state, numbered_optimizer_state
 from aitoolbox.loop.testing import HalvesStrategy, TinyClassifier, make_classification_loader
 
 
@@ -69,7 +71,7 @@ def test_strategy_is_resolved_from_its_name_an_object_or_gpu_mode() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"strategy": "fsdp"}, r"strategy must be a Strategy or one of \['ddp', 'single'\], got 'fsdp'"),
+        ({"strategy": "fsdp"}, r"strategy must be a Strategy or one of \['ddp', 'fsdp2', 'single'\], got 'fsdp'"),
         ({"strategy": nn.Linear(1, 1)}, r"strategy must be a Strategy \(e\.g\. DDP\(\)\).*got Linear"),
         ({"strategy": DDP(), "ddp_options": {"x": 1}}, r"pass them to DDP\(\.\.\.\) instead"),
         ({"strategy": "single", "gpu_mode": "ddp"}, r"gpu_mode='ddp' with strategy=SingleDevice\(\): give one of them"),
@@ -118,3 +120,39 @@ def test_sharded_and_full_state_dicts_round_trip_through_a_strategy() -> None:
     strategy.load_model_state_dict(fresh, shards, full=False)
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, full[k])
+
+
+def test_fsdp2_shards_each_block_of_a_stack_by_default() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+            self.act = nn.ReLU()  # no parameters: not a block
+            self.head = nn.Linear(4, 2)
+
+    net = Net()
+    assert default_blocks(ModelWrap(net)) == [net.embed, *net.layers, net.head]  # through the one-child wrapper
+    tiny = TinyClassifier()
+    assert default_blocks(tiny) == [tiny.net[0], tiny.net[2]]  # down to the Sequential with two layers
+    assert default_blocks(nn.Linear(2, 2)) == []  # one leaf: sharded as the root only
+
+
+def test_named_optimizer_state_round_trips_to_the_numbered_one() -> None:
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    tl = TrainLoop(model, make_classification_loader(48, batch_size=8), None, None, opt, nn.CrossEntropyLoss())
+    tl.fit(num_epochs=1)
+    numbered = opt.state_dict()
+    named = named_optimizer_state(tl.model, opt, numbered)
+    assert sorted(named["state"]) == sorted(n for n, _ in tl.model.named_parameters())
+    assert named["param_groups"][0]["params"] == [n for n, _ in tl.model.named_parameters()]
+    back = numbered_optimizer_state(tl.model, opt, named)
+    assert back["param_groups"] == numbered["param_groups"]
+    assert all(torch.equal(back["state"][i]["exp_avg"], numbered["state"][i]["exp_avg"]) for i in numbered["state"])
+    # the base strategy's sharded form is the named one, and loads back
+    assert Strategy().optimizer_state_dict(tl.model, opt, full=False).keys() == named.keys()
+    Strategy().load_optimizer_state_dict(tl.model, opt, named, full=False)
+    with pytest.raises(LoopConfigError, match="not a parameter of the model"):
+        named_optimizer_state(nn.Linear(8, 3), opt, numbered)

@@ -18,11 +18,12 @@ from aitoolbox.loop.multi_loss import MultiLoss, MultiOptimizer
 from aitoolbox.loop.preemption import Preempted, Preemption
 from aitoolbox.loop.runtime import Runtime
 from aitoolbox.loop.state import LoopState
-from aitoolbox.loop.strategy import DDP, SingleDevice, Strategy
+from aitoolbox.loop.strategy import DDP, FSDP2, SingleDevice, Strategy
 from aitoolbox.loop.train_loop import TrainLoop
 
 __all__ = [
     "DDP",
+    "FSDP2",
     "AbstractModelFeedDefinition",
     "AmpConfig",
     "CallableBool",

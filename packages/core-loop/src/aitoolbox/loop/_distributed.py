@@ -249,8 +249,10 @@ def start_rank(loop: Any) -> None:
     loop.tt_model.to(loop.device)
     loop.runtime = ctx = setup(loop.device)
     loop.state.sampler_seed = int(ctx.broadcast(torch.initial_seed() % 2**62))
+    loop.strategy.amp_dtype = loop.amp.dtype
     loop.strategy.check_runtime(ctx)
     loop.strategy.wrap(loop.tt_model, loop.device, ctx)
+    loop.strategy.rebind_optimizers(loop.tt_model, loop.optimizers)
     if ctx.owns_group:
         release_at_exit(ctx)
         release_at_exit(loop.strategy)

@@ -67,16 +67,21 @@ def launch(loop: Any, kwargs: dict[str, Any]) -> None:
     adopt_run(loop, launch_fit(loop.fit, kwargs, _processes(loop.num_processes)))
 
 
-def export_run(loop: Any) -> dict[str, Any]:
-    """What a launched rank 0 hands back to the process that called ``fit`` (plain, picklable data)."""
+def export_run(loop: Any) -> dict[str, Any] | None:
+    """What a launched rank 0 hands back to the process that called ``fit`` (plain, picklable data); every rank
+    calls it (a sharding strategy gathers the model), the others get ``None``."""
+    model = loop.strategy.model_state_dict(loop.tt_model)
+    if not loop.is_main_process:
+        return None
     return {
-        "model": {k: v.detach().cpu() for k, v in loop.strategy.model_state_dict(loop.tt_model).items()},
+        "model": {k: v.detach().cpu() for k, v in model.items()},
         "state": loop.state.export(),
         "extensions": [ext.export_run(loop) for ext in loop.extensions],  # in the loop's order
     }
 
 
-def adopt_run(loop: Any, result: dict[str, Any]) -> None:
+def adopt_run(loop: Any, result: dict[str, Any] | None) -> None:
+    assert result is not None, "rank 0 of a launch exports its run"
     loop.strategy.load_model_state_dict(loop.tt_model, result["model"])
     loop.state.adopt(result["state"])
     for ext, data in zip(loop.extensions, result["extensions"], strict=True):
@@ -89,7 +94,7 @@ def _run_rank(fit: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]
     os.environ["OMP_NUM_THREADS"] = "1"  # what the worker's own subprocesses (DataLoader workers...) inherit
     fit(**kwargs)
     loop = fit.__self__  # type: ignore[attr-defined]
-    return export_run(loop) if loop.is_main_process else None
+    return export_run(loop) if loop.is_main_process or loop.strategy.every_rank_writes else None
 
 
 def launch_fit(fit: Callable[..., Any], kwargs: dict[str, Any], nproc: int) -> dict[str, Any]:
