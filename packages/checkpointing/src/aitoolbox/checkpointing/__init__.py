@@ -12,6 +12,7 @@ from aitoolbox.checkpointing.errors import (
 from aitoolbox.checkpointing.finite import first_non_finite
 from aitoolbox.checkpointing.manager import CheckpointInfo, CheckpointManager, LoadedCheckpoint
 from aitoolbox.checkpointing.rng import capture_rng_state, restore_rng_state
+from aitoolbox.checkpointing.sharded import GroupCollective, ShardedState
 from aitoolbox.checkpointing.snapshot import SnapshotBuffers, check_plain
 
 __all__ = [
@@ -23,7 +24,9 @@ __all__ = [
     "CheckpointManager",
     "CheckpointNotFoundError",
     "CheckpointWriteError",
+    "GroupCollective",
     "LoadedCheckpoint",
+    "ShardedState",
     "SnapshotBuffers",
     "__version__",
     "capture_rng_state",

@@ -12,6 +12,8 @@ __all__ = ["first_non_finite"]
 
 def _tensors(obj: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
     if isinstance(obj, torch.Tensor):
+        local = getattr(obj, "to_local", None)  # a DTensor: this rank's shard (no collective)
+        obj = local() if local is not None else obj
         if obj.is_floating_point() or obj.is_complex():
             yield path, obj
     elif isinstance(obj, Mapping):
@@ -24,7 +26,8 @@ def _tensors(obj: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
 
 def first_non_finite(state: Any) -> str | None:
     """The path of the first floating tensor of ``state`` holding a NaN or an infinity, or ``None`` when all are
-    finite. One host-device sync per device, however many tensors.
+    finite. One host-device sync per device, however many tensors. A DTensor counts its local shard: in a
+    sharded state each rank checks its own (and the ranks agree on the verdict).
 
     Example:
         >>> first_non_finite({"model": {"w": torch.ones(2), "b": torch.tensor([0.0, float("nan")])}})

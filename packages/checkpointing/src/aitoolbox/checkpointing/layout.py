@@ -3,6 +3,11 @@
 A checkpoint directory holds one folder per committed checkpoint (``<part>.pt`` files and a ``manifest.json`` listing
 them with their SHA-256 and size) and a ``latest`` pointer file naming the newest one. A copy (e.g. an upload) is
 consistent when it writes :meth:`CheckpointInfo.commit_stages` in order, then the pointer.
+
+Layouts: ``'plain'`` (every part one file, written by one process) and ``'dcp'`` (sharded: the parts every rank
+holds a share of are DCP files in ``shards/``, listed file by file in the manifest's ``sharded`` entry with the world
+size that wrote them; their non-tensor values are the plain part ``sharded_rest``; see
+:mod:`aitoolbox.checkpointing.sharded`). :meth:`CheckpointInfo.files` lists every file of either.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import torch
 
 from aitoolbox.checkpointing._fs import HashingWriter, sha256_file
 from aitoolbox.checkpointing.errors import CheckpointCorruptError, CheckpointIncompatibleError
+from aitoolbox.checkpointing.sharded import DCP_METADATA, SHARDS, ShardedState, merge_trees
 
 __all__ = [
     "FORMAT",
     "LATEST",
     "MANIFEST",
+    "SHARDED_REST",
     "CheckpointInfo",
     "LoadedCheckpoint",
     "check_name",
@@ -37,6 +44,8 @@ MANIFEST = "manifest.json"
 #: the pointer file of a checkpoint directory, naming its newest committed checkpoint
 LATEST = "latest"
 FORMAT = 1
+#: the plain part of a sharded checkpoint that holds the non-tensor values of its sharded parts
+SHARDED_REST = "sharded_rest"
 
 
 def check_name(name: object, what: str) -> str:
@@ -135,13 +144,16 @@ def damaged_message(where: object, damage: list[str]) -> str:
     )
 
 
-def _check_entry(path: Path, part: object, entry: object) -> None:
-    """A manifest's part entry: ``{"file": <plain name>, "sha256": <64 hex>, "bytes": <int >= 0>}``."""
-    where = f"{path / MANIFEST}: part {part!r}"
-    check_name(part, f"{path / MANIFEST}: a part")
+def _check_entry(path: Path, part: object, entry: object, *, shard: bool = False) -> None:
+    """A manifest's part entry: ``{"file": <plain name>, "sha256": <64 hex>, "bytes": <int >= 0>}`` (a shard's:
+    keyed by its file name, DCP's metadata file included, without ``file``)."""
+    where = f"{path / MANIFEST}: {'shard' if shard else 'part'} {part!r}"
+    if part != DCP_METADATA or not shard:
+        check_name(part, f"{path / MANIFEST}: a {'shard' if shard else 'part'}")
     if not isinstance(entry, dict):
         raise CheckpointCorruptError(f"{where} is {type(entry).__name__}, not an entry with file, sha256 and bytes")
-    check_name(entry.get("file"), f"{where} 'file'")
+    if not shard:
+        check_name(entry.get("file"), f"{where} 'file'")
     digest, size = entry.get("sha256"), entry.get("bytes")
     if not isinstance(digest, str) or len(digest) != 64:
         raise CheckpointCorruptError(f"{where} has no SHA-256 (got {digest!r}); the manifest is damaged")
@@ -161,6 +173,14 @@ class CheckpointInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: ``'plain'`` or ``'dcp'`` (sharded), and the number of processes that wrote it
+    layout: str = "plain"
+    world_size: int = 1
+    #: a sharded checkpoint's sharded parts (e.g. ``['model', 'optimizer']``) and DCP files (name -> sha256, bytes)
+    sharded_parts: tuple[str, ...] = ()
+    shards: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: shard files written on machines that do not share this folder, stored by their ranks (e.g. in the bucket)
+    elsewhere: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, path: Path) -> CheckpointInfo:
@@ -177,13 +197,34 @@ class CheckpointInfo:
                 metrics=dict(manifest.get("metrics", {})),
                 parts=dict(manifest["parts"]),
                 meta=dict(manifest.get("meta", {})),
+                layout=str(manifest.get("layout", "plain")),
+                world_size=int(manifest.get("world_size", 1)),
+                sharded_parts=tuple(str(p) for p in manifest.get("sharded", {}).get("parts", ())),
+                shards=dict(manifest.get("sharded", {}).get("files", {})),
+                elsewhere=tuple(str(f) for f in manifest.get("sharded", {}).get("elsewhere", ())),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise CheckpointCorruptError(f"{path} has no readable {MANIFEST}: {err!r}") from err
         check_name(info.name, f"{path / MANIFEST}: 'name'")
+        if info.layout not in ("plain", "dcp") or (info.layout == "dcp") != bool(info.shards):
+            raise CheckpointCorruptError(
+                f"{path / MANIFEST}: layout {info.layout!r} with {len(info.shards)} shard files; the manifest is "
+                "damaged (or written by a newer version)"
+            )
         for part, entry in info.parts.items():
             _check_entry(path, part, entry)
+        for shard, entry in info.shards.items():
+            _check_entry(path, shard, entry, shard=True)
+        if not set(info.elsewhere) <= set(info.shards):
+            raise CheckpointCorruptError(f"{path / MANIFEST}: 'elsewhere' names files it does not list")
         return info
+
+    def files(self) -> list[tuple[str, Path, dict[str, Any]]]:
+        """Every data file of the checkpoint (the manifest aside): ``(label, path, entry)`` with the entry's
+        ``sha256`` and ``bytes``; a shard's path is in ``shards/``, labelled ``shards/<file>``."""
+        out = [(f"part {part!r}", self.path / entry["file"], entry) for part, entry in self.parts.items()]
+        out += [(f"{SHARDS}/{name}", self.path / SHARDS / name, entry) for name, entry in self.shards.items()]
+        return out
 
     def verify(self) -> None:
         """Check that every part's file exists with the manifest's size and SHA-256.
@@ -191,37 +232,73 @@ class CheckpointInfo:
         Raises:
             CheckpointCorruptError: naming the first file that does not match.
         """
-        for part, entry in self.parts.items():
-            path = self.path / entry["file"]
+        for label, path, entry in self.files():
             try:
                 digest, size = sha256_file(path)
             except OSError as err:
-                raise CheckpointCorruptError(f"{self.name}: part {part!r} ({path}) cannot be read: {err}") from err
+                if path.name in self.elsewhere and path.parent.name == SHARDS:
+                    raise CheckpointCorruptError(
+                        f"{self.name}: {label} was written on another machine (no filesystem shared with rank 0) and "
+                        "stored by its rank in the cloud mirror, not here: resume with the cloud mirror to fetch it"
+                    ) from err
+                raise CheckpointCorruptError(f"{self.name}: {label} ({path}) cannot be read: {err}") from err
             if size != entry["bytes"]:
                 raise CheckpointCorruptError(
-                    f"{self.name}: part {part!r} has {size} bytes, the manifest says {entry['bytes']} (truncated?)"
+                    f"{self.name}: {label} has {size} bytes, the manifest says {entry['bytes']} (truncated?)"
                 )
             if digest != entry["sha256"]:
-                raise CheckpointCorruptError(f"{self.name}: part {part!r} fails its SHA-256 check (damaged file)")
+                raise CheckpointCorruptError(f"{self.name}: {label} fails its SHA-256 check (damaged file)")
 
     def commit_stages(self) -> list[list[Path]]:
-        """The checkpoint's files in the order a copy must write them: the parts, then the manifest (then the
-        pointer, :func:`pointer_bytes` of :attr:`name`, in the parent directory's :data:`LATEST`)."""
-        return [[self.path / entry["file"] for entry in self.parts.values()], [self.path / MANIFEST]]
+        """The checkpoint's files in the order a copy must write them: the parts and shards (but those stored
+        :attr:`elsewhere` by their ranks), then the manifest (then the pointer, :func:`pointer_bytes` of
+        :attr:`name`, in the parent directory's :data:`LATEST`)."""
+        here = [path for _, path, _ in self.files() if path.name not in self.elsewhere or path.parent.name != SHARDS]
+        return [here, [self.path / MANIFEST]]
 
 
 @dataclass
 class LoadedCheckpoint:
-    """The parts of a verified checkpoint, loaded with ``torch.load(weights_only=True)``."""
+    """The parts of a verified checkpoint, loaded with ``torch.load(weights_only=True)``.
+
+    A sharded part (:attr:`CheckpointInfo.sharded_parts`) is read when asked for: ``loaded['model']`` gives it whole,
+    as plain CPU tensors (in one process, without a process group); :meth:`read_sharded` loads it into this rank's
+    shards (any world size).
+    """
 
     info: CheckpointInfo
     parts: dict[str, Any]
+    #: the non-tensor values of the sharded parts
+    rest: dict[str, Any] = field(default_factory=dict)
+    _whole: dict[str, Any] | None = None
+
+    @property
+    def sharded(self) -> ShardedState | None:
+        """The DCP files of a sharded checkpoint (``None`` for a plain one)."""
+        return ShardedState(self.info.path / SHARDS) if self.info.layout == "dcp" else None
 
     def __getitem__(self, part: str) -> Any:
-        return self.parts[part]
+        if part in self.parts or part not in self.info.sharded_parts:
+            return self.parts[part]
+        if self._whole is None:
+            assert self.sharded is not None
+            self._whole = self.sharded.read()
+        return merge_trees(self._whole.get(part), self.rest.get(part))
 
     def __contains__(self, part: object) -> bool:
-        return part in self.parts
+        return part in self.parts or part in self.info.sharded_parts
+
+    def read_sharded(self, targets: Mapping[str, Any], collective: Any = None) -> dict[str, Any]:
+        """Sharded parts loaded into ``targets`` (part name -> the state this rank holds, e.g. DTensor shards, in
+        the form it was saved): the tensors in place (DCP reshards across world sizes), merged with the saved
+        non-tensor values. Every rank calls it (with ``collective``, a
+        :class:`~aitoolbox.checkpointing.sharded.GroupCollective`, in a distributed run)."""
+        from aitoolbox.checkpointing.sharded import split_tensors
+
+        assert self.sharded is not None, "read_sharded() on a plain checkpoint"
+        tensors = {part: split_tensors(targets[part])[0] or {} for part in targets}
+        self.sharded.read(tensors, collective=collective)
+        return {part: merge_trees(tensors[part], self.rest.get(part)) for part in targets}
 
 
 def load_parts(
@@ -233,7 +310,7 @@ def load_parts(
         CheckpointIncompatibleError: a ``required`` part is missing and ``allow_partial`` is False.
         CheckpointCorruptError: a part cannot be loaded (written by an incompatible writer, or deleted meanwhile).
     """
-    missing = sorted(set(required) - set(info.parts))
+    missing = sorted(set(required) - set(info.parts) - set(info.sharded_parts))
     if missing and not allow_partial:
         raise CheckpointIncompatibleError(
             f"checkpoint {info.path} lacks the parts {missing} (it has {sorted(info.parts)}); "
@@ -245,4 +322,5 @@ def load_parts(
             parts[part] = torch.load(info.path / entry["file"], map_location=map_location, weights_only=True)
         except Exception as err:  # checksum-valid but unloadable (an incompatible writer), or deleted meanwhile
             raise CheckpointCorruptError(f"{info.name}: part {part!r} cannot be loaded: {err}") from err
-    return LoadedCheckpoint(info, parts)
+    rest = parts.pop(SHARDED_REST, None) if info.layout == "dcp" else None
+    return LoadedCheckpoint(info, parts, dict(rest or {}))

@@ -28,6 +28,7 @@ from aitoolbox.checkpointing._fs import (
     trash_path,
 )
 from aitoolbox.checkpointing._retention import check_retention, retained
+from aitoolbox.checkpointing._sharded_commit import ShardedCommit
 from aitoolbox.checkpointing.errors import (
     CheckpointConfigError,
     CheckpointCorruptError,
@@ -38,6 +39,7 @@ from aitoolbox.checkpointing.layout import (
     FORMAT,
     LATEST,
     MANIFEST,
+    SHARDED_REST,
     CheckpointInfo,
     LoadedCheckpoint,
     check_name,
@@ -47,6 +49,9 @@ from aitoolbox.checkpointing.layout import (
     pointer_bytes,
     read_pointer,
     write_parts,
+)
+from aitoolbox.checkpointing.sharded import (
+    GroupCollective,
 )
 from aitoolbox.checkpointing.snapshot import SnapshotBuffers, check_plain
 
@@ -63,7 +68,7 @@ def _fmt_metric(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-class CheckpointManager:
+class CheckpointManager(ShardedCommit):
     """Commit checkpoints atomically into ``directory``, keep the ones retention asks for, load the newest good one.
 
     A checkpoint is a directory of parts (one ``<part>.pt`` file each) and a ``manifest.json`` that lists them with
@@ -83,6 +88,9 @@ class CheckpointManager:
             names it (on the writing thread), e.g. to upload it. An exception it raises is reported like a write error.
         may_delete: retention deletes a checkpoint only when this returns True for it (e.g. once it is uploaded);
             a checkpoint kept back is deleted by a later commit.
+        collective: for sharded saves in a distributed run (``save(sharded=...)``), the ranks that write together
+            (:class:`~aitoolbox.checkpointing.sharded.GroupCollective`; a background save needs a group of its
+            own). Every rank makes a manager on the same directory; rank 0 commits, lists, loads and retires.
 
     Example:
         >>> import tempfile, torch
@@ -106,6 +114,8 @@ class CheckpointManager:
         background: bool = True,
         on_commit: Callable[[CheckpointInfo], None] | None = None,
         may_delete: Callable[[CheckpointInfo], bool] | None = None,
+        collective: GroupCollective | None = None,
+        store_shards: Callable[[str, Path, dict[str, dict[str, Any]]], None] | None = None,
     ) -> None:
         check_retention(keep_last, keep_best, monitor, mode)
         self.directory = Path(directory)
@@ -118,6 +128,8 @@ class CheckpointManager:
         self.background = background
         self.on_commit = on_commit
         self.may_delete = may_delete
+        self.collective = collective
+        self.store_shards = store_shards
         self._buffers = SnapshotBuffers()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -133,6 +145,7 @@ class CheckpointManager:
         iteration: int,
         metrics: Mapping[str, Any] | None = None,
         meta: Mapping[str, Any] | None = None,
+        sharded: Mapping[str, Any] | None = None,
     ) -> str:
         """Snapshot ``parts`` to CPU memory and commit them as a checkpoint (in the background by default).
 
@@ -140,6 +153,9 @@ class CheckpointManager:
 
         Args:
             parts: part name -> tensors and plain data (e.g. ``{"model": model.state_dict(), ...}``).
+            sharded: part name -> this rank's share (e.g. a sharded model's DTensor state dict): a sharded
+                checkpoint (layout ``'dcp'``), which every rank saves together (each with its ``sharded``; the
+                other arguments are rank 0's). Its tensors go to DCP's files, the rest to a plain part.
             epoch: the epoch the checkpoint resumes at.
             iteration: the global iteration the checkpoint resumes at.
             metrics: numbers recorded in the manifest; ``monitor`` is read from here.
@@ -154,13 +170,15 @@ class CheckpointManager:
                 before anything is written), or the previous background save failed (its ``errno`` and cause).
         """
         self.wait()
-        bad = [p for p in parts if not p or "/" in p or p.startswith(".")]
+        bad = [p for p in [*parts, *(sharded or {})] if not p or "/" in p or p.startswith(".") or p == SHARDED_REST]
         if bad:
             raise CheckpointConfigError(f"part names must be non-empty file names, got {bad}")
-        snapshot = {name: self._buffers.snapshot(value, name) for name, value in parts.items()}
-        check_room(self.directory, checkpoint_bytes(snapshot))  # counted generously: data and file overhead
         clean_metrics = {k: m for k, v in (metrics or {}).items() if (m := _fmt_metric(v)) is not None}
         name = f"ckpt-e{epoch:04d}-i{iteration:09d}"
+        if sharded is not None:
+            return self._save_sharded(parts, sharded, name, int(epoch), int(iteration), clean_metrics, meta)
+        snapshot = {name: self._buffers.snapshot(value, name) for name, value in parts.items()}
+        check_room(self.directory, checkpoint_bytes(snapshot))  # counted generously: data and file overhead
         job = (snapshot, name, int(epoch), int(iteration), clean_metrics, check_plain(dict(meta or {}), "meta"))
         if self.background:
             self._thread = threading.Thread(target=self._run, args=job, name=f"checkpoint-{name}", daemon=False)
@@ -189,9 +207,9 @@ class CheckpointManager:
         """Wait for pending work; the manager can still be used afterwards."""
         self.wait()
 
-    def _run(self, *job: Any) -> None:
+    def _run(self, *job: Any, commit: Callable[..., None] | None = None) -> None:
         try:
-            self._commit(*job)
+            (commit or self._commit)(*job)
         except BaseException as err:  # handed to the training thread by wait()
             logger.error("checkpoint %s failed: %s", job[1], err)
             with self._lock:
@@ -229,6 +247,10 @@ class CheckpointManager:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint never stays (nor takes the space)
             raise
+        self._publish(tmp, name, start)
+
+    def _publish(self, tmp: Path, name: str, start: float) -> None:
+        """Rename the complete temporary folder into place, then ``latest``; ``on_commit``; retention."""
         final = self.directory / name
         if final.exists():  # the same position saved again (e.g. iteration and epoch end coincide): replace it
             trash = trash_path(self.directory, name)
