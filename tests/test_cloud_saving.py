@@ -22,7 +22,7 @@ from aitoolbox.cloud import CloudAuthError, CloudConnectionError, CloudNotFoundE
 from aitoolbox.cloud.testing import MemoryStore, SeaweedServer
 from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
 from aitoolbox.loop.callbacks import Callback
-from aitoolbox.loop.testing import TinyClassifier, make_classification_loader
+from aitoolbox.loop.testing import HalvesStrategy, TinyClassifier, make_classification_loader
 from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint, TrainLoopCheckpointEndSave
 
 pytestmark = pytest.mark.slow
@@ -173,10 +173,13 @@ def test_server_down_until_the_end_then_resume_uploads_the_rest(
     assert {k: v for k, v in local_files(tl.experiment_dir).items()}.items() <= remote.items()
 
 
+@pytest.mark.parametrize("sharded", [False, True], ids=["plain", "sharded"])
 def test_resume_from_the_bucket_after_the_local_folder_is_gone(
-    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path
+    s3_server: SeaweedServer, aws_env: None, bucket: str, tmp_path: Path, sharded: bool
 ) -> None:
+    """Also for a sharded checkpoint (a strategy whose ranks write their share: its DCP files go up and come back)."""
     options = {"endpoint_url": s3_server.endpoint_url, "create_bucket": True}
+    strategy = {"strategy": HalvesStrategy()} if sharded else {}
     first = TrainLoopCheckpoint(
         *_args(),
         "p",
@@ -186,9 +189,13 @@ def test_resume_from_the_bucket_after_the_local_folder_is_gone(
         bucket_name=bucket,
         cloud_options=options,
         device="cpu",
+        **strategy,
     )
     first.fit(num_epochs=2)
     assert first.upload_report.ok
+    store = S3Store(bucket, endpoint_url=s3_server.endpoint_url)
+    uploaded = mirror_of(store, first.experiment_dir, "p")
+    assert any("/shards/__0_0.distcp" in key for key in uploaded) == sharded
     shutil.rmtree(tmp_path / "a")
     torch.manual_seed(7)
     resumed = TrainLoopCheckpoint(
@@ -200,9 +207,12 @@ def test_resume_from_the_bucket_after_the_local_folder_is_gone(
         bucket_name=bucket,
         cloud_options=options,
         device="cpu",
+        **({"strategy": HalvesStrategy()} if sharded else {}),
     )
     resumed.fit(num_epochs=3, resume_from="latest")
     assert resumed.experiment_dir.name == first.experiment_dir.name
+    downloaded = CheckpointManager(resumed.experiment_dir / "checkpoint_model").list(verify=True)
+    assert downloaded[0].layout == ("dcp" if sharded else "plain")
     assert resumed.train_history["loss"][:2] == first.train_history["loss"] and resumed.epochs_done == 3
     assert resumed.upload_report.ok
 
@@ -313,7 +323,7 @@ def test_local_mode_never_touches_the_network(tmp_path: Path) -> None:
         "import sys, os\n"
         "os.environ['AWS_ENDPOINT_URL'] = 'http://127.0.0.1:9'\n"
         "from torch import nn, optim\n"
-        "from aitoolbox.loop.testing import TinyClassifier, make_classification_loader as loader\n"
+        "from aitoolbox.loop.testing import HalvesStrategy, TinyClassifier, make_classification_loader as loader\n"
         "from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint\n"
         "m = TinyClassifier()\n"
         "tl = TrainLoopCheckpoint(m, loader(32), None, None, optim.SGD(m.parameters(), 0.1), nn.CrossEntropyLoss(),\n"

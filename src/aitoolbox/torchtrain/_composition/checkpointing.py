@@ -14,6 +14,7 @@ from aitoolbox.checkpointing import (
     CheckpointManager,
     CheckpointNotFoundError,
     CheckpointWriteError,
+    GroupCollective,
     LoadedCheckpoint,
     first_non_finite,
 )
@@ -64,6 +65,7 @@ class Checkpointing(LoopExtension[TrainLoop]):
         self.manager: CheckpointManager | None = None
         self._callback: EpochCheckpoint | None = None
         self._pending: LoadedCheckpoint | None = None
+        self._collective: GroupCollective | None = None  # sharded saves' own process group, made once
 
     def check_fit(self, loop: TrainLoop, run: FitRun) -> None:
         check_resume_from(run.options["resume_from"])
@@ -111,14 +113,24 @@ class Checkpointing(LoopExtension[TrainLoop]):
         assert self.folder.path is not None and self._callback is not None
         check_state_keys(loop.callbacks)  # before training: every callback's state must come back to it
         self.manager = None
-        if loop.is_main_process:  # the other ranks only contribute their RNG states to each checkpoint
+        sharded = loop.strategy.every_rank_writes
+        if sharded and loop.runtime.distributed and self._collective is None:
+            self._collective = GroupCollective.new_group()  # every rank, now: background commits run on it
+        directory = self.folder.path / CHECKPOINT_DIR
+        # machines that share no folder with rank 0 store their shards in the bucket themselves
+        store_shards = self.mirror.store_shards if sharded and self.mirror.settings.enabled else None
+        if loop.is_main_process:  # the other ranks contribute their RNG states, and their shards if sharded
             mirror = self.mirror if self.mirror.store is not None else None
             self.manager = CheckpointManager(
-                self.folder.path / CHECKPOINT_DIR,
+                directory,
                 **self.retention.manager_options,
                 on_commit=mirror.upload_checkpoint if mirror is not None else None,
                 may_delete=mirror.checkpoint_uploaded if mirror is not None else None,  # kept until uploaded
+                collective=self._collective,
+                store_shards=store_shards,
             )
+        elif sharded:
+            self.manager = CheckpointManager(directory, collective=self._collective, store_shards=store_shards)
         self._callback.manager = self.manager
         if self._pending is not None:
             apply_callbacks_and_rng(loop, self._pending)
@@ -153,6 +165,8 @@ class Checkpointing(LoopExtension[TrainLoop]):
         if self.manager is None or name is None:
             return
         self.manager.wait()  # committed (a commit is never cut short: the next signal only shortens the budget)
+        if not loop.is_main_process:
+            return
         preempted.checkpoint = self.manager.directory / name
         preempted.seconds_to_commit = time.monotonic() - preempted.signal_time
         self.mirror.upload_first(name, keep={info.name for info in self.manager.list()})
@@ -169,7 +183,19 @@ class Checkpointing(LoopExtension[TrainLoop]):
         if runtime.is_main:  # a second writer is refused before anything, the model included, is touched
             self.folder.lock(experiment_dir)
         manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
+        if runtime.distributed and self.mirror.settings.enabled:  # machines without a shared folder: fetch
+            name = (info.name if info is not None else manager.latest_name()) if runtime.is_main else None
+            name = runtime.broadcast(name)
+            if name is not None:
+                self.mirror.fetch_missing(experiment_dir, name)
         loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
+        if loaded.sharded is not None:  # its shards are read into the model by each rank, and checked there
+            apply_model_and_optimizers(loop, loaded, strict=not allow_changes, allow_non_finite=allow_non_finite)
+            self.folder.use(loop, experiment_dir, resumed=True)
+            if runtime.is_main:
+                info = loaded.info
+                logger.info("resuming from %s (epoch %d, iteration %d)", info.path, info.epoch, info.iteration)
+            return loaded
         bad = first_non_finite({part: loaded[part] for part in ("model", "optimizer") if part in loaded})
         if bad is not None and not allow_non_finite:
             raise CheckpointIncompatibleError(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager
 from aitoolbox.checkpointing.layout import LATEST, MANIFEST, pointer_bytes, read_pointer
+from aitoolbox.checkpointing.sharded import SHARDS
 from aitoolbox.experiment import ExperimentWriter
 from aitoolbox.loop import TrainLoop
 from aitoolbox.loop.extensions import LoopExtension
@@ -46,6 +47,7 @@ class CloudMirror(LoopExtension[TrainLoop]):
         self.settings = settings
         self.folder = folder
         self.store: S3Store | None = None
+        self._shard_store: S3Store | None = None  # another rank's, for its shards only
         self.mirror: FolderMirror | None = None
         self.report: UploadReport | None = None
         folder.listeners.append(self._follow)
@@ -63,6 +65,47 @@ class CloudMirror(LoopExtension[TrainLoop]):
             self.mirror.resume_pending()
         else:
             self.mirror.upload([path / ExperimentWriter.HYPERPARAMS])
+
+    def _rank_store(self) -> S3Store:
+        """The store, on any rank: rank 0's mirror store, or one made (with its preflight) on first use by another
+        rank, which never mirrors the folder itself."""
+        if self.store is not None:
+            return self.store
+        if self._shard_store is None:
+            self._shard_store = self.settings.make_store()
+        return self._shard_store
+
+    def _checkpoint_key(self, experiment_dir: Path, name: str, relative: str) -> str:
+        base = f"{self.folder.project_name}/{experiment_dir.name}/{CHECKPOINT_DIR}/{name}"
+        return self._rank_store().key(f"{base}/{relative}")
+
+    def store_shards(self, name: str, folder: Path, files: Mapping[str, Any]) -> None:
+        """On a rank whose machine shares no folder with rank 0: upload its shard files of checkpoint ``name`` (each
+        verified by the store) before rank 0 commits the checkpoint; raises if one fails (nothing is committed)."""
+        assert self.folder.path is not None
+        store = self._rank_store()
+        for file in files:
+            store.upload_file(folder / file, self._checkpoint_key(self.folder.path, name, f"{SHARDS}/{file}"))
+        logger.info(
+            "cloud: uploaded %d shard file(s) of %s from this machine (no folder shared with rank 0)", len(files), name
+        )
+
+    def fetch_missing(self, experiment_dir: Path, name: str) -> None:
+        """Download what this machine lacks of checkpoint ``name`` (its manifest, or files stored by the ranks of
+        other machines); nothing when the folder is complete here (a shared filesystem)."""
+        local = experiment_dir / CHECKPOINT_DIR / name
+        store = self._rank_store()
+        if not (local / MANIFEST).is_file():
+            store.download_file(self._checkpoint_key(experiment_dir, name, MANIFEST), local / MANIFEST)
+        missing = [
+            (path, path.relative_to(local).as_posix())
+            for _, path, entry in CheckpointInfo.read(local).files()  # names checked by read()
+            if not path.is_file() or path.stat().st_size != entry["bytes"]
+        ]
+        for path, relative in missing:
+            store.download_file(self._checkpoint_key(experiment_dir, name, relative), path)
+        if missing:
+            logger.info("cloud: fetched %d file(s) of %s that this machine lacked", len(missing), name)
 
     def upload_checkpoint(self, info: CheckpointInfo) -> None:
         """Its files, then its manifest, then the ``latest`` pointer naming it (captured now, not read later)."""
@@ -157,8 +200,9 @@ def download_latest_checkpoint(store: S3Store, root: Path, project_name: str, ex
         return None
     local_ckpt = root / project_name / exp_name / CHECKPOINT_DIR / name
     store.download_file(f"{ckpt_dir_key}{name}/{MANIFEST}", local_ckpt / MANIFEST)
-    for entry in CheckpointInfo.read(local_ckpt).parts.values():  # the file names are checked by read()
-        store.download_file(f"{ckpt_dir_key}{name}/{entry['file']}", local_ckpt / entry["file"])
+    for _, path, _ in CheckpointInfo.read(local_ckpt).files():  # the file names are checked by read()
+        relative = path.relative_to(local_ckpt).as_posix()  # a part's file, or shards/<file>
+        store.download_file(f"{ckpt_dir_key}{name}/{relative}", path)
     local_exp = root / project_name / exp_name
     hyper = store.key(f"{project_name}/{exp_name}/{ExperimentWriter.HYPERPARAMS}")
     if store.exists(hyper):

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from aitoolbox.checkpointing import (
+    CheckpointIncompatibleError,
     CheckpointManager,
+    GroupCollective,
     LoadedCheckpoint,
     capture_rng_state,
     first_non_finite,
@@ -29,24 +31,94 @@ logger = logging.getLogger(__name__)
 REQUIRED_PARTS = ("model", "optimizer", "loop", "rng", "callbacks")
 
 
-def collect_parts(tl: LoopView, loop_state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything needed to continue ``tl`` exactly, as tensors and plain data (``loop_state``: ``tl.state_dict()``
-    when the caller already took it)."""
+def collect_sharded(tl: LoopView) -> dict[str, Any]:
+    """This rank's share of the model and optimizer states (the strategy's sharded state dicts), for a checkpoint
+    that every rank writes."""
     strategy, model = tl.strategy, tl.model
     return {
-        "model": strategy.model_state_dict(model),
-        "optimizer": [strategy.optimizer_state_dict(model, opt) for opt in tl.optimizers],
+        "model": strategy.model_state_dict(model, full=False),
+        "optimizer": [strategy.optimizer_state_dict(model, opt, full=False) for opt in tl.optimizers],
+    }
+
+
+def collect_parts(tl: LoopView, loop_state: dict[str, Any] | None = None, *, sharded: bool = False) -> dict[str, Any]:
+    """Everything needed to continue ``tl`` exactly, as tensors and plain data (``loop_state``: ``tl.state_dict()``
+    when the caller already took it); ``sharded``: without the model and optimizer (:func:`collect_sharded`)."""
+    strategy, model = tl.strategy, tl.model
+    weights = (
+        {}
+        if sharded
+        else {
+            "model": strategy.model_state_dict(model),
+            "optimizer": [strategy.optimizer_state_dict(model, opt) for opt in tl.optimizers],
+        }
+    )
+    return {
+        **weights,
         "loop": tl.state_dict() if loop_state is None else loop_state,
         "rng": capture_rng_state(),
         "callbacks": callback_states(tl.callbacks),
     }
 
 
-def apply_model_and_optimizers(tl: TrainLoop, loaded: LoadedCheckpoint, *, strict: bool = True) -> None:
+def _collective(tl: TrainLoop) -> GroupCollective | None:
+    return GroupCollective() if tl.runtime.distributed else None
+
+
+def _apply_sharded(tl: TrainLoop, loaded: LoadedCheckpoint, strict: bool, allow_non_finite: bool) -> None:
+    """A sharded checkpoint: keys and shapes checked against its metadata first (no data read). Distributed, each
+    rank reads its share into the strategy's sharded state (DCP reshards to this world size); in one process it is
+    read whole. Either way it loads through the strategy's sharded (``full=False``) state dicts."""
+    strategy, model, path = tl.strategy, tl.model, loaded.info.path
+    sharded = loaded.sharded
+    assert sharded is not None
+    own = strategy.model_state_dict(model, full=False)
+    load_model_state(own, sharded.shapes("model"), path, lambda _: None)  # names a different architecture
+    saved = loaded.rest.get("optimizer") or {}
+    count = len(saved.get("items", [])) if isinstance(saved, dict) else 0
+    if count != len(tl.optimizers):
+        raise CheckpointIncompatibleError(
+            f"checkpoint {path} has {count} optimizer states but the TrainLoop has {len(tl.optimizers)} optimizers"
+        )
+    if tl.runtime.distributed:
+        targets = {
+            "model": own,
+            "optimizer": [strategy.optimizer_state_dict(model, opt, full=False) for opt in tl.optimizers],
+        }
+        states = loaded.read_sharded(targets, _collective(tl))
+    else:
+        states = {"model": loaded["model"], "optimizer": loaded["optimizer"]}
+    strategy.load_model_state_dict(model, states["model"], full=False)
+    saved_classes = loaded["loop"].get("optimizers") if "loop" in loaded else None
+    load_optimizer_states(
+        tl.optimizers,
+        states["optimizer"],
+        saved_classes,
+        path,
+        lambda opt, state: strategy.load_optimizer_state_dict(model, opt, state, full=False),
+    )
+    bad = first_non_finite(collect_sharded(tl))  # this rank's shard; every rank agrees
+    if tl.runtime.any(bad is not None) and not allow_non_finite:
+        raise CheckpointIncompatibleError(
+            f"checkpoint {path} holds non-finite values (a NaN or infinity{f' in {bad}' if bad else ''}): "
+            "training from it would go on from broken weights. Resume from an earlier checkpoint "
+            "(resume_from=<its folder>), or pass allow_non_finite_resume=True to continue anyway"
+        )
+    if "loop" in loaded:
+        tl.load_state_dict(loaded["loop"], strict=strict)
+
+
+def apply_model_and_optimizers(
+    tl: TrainLoop, loaded: LoadedCheckpoint, *, strict: bool = True, allow_non_finite: bool = False
+) -> None:
     """Load the model and optimizer states; a different architecture or optimizer is named before anything loads."""
     strategy, model = tl.strategy, tl.model
+    if loaded.sharded is not None and "model" in loaded.info.sharded_parts:
+        _apply_sharded(tl, loaded, strict, allow_non_finite)
+        return
     if "model" in loaded:
-        own = strategy.model_state_dict(model)
+        # a sharding strategy compares against its shards' global shapes (no gather), then scatters rank 0's state
+        own = strategy.model_state_dict(model, full=not (strategy.every_rank_writes and tl.runtime.distributed))
         load_model_state(
             own, loaded["model"], loaded.info.path, lambda state: strategy.load_model_state_dict(model, state)
         )
@@ -88,7 +160,8 @@ class EpochCheckpoint(Callback):
 
     def __init__(self, meta: Mapping[str, Any], retention: Retention) -> None:
         super().__init__("checkpoint", execution_order=10_000)
-        #: set when training starts; None on distributed ranks other than 0: they only send their RNG state
+        #: set when training starts; None on distributed ranks other than 0 (they only send their RNG state), unless
+        #: every rank writes its share (a sharding strategy)
         self.manager: CheckpointManager | None = None
         self.meta = dict(meta)
         self.monitor, self.mode = retention.monitor, retention.mode
@@ -131,10 +204,14 @@ class EpochCheckpoint(Callback):
             per_rank = rt.gather((capture_rng_state(), loop_state["epoch_loss_sum"]))
         if self.manager is None:
             return None
-        parts = collect_parts(tl, loop_state)
-        bad = first_non_finite({"model": parts["model"], "optimizer": parts["optimizer"]})
+        sharded = collect_sharded(tl) if tl.strategy.every_rank_writes else None
+        main = tl.is_main_process
+        parts = collect_parts(tl, loop_state, sharded=sharded is not None) if main else {}
+        bad = first_non_finite(sharded if sharded is not None else {k: parts[k] for k in ("model", "optimizer")})
+        if sharded is not None:  # each rank checked its share; all skip or none
+            bad = (bad or "a shard on another rank") if rt.any(bad is not None) else None
         if bad is not None:  # e.g. the step TerminateOnNaN stopped at: such weights must never become `latest`
-            loop = parts["loop"]
+            loop = tl.state_dict() if loop_state is None else loop_state
             logger.error(
                 "no checkpoint at epoch %d, iteration %d: %s is not finite (NaN or infinity); `latest` stays at the "
                 "checkpoint before it",
@@ -143,12 +220,13 @@ class EpochCheckpoint(Callback):
                 bad,
             )
             return None
-        if rt.distributed:
+        if rt.distributed and main:
             parts["rng_ranks"] = [rng for rng, _ in per_rank]
             parts["loop"]["epoch_loss_sum_ranks"] = [loss_sum for _, loss_sum in per_rank]
-        loop = parts["loop"]
+        loop = parts["loop"] if main else (loop_state or tl.state_dict())
         return self.manager.save(
             parts,
+            sharded=sharded,
             epoch=loop["epoch"],
             iteration=loop["iteration"],
             # only a checkpoint at an epoch end has scores of its own (the history's last row is its epoch's, also

@@ -44,10 +44,21 @@ def check_result_packages(
             raise LoopConfigError(f"{name} is given but {loader_name} is None; pass the loader it evaluates on")
 
 
-def save_final_model(tl: TrainLoop, writer: ExperimentWriter) -> Path:
-    """``model/model_state_dict.pt`` (loads with ``weights_only=True``) and ``model/model_info.json``."""
+def final_model_state(tl: TrainLoop) -> dict[str, Any] | None:
+    """The whole model's state dict, on the main process (``None`` elsewhere); every rank calls it (a sharding
+    strategy gathers the shards)."""
+    if not (tl.is_main_process or tl.strategy.every_rank_writes):
+        return None
+    state = tl.strategy.model_state_dict(tl.model)
+    return {k: v.detach().cpu() for k, v in state.items()} if tl.is_main_process else None
+
+
+def save_final_model(tl: TrainLoop, writer: ExperimentWriter, state: dict[str, Any] | None = None) -> Path:
+    """``model/model_state_dict.pt`` (loads with ``weights_only=True``, one plain state dict whatever the
+    strategy) and ``model/model_info.json``; ``state``: :func:`final_model_state`, when taken already."""
     buf = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in tl.strategy.model_state_dict(tl.model).items()}
+    state = final_model_state(tl) if state is None else state
+    assert state is not None
     torch.save(state, buf)
     data = buf.getvalue()
     path = writer.write_bytes("model/model_state_dict.pt", data)
@@ -108,7 +119,7 @@ def storage_notes(tl: TrainLoop, project: str, folder_name: str) -> list[str]:
     return notes
 
 
-def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
+def end_save(tl: TrainLoop, ext: EndSave, final_state: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Save the final model and history, evaluate the packages, write the experiment folder; returns the results.
 
     Nothing trained is lost to a failing result package: the model, history, hyperparameters, script and environment
@@ -119,7 +130,7 @@ def end_save(tl: TrainLoop, ext: EndSave) -> dict[str, dict[str, Any]]:
     assert folder is not None and folder.path is not None
     start = time.perf_counter()
     writer = folder.writer()
-    save_final_model(tl, writer)
+    save_final_model(tl, writer, final_state)
     history, epochs = tl.train_history.to_dict(), tl.train_history.epochs()
     writer.write_history(history, epochs=epochs)
     writer.write_hyperparams(folder.hyperparams)
@@ -188,8 +199,9 @@ class EndSave(LoopExtension[TrainLoop]):
 
     def after_fit(self, loop: TrainLoop) -> None:
         try:
+            final_state = final_model_state(loop)  # on every rank: a sharding strategy gathers the shards
             if loop.is_main_process:
-                self.results = end_save(loop, self)
+                self.results = end_save(loop, self, final_state)
             else:  # the predictions are gathered: take part in the same evaluations, in the same order, write nothing
                 end_save_predictions(loop, self.val_result_package, self.test_result_package)
         finally:  # what was saved goes up even when a result package failed
