@@ -8,7 +8,8 @@ Jobs (``--jobs``, comma separated):
 - ``fsdp2``: ``TrainLoopCheckpointEndSave(strategy='fsdp2', iteration_save_freq=5)``: sharded checkpoints at
   iterations 5, 10, 15... and every epoch end; the whole model and optimizer state are recorded at each epoch end;
 - ``resume-epoch``/``resume-mid``: a copy of the fsdp2 job's folder resumed from its second epoch end, or iteration-5
-  (mid-epoch), checkpoint, to the same end;
+  (mid-epoch), checkpoint, to the same end; ``ddp-resume``: the second epoch end's checkpoint resumed by DDP;
+  ``load-other-world``: that checkpoint loaded into FSDP2 on this launch's world size (nothing left to train);
 - ``kill-<stage>``: a sharded run whose second checkpoint commit SIGKILLs the whole job (torchrun included) at
   ``stage``: ``shards`` (the shards written and hashed), ``manifest`` (before it), ``rename``, ``latest``;
 - ``preempt``: the fsdp2 job, SIGTERM to rank 1 after iteration 12 (every rank stops at the next step, commits a
@@ -231,9 +232,9 @@ def _resume(job: str, out: Path) -> None:
         done.touch()
     while not done.exists():
         time.sleep(0.05)
-    name = "ckpt-e0002-i000000016" if job == "resume-epoch" else "ckpt-e0000-i000000005"
-    tl = build(out, "fsdp2", job)
-    tl.fit(num_epochs=EPOCHS, resume_from=copy / "checkpoint_model" / name)
+    name = "ckpt-e0000-i000000005" if job == "resume-mid" else "ckpt-e0002-i000000016"
+    tl = build(out, "ddp" if job == "ddp-resume" else "fsdp2", job)
+    tl.fit(num_epochs=2 if job == "load-other-world" else EPOCHS, resume_from=copy / "checkpoint_model" / name)
     _save(tl, out, job)
 
 
@@ -245,7 +246,8 @@ def _kill(job: str, out: Path) -> None:
 
 def run_job(job: str, out: Path) -> None:
     train = ("ddp", "fsdp2", "ddp-accum", "fsdp2-accum", "fsdp2-bf16", "resume-preempted", "cloud", "cloud-resume")
-    jobs = {**dict.fromkeys(train, _train), "preempt": _preempt, "resume-epoch": _resume, "resume-mid": _resume}
+    jobs = {**dict.fromkeys(train, _train), "preempt": _preempt}
+    jobs.update(dict.fromkeys(("resume-epoch", "resume-mid", "ddp-resume", "load-other-world"), _resume))
     jobs["errors"] = lambda _, out: errors(out)
     run = _kill if job.startswith("kill-") else jobs.get(job)
     if run is None:

@@ -38,10 +38,10 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(
-    out: Path, jobs: str, *args: str, check: bool = True, env: dict[str, str] | None = None
+    out: Path, jobs: str, *args: str, check: bool = True, env: dict[str, str] | None = None, nproc: int = 2
 ) -> subprocess.CompletedProcess[str]:
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(WORKER)]
     proc = subprocess.run(
         [*cmd, "--out", str(out), "--jobs", jobs, *args],
         env={**_env(), **(env or {})},
@@ -62,7 +62,7 @@ def _load(out: Path, job: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fsdp")
-    _torchrun(root, "ddp,fsdp2,resume-epoch,resume-mid,ddp-accum,fsdp2-accum,fsdp2-bf16,errors")
+    _torchrun(root, "ddp,fsdp2,resume-epoch,resume-mid,ddp-resume,ddp-accum,fsdp2-accum,fsdp2-bf16,errors")
     return root
 
 
@@ -94,6 +94,22 @@ def test_a_sharded_checkpoint_resumes_bit_exact(out: Path, job: str) -> None:
     for i, state in straight["optimizer"]["state"].items():
         assert all(torch.equal(v, resumed["optimizer"]["state"][i][k]) for k, v in state.items())
     assert resumed["history"] == straight["history"]
+
+
+def test_ddp_resumes_a_sharded_checkpoint(out: Path) -> None:
+    straight, resumed = _load(out, "fsdp2"), _load(out, "ddp-resume")
+    assert _max_diff(straight["model"], resumed["model"]) <= 1e-6  # each rank read it whole: DDP's full model
+    for name, values in straight["history"].items():
+        assert resumed["history"][name] == pytest.approx(values, abs=1e-6)
+
+
+def test_fsdp2_on_another_world_size_reads_its_new_shards(out: Path, tmp_path: Path) -> None:
+    shutil.copy(out / "fsdp2.pt", tmp_path / "fsdp2.pt")  # where the job finds the run it loads from
+    _torchrun(tmp_path, "load-other-world", nproc=1)  # a world of one rank: every tensor resharded from two
+    loaded, recorded = _load(tmp_path, "load-other-world"), _load(out, "fsdp2")["epochs"][1]
+    assert all(torch.equal(loaded["model"][k], v) for k, v in recorded["model"].items())
+    for i, state in recorded["optimizer"]["state"].items():
+        assert all(torch.equal(loaded["optimizer"]["state"][i][k], v) for k, v in state.items())
 
 
 def test_sharded_checkpoints_are_committed_with_every_file_verified(out: Path) -> None:

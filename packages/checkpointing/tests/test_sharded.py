@@ -15,7 +15,13 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from aitoolbox.checkpointing import CheckpointCorruptError, CheckpointInfo, CheckpointManager, GroupCollective
+from aitoolbox.checkpointing import (
+    CheckpointCorruptError,
+    CheckpointIncompatibleError,
+    CheckpointInfo,
+    CheckpointManager,
+    GroupCollective,
+)
 from aitoolbox.checkpointing.sharded import SHARDS, merge_trees, read_metadata, split_tensors
 
 
@@ -58,6 +64,10 @@ def test_read_sharded_loads_into_targets_in_place(tmp_path: Path) -> None:
     states = manager.load().read_sharded(target)
     assert states["model"]["w"] is w and torch.equal(w, torch.full((64, 32), 5.0))  # loaded into the given tensor
     assert states["optimizer"][0]["param_groups"][0]["params"] == ["w"]
+    fresh = _sharded(0.0)
+    fresh["optimizer"][0]["state"] = {}  # e.g. an optimizer that never stepped: nowhere to load its moments into
+    with pytest.raises(CheckpointIncompatibleError, match=r"no place for optimizer\.0\.state\.w\.exp_avg"):
+        manager.load().read_sharded(fresh)
     assert manager.load().sharded is not None and manager.load().sharded.shapes("model")["w"].shape == (64, 32)  # type: ignore[union-attr]
 
 

@@ -94,16 +94,15 @@ class CloudMirror(LoopExtension[TrainLoop]):
         """Download what this machine lacks of checkpoint ``name`` (its manifest, or files stored by the ranks of
         other machines); nothing when the folder is complete here (a shared filesystem)."""
         local = experiment_dir / CHECKPOINT_DIR / name
-        store = self._rank_store()
         if not (local / MANIFEST).is_file():
-            store.download_file(self._checkpoint_key(experiment_dir, name, MANIFEST), local / MANIFEST)
+            self._rank_store().download_file(self._checkpoint_key(experiment_dir, name, MANIFEST), local / MANIFEST)
         missing = [
             (path, path.relative_to(local).as_posix())
             for _, path, entry in CheckpointInfo.read(local).files()  # names checked by read()
             if not path.is_file() or path.stat().st_size != entry["bytes"]
         ]
-        for path, relative in missing:
-            store.download_file(self._checkpoint_key(experiment_dir, name, relative), path)
+        for path, relative in missing:  # the store is made (and checked) only when something is missing
+            self._rank_store().download_file(self._checkpoint_key(experiment_dir, name, relative), path)
         if missing:
             logger.info("cloud: fetched %d file(s) of %s that this machine lacked", len(missing), name)
 

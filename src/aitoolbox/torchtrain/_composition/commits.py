@@ -66,9 +66,10 @@ def _collective(tl: TrainLoop) -> GroupCollective | None:
 
 
 def _apply_sharded(tl: TrainLoop, loaded: LoadedCheckpoint, strict: bool, allow_non_finite: bool) -> None:
-    """A sharded checkpoint: keys and shapes checked against its metadata first (no data read). Distributed, each
-    rank reads its share into the strategy's sharded state (DCP reshards to this world size); in one process it is
-    read whole. Either way it loads through the strategy's sharded (``full=False``) state dicts."""
+    """A sharded checkpoint: keys and shapes checked against its metadata first (no data read). Under a sharding
+    strategy, each rank reads its share into the strategy's sharded state (DCP reshards to this world size); else
+    (one process, or DDP) it is read whole. Either way it loads through the strategy's sharded (``full=False``)
+    state dicts."""
     strategy, model, path = tl.strategy, tl.model, loaded.info.path
     sharded = loaded.sharded
     assert sharded is not None
@@ -80,7 +81,7 @@ def _apply_sharded(tl: TrainLoop, loaded: LoadedCheckpoint, strict: bool, allow_
         raise CheckpointIncompatibleError(
             f"checkpoint {path} has {count} optimizer states but the TrainLoop has {len(tl.optimizers)} optimizers"
         )
-    if tl.runtime.distributed:
+    if tl.runtime.distributed and strategy.every_rank_writes:  # this rank's shards, resharded from any world size
         targets = {
             "model": own,
             "optimizer": [strategy.optimizer_state_dict(model, opt, full=False) for opt in tl.optimizers],

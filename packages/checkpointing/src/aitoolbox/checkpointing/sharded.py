@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from aitoolbox.checkpointing._fs import fsync_dir, sha256_file
-from aitoolbox.checkpointing.errors import CheckpointCorruptError
+from aitoolbox.checkpointing.errors import CheckpointCorruptError, CheckpointIncompatibleError
 
 __all__ = [
     "DCP_METADATA",
@@ -311,6 +311,35 @@ class ShardedState:
                 out[key[len(start) :]] = torch.empty(meta.size, dtype=meta.properties.dtype, device="meta")
         return out
 
+    def _check_covered(self, target: Mapping[str, Any]) -> None:
+        """Every saved tensor under ``target``'s top-level keys must have a place in it: a target missing some (e.g.
+        an optimizer whose state is not initialized) would leave them unloaded, silently."""
+        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+        have: set[str] = set()
+
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, Mapping):
+                for k, v in node.items():
+                    walk(v, f"{path}.{k}")
+            elif isinstance(node, torch.Tensor):
+                have.add(path[1:])
+
+        walk(target, "")
+        saved = read_metadata(self.folder).state_dict_metadata
+        parts = tuple(f"{part}." for part in target)
+        lost = sorted(
+            k
+            for k, m in saved.items()
+            if isinstance(m, TensorStorageMetadata) and k.startswith(parts) and k not in have
+        )
+        if lost:
+            more = f" (+{len(lost) - 5} more)" if len(lost) > 5 else ""
+            raise CheckpointIncompatibleError(
+                f"{self.folder.parent.name}: the state being loaded into has no place for {', '.join(lost[:5])}{more} "
+                "(an optimizer with a different state, or a model with fewer tensors); nothing was loaded"
+            )
+
     def read(self, target: Any = None, *, collective: GroupCollective | None = None) -> Any:
         """The saved tensors: ``target=None``: every one, whole, as plain CPU tensors in the saved nesting (a list
         comes back as a dict keyed by str(index), as :func:`split_tensors` makes it; one process, no process group);
@@ -322,6 +351,7 @@ class ShardedState:
 
         reader = _reader(self.folder)
         if target is not None:
+            self._check_covered(target)
             group = collective.group if collective is not None else None
             with _one_process() if collective is None else contextlib.nullcontext():
                 load(target, storage_reader=reader, process_group=group, no_dist=collective is None)
