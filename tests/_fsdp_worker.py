@@ -10,6 +10,7 @@ Jobs (``--jobs``, comma separated):
 - ``resume-epoch``/``resume-mid``: a copy of the fsdp2 job's folder resumed from its second epoch end, or iteration-5
   (mid-epoch), checkpoint, to the same end; ``ddp-resume``: the second epoch end's checkpoint resumed by DDP;
   ``load-other-world``: that checkpoint loaded into FSDP2 on this launch's world size (nothing left to train);
+  ``fsdp2-from-ddp``: the ddp job's second-epoch-end checkpoint (plain layout) resumed by FSDP2;
 - ``kill-<stage>``: a sharded run whose second checkpoint commit SIGKILLs the whole job (torchrun included) at
   ``stage``: ``shards`` (the shards written and hashed), ``manifest`` (before it), ``rename``, ``latest``;
 - ``preempt``: the fsdp2 job, SIGTERM to rank 1 after iteration 12 (every rank stops at the next step, commits a
@@ -224,7 +225,8 @@ def _preempt(job: str, out: Path) -> None:
 
 
 def _resume(job: str, out: Path) -> None:
-    source = Path(torch.load(out / "fsdp2.pt", weights_only=False)["experiment_dir"])
+    source_job = "ddp" if job == "fsdp2-from-ddp" else "fsdp2"
+    source = Path(torch.load(out / f"{source_job}.pt", weights_only=False)["experiment_dir"])
     copy = out / "results" / "fsdp" / f"{job}_copy"
     done = out / f"{job}.copied"
     if os.environ["RANK"] == "0":  # the process group may not exist yet: the first fit makes it
@@ -233,7 +235,7 @@ def _resume(job: str, out: Path) -> None:
     while not done.exists():
         time.sleep(0.05)
     name = "ckpt-e0000-i000000005" if job == "resume-mid" else "ckpt-e0002-i000000016"
-    tl = build(out, "ddp" if job == "ddp-resume" else "fsdp2", job)
+    tl = build(out, "ddp" if job == "ddp-resume" else "fsdp2", job)  # fsdp2-from-ddp: a plain checkpoint
     tl.fit(num_epochs=2 if job == "load-other-world" else EPOCHS, resume_from=copy / "checkpoint_model" / name)
     _save(tl, out, job)
 
@@ -247,7 +249,8 @@ def _kill(job: str, out: Path) -> None:
 def run_job(job: str, out: Path) -> None:
     train = ("ddp", "fsdp2", "ddp-accum", "fsdp2-accum", "fsdp2-bf16", "resume-preempted", "cloud", "cloud-resume")
     jobs = {**dict.fromkeys(train, _train), "preempt": _preempt}
-    jobs.update(dict.fromkeys(("resume-epoch", "resume-mid", "ddp-resume", "load-other-world"), _resume))
+    resumes = ("resume-epoch", "resume-mid", "ddp-resume", "load-other-world", "fsdp2-from-ddp")
+    jobs.update(dict.fromkeys(resumes, _resume))
     jobs["errors"] = lambda _, out: errors(out)
     run = _kill if job.startswith("kill-") else jobs.get(job)
     if run is None:

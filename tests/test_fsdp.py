@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 
 from aitoolbox.checkpointing import CheckpointCorruptError, CheckpointInfo, CheckpointManager
 from aitoolbox.cloud import S3Store
-from aitoolbox.cloud.testing import SeaweedServer
+from aitoolbox.cloud.testing import SeaweedServer, aws_environment
 from aitoolbox.loop.testing import TinyClassifier
 
 WORKER = Path(__file__).with_name("_fsdp_worker.py")
@@ -60,10 +61,22 @@ def _load(out: Path, job: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cloud_env(s3_server: SeaweedServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The worker's cloud jobs' bucket (made by the job) on the session's S3 server, with clean AWS credentials."""
+    env = {k: v for k, v in aws_environment(tmp_path_factory.mktemp("aws")).items() if v is not None}
+    return {**env, "AITB_TEST_BUCKET": f"fsdp-{uuid.uuid4().hex[:12]}", "AITB_TEST_ENDPOINT": s3_server.endpoint_url}
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory, cloud_env: dict[str, str]) -> Path:
     root = tmp_path_factory.mktemp("fsdp")
-    _torchrun(root, "ddp,fsdp2,resume-epoch,resume-mid,ddp-resume,ddp-accum,fsdp2-accum,fsdp2-bf16,errors")
+    jobs = "ddp,fsdp2,resume-epoch,resume-mid,ddp-resume,fsdp2-from-ddp,ddp-accum,fsdp2-accum,fsdp2-bf16,cloud,errors"
+    _torchrun(root, jobs, env=cloud_env)  # one launch: every job a new TrainLoop in the same process group
     return root
+
+
+def _store(env: dict[str, str]) -> S3Store:
+    return S3Store(env["AITB_TEST_BUCKET"], endpoint_url=env["AITB_TEST_ENDPOINT"])
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -99,6 +112,13 @@ def test_a_sharded_checkpoint_resumes_bit_exact(out: Path, job: str) -> None:
 def test_ddp_resumes_a_sharded_checkpoint(out: Path) -> None:
     straight, resumed = _load(out, "fsdp2"), _load(out, "ddp-resume")
     assert _max_diff(straight["model"], resumed["model"]) <= 1e-6  # each rank read it whole: DDP's full model
+    for name, values in straight["history"].items():
+        assert resumed["history"][name] == pytest.approx(values, abs=1e-6)
+
+
+def test_fsdp2_resumes_a_plain_checkpoint(out: Path) -> None:
+    straight, resumed = _load(out, "fsdp2"), _load(out, "fsdp2-from-ddp")  # DDP's checkpoint scattered into shards
+    assert _max_diff(straight["model"], resumed["model"]) <= 1e-6
     for name, values in straight["history"].items():
         assert resumed["history"][name] == pytest.approx(values, abs=1e-6)
 
@@ -212,19 +232,19 @@ def _bucket_files(store: S3Store, info: CheckpointInfo, local_root: Path) -> dic
 
 
 def test_machines_without_a_shared_folder_put_their_shards_in_the_bucket(
-    out: Path, tmp_path: Path, s3_server: SeaweedServer, aws_env: None, bucket: str
+    out: Path, tmp_path: Path, cloud_env: dict[str, str], aws_env: None
 ) -> None:
-    env = {"AITB_TEST_BUCKET": bucket, "AITB_TEST_ENDPOINT": s3_server.endpoint_url}
-    first = tmp_path / "nodes"
-    proc = _torchrun(first, "cloud", "--private-rank1", env=env, check=False)
+    # two epochs mirrored to the bucket, then a new loop resumes to three from `latest`: each machine fetches what
+    # it lacks (rank 0: rank 1's shards; rank 1, whose results folder is its own: everything)
+    proc = _torchrun(tmp_path, "cloud,cloud-resume", "--private-rank1", env=cloud_env, check=False)
     if "cannot make a private mount" in proc.stderr:
         pytest.skip("this system allows no private mount namespace (needs root): another machine cannot be mimicked")
     assert proc.returncode == 0, proc.stderr[-6000:]
-    root = first / "results"
+    root = tmp_path / "results"
     (directory,) = root.glob("fsdp/cloud_*/checkpoint_model")
-    store = S3Store(bucket, endpoint_url=s3_server.endpoint_url)
+    store = _store(cloud_env)
     infos = CheckpointManager(directory).list()
-    assert infos and all(i.elsewhere == ("__1_0.distcp",) for i in infos)  # rank 1's files: on its machine only
+    assert len(infos) >= 4 and all(i.elsewhere == ("__1_0.distcp",) for i in infos)  # rank 1's: on its machine
     assert not (infos[-1].path / "shards" / "__1_0.distcp").exists()
     for info in infos:  # every file of every checkpoint reached the bucket, the manifest's SHA-256 with it
         in_bucket = _bucket_files(store, info, root)
@@ -234,21 +254,14 @@ def test_machines_without_a_shared_folder_put_their_shards_in_the_bucket(
     assert pointer == infos[-1].name
     with pytest.raises(CheckpointCorruptError, match="written on another machine .* resume with the cloud mirror"):
         infos[-1].verify()
-    # a new job on machines that lack files: each fetches what it lacks from the bucket and resumes exactly
-    proc = _torchrun(first, "cloud-resume", "--private-rank1", env=env)
-    resumed, straight = _load(first, "cloud-resume"), _load(out, "fsdp2")
+    resumed, straight = _load(tmp_path, "cloud-resume"), _load(out, "fsdp2")
     assert all(torch.equal(straight["model"][k], resumed["model"][k]) for k in straight["model"])
     assert resumed["history"] == straight["history"]
 
 
-def test_on_a_shared_folder_no_rank_but_0_uploads(
-    tmp_path: Path, s3_server: SeaweedServer, aws_env: None, bucket: str
-) -> None:
-    env = {"AITB_TEST_BUCKET": bucket, "AITB_TEST_ENDPOINT": s3_server.endpoint_url}
-    _torchrun(tmp_path, "cloud", env=env)
-    (directory,) = (tmp_path / "results").glob("fsdp/cloud_*/checkpoint_model")
+def test_on_a_shared_folder_no_rank_but_0_uploads(out: Path, cloud_env: dict[str, str], aws_env: None) -> None:
+    (directory,) = (out / "results").glob("fsdp/cloud_*/checkpoint_model")
     infos = CheckpointManager(directory).list(verify=True)
     assert infos and all(i.elsewhere == () for i in infos)  # rank 0 saw every file: its mirror uploaded them once
-    store = S3Store(bucket, endpoint_url=s3_server.endpoint_url)
-    in_bucket = _bucket_files(store, infos[-1], tmp_path / "results")
+    in_bucket = _bucket_files(_store(cloud_env), infos[-1], out / "results")
     assert {f"shards/{n}": e["sha256"] for n, e in infos[-1].shards.items()}.items() <= in_bucket.items()
