@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from aitoolbox.checkpointing import (
+    CheckpointCorruptError,
     CheckpointIncompatibleError,
     CheckpointManager,
     CheckpointNotFoundError,
@@ -184,7 +185,12 @@ class Checkpointing(LoopExtension[TrainLoop]):
             self.folder.lock(experiment_dir)
         manager = CheckpointManager(experiment_dir / CHECKPOINT_DIR)
         if runtime.distributed and self.mirror.settings.enabled:  # machines without a shared folder: fetch
-            name = (info.name if info is not None else manager.latest_name()) if runtime.is_main else None
+            name = None
+            if runtime.is_main:
+                try:
+                    name = info.name if info is not None else manager.latest_name()
+                except CheckpointCorruptError:  # a damaged pointer: loading falls back as it always does
+                    name = None
             name = runtime.broadcast(name)
             if name is not None:
                 self.mirror.fetch_missing(experiment_dir, name)

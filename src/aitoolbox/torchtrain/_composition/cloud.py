@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aitoolbox.checkpointing import CheckpointInfo, CheckpointManager
+from aitoolbox.checkpointing import CheckpointCorruptError, CheckpointInfo, CheckpointManager
 from aitoolbox.checkpointing.layout import LATEST, MANIFEST, pointer_bytes, read_pointer
 from aitoolbox.checkpointing.sharded import SHARDS
 from aitoolbox.experiment import ExperimentWriter
@@ -92,17 +92,24 @@ class CloudMirror(LoopExtension[TrainLoop]):
 
     def fetch_missing(self, experiment_dir: Path, name: str) -> None:
         """Download what this machine lacks of checkpoint ``name`` (its manifest, or files stored by the ranks of
-        other machines); nothing when the folder is complete here (a shared filesystem)."""
+        other machines); nothing when the folder is complete here (a shared filesystem). What cannot be fetched is
+        logged, and loading goes on with what is here (verified, falling back as usual)."""
+        from aitoolbox.cloud.errors import CloudError
+
         local = experiment_dir / CHECKPOINT_DIR / name
-        if not (local / MANIFEST).is_file():
-            self._rank_store().download_file(self._checkpoint_key(experiment_dir, name, MANIFEST), local / MANIFEST)
-        missing = [
-            (path, path.relative_to(local).as_posix())
-            for _, path, entry in CheckpointInfo.read(local).files()  # names checked by read()
-            if not path.is_file() or path.stat().st_size != entry["bytes"]
-        ]
-        for path, relative in missing:  # the store is made (and checked) only when something is missing
-            self._rank_store().download_file(self._checkpoint_key(experiment_dir, name, relative), path)
+        try:
+            if not (local / MANIFEST).is_file():
+                self._rank_store().download_file(self._checkpoint_key(experiment_dir, name, MANIFEST), local / MANIFEST)
+            missing = [
+                (path, path.relative_to(local).as_posix())
+                for _, path, entry in CheckpointInfo.read(local).files()  # names checked by read()
+                if not path.is_file() or path.stat().st_size != entry["bytes"]
+            ]
+            for path, relative in missing:  # the store is made (and checked) only when something is missing
+                self._rank_store().download_file(self._checkpoint_key(experiment_dir, name, relative), path)
+        except (CloudError, CheckpointCorruptError) as err:
+            logger.warning("cloud: could not fetch checkpoint %s from the bucket (%s); loading what is here", name, err)
+            return
         if missing:
             logger.info("cloud: fetched %d file(s) of %s that this machine lacked", len(missing), name)
 
