@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from aitoolbox.checkpointing import CheckpointManager, GroupCollective
+from aitoolbox.checkpointing.testing import one_rank_group
 from aitoolbox.loop import FSDP2, Runtime
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -31,11 +31,9 @@ WIDTH = scaled(2048, 128)
 
 @pytest.fixture
 def group() -> Iterator[GroupCollective]:
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield GroupCollective.new_group()
-    finally:
-        dist.destroy_process_group()
+    """A process group of one rank, and the sharded saves' own group in it."""
+    with one_rank_group() as collective:
+        yield collective
 
 
 def test_sharded_save_blocking_time(

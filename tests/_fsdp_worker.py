@@ -147,6 +147,7 @@ def _save(tl: TrainLoop, out: Path, job: str, record: Record | None = None) -> N
 def _kill_at(stage: str) -> None:
     """Make rank 0's second checkpoint commit SIGKILL the job at ``stage``."""
     import aitoolbox.checkpointing._sharded_commit as sharded_module
+    import aitoolbox.checkpointing.layout as layout_module
     import aitoolbox.checkpointing.manager as manager_module
 
     seen = {"commits": 0}
@@ -179,7 +180,7 @@ def _kill_at(stage: str) -> None:
         rename(src, dst)
 
     sharded_module.finish_shards = finish_shards  # type: ignore[assignment]
-    sharded_module.atomic_write_bytes = atomic_write_bytes  # type: ignore[assignment]  # the manifest
+    layout_module.atomic_write_bytes = atomic_write_bytes  # type: ignore[assignment]  # the manifest
     manager_module.atomic_write_bytes = atomic_write_bytes  # type: ignore[assignment]  # the pointer
     os.rename = os_rename  # type: ignore[assignment]
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from aitoolbox.checkpointing import (
     CheckpointCorruptError,
@@ -23,6 +22,7 @@ from aitoolbox.checkpointing import (
     GroupCollective,
 )
 from aitoolbox.checkpointing.sharded import SHARDS, merge_trees, read_metadata, split_tensors
+from aitoolbox.checkpointing.testing import one_rank_group
 
 
 def _sharded(value: float) -> dict[str, Any]:
@@ -137,12 +137,9 @@ def test_split_and_merge_are_inverse() -> None:
 
 @pytest.fixture
 def group() -> Iterator[GroupCollective]:
-    """A process group of one rank (gloo, a store in memory), and the sharded saves' own group in it."""
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield GroupCollective.new_group()
-    finally:
-        dist.destroy_process_group()
+    """A process group of one rank, and the sharded saves' own group in it."""
+    with one_rank_group() as collective:
+        yield collective
 
 
 def test_a_background_sharded_save_blocks_only_for_the_copy(tmp_path: Path, group: GroupCollective) -> None:

@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 
 from aitoolbox.checkpointing import (
     CheckpointCorruptError,
-    CheckpointIncompatibleError,
     CheckpointManager,
     CheckpointNotFoundError,
     CheckpointWriteError,
@@ -33,6 +32,7 @@ from aitoolbox.torchtrain._composition.commits import (
     EpochCheckpoint,
     apply_callbacks_and_rng,
     apply_model_and_optimizers,
+    refuse_non_finite,
 )
 from aitoolbox.torchtrain._composition.experiment import (
     CHECKPOINT_DIR,
@@ -195,25 +195,10 @@ class Checkpointing(LoopExtension[TrainLoop]):
             if name is not None:
                 self.mirror.fetch_missing(experiment_dir, name)
         loaded = manager.load(info, required=REQUIRED_PARTS, allow_partial=allow_partial)
-        if loaded.sharded is not None:  # its shards are read into the model by each rank, and checked there
-            apply_model_and_optimizers(loop, loaded, strict=not allow_changes, allow_non_finite=allow_non_finite)
-            self.folder.use(loop, experiment_dir, resumed=True)
-            if runtime.is_main:
-                info = loaded.info
-                logger.info("resuming from %s (epoch %d, iteration %d)", info.path, info.epoch, info.iteration)
-            return loaded
-        bad = first_non_finite({part: loaded[part] for part in ("model", "optimizer") if part in loaded})
-        if bad is not None and not allow_non_finite:
-            raise CheckpointIncompatibleError(
-                f"checkpoint {loaded.info.path} holds non-finite values ({bad} has a NaN or infinity): training from "
-                "it would go on from broken weights. Resume from an earlier checkpoint (resume_from=<its folder>), "
-                "or pass allow_non_finite_resume=True to continue anyway"
-            )
-        if bad is not None:
-            logger.warning(
-                "resuming from %s although %s is not finite (allow_non_finite_resume=True)", loaded.info.path, bad
-            )
-        apply_model_and_optimizers(loop, loaded, strict=not allow_changes)
+        if loaded.sharded is None:  # a sharded one is checked by each rank on its shards, once read
+            bad = first_non_finite({part: loaded[part] for part in ("model", "optimizer") if part in loaded})
+            refuse_non_finite(loaded, bad, allow_non_finite)
+        apply_model_and_optimizers(loop, loaded, strict=not allow_changes, allow_non_finite=allow_non_finite)
         self.folder.use(loop, experiment_dir, resumed=True)
         if runtime.is_main:
             info = loaded.info

@@ -65,6 +65,20 @@ def _collective(tl: TrainLoop) -> GroupCollective | None:
     return GroupCollective() if tl.runtime.distributed else None
 
 
+def refuse_non_finite(loaded: LoadedCheckpoint, bad: str | None, allow_non_finite: bool) -> None:
+    """Raise when ``bad`` names a non-finite tensor of ``loaded`` (training would go on from broken weights), unless
+    allowed (then warn)."""
+    if bad is None:
+        return
+    if not allow_non_finite:
+        raise CheckpointIncompatibleError(
+            f"checkpoint {loaded.info.path} holds non-finite values ({bad} has a NaN or infinity): training from "
+            "it would go on from broken weights. Resume from an earlier checkpoint (resume_from=<its folder>), "
+            "or pass allow_non_finite_resume=True to continue anyway"
+        )
+    logger.warning("resuming from %s although %s is not finite (allow_non_finite_resume=True)", loaded.info.path, bad)
+
+
 def _apply_sharded(tl: TrainLoop, loaded: LoadedCheckpoint, strict: bool, allow_non_finite: bool) -> None:
     """A sharded checkpoint: keys and shapes checked against its metadata first (no data read). Under a sharding
     strategy, each rank reads its share into the strategy's sharded state (DCP reshards to this world size); else
@@ -99,12 +113,9 @@ def _apply_sharded(tl: TrainLoop, loaded: LoadedCheckpoint, strict: bool, allow_
         lambda opt, state: strategy.load_optimizer_state_dict(model, opt, state, full=False),
     )
     bad = first_non_finite(collect_sharded(tl))  # this rank's shard; every rank agrees
-    if tl.runtime.any(bad is not None) and not allow_non_finite:
-        raise CheckpointIncompatibleError(
-            f"checkpoint {path} holds non-finite values (a NaN or infinity{f' in {bad}' if bad else ''}): "
-            "training from it would go on from broken weights. Resume from an earlier checkpoint "
-            "(resume_from=<its folder>), or pass allow_non_finite_resume=True to continue anyway"
-        )
+    refuse_non_finite(
+        loaded, (bad or "a shard on another rank") if tl.runtime.any(bad is not None) else None, allow_non_finite
+    )
     if "loop" in loaded:
         tl.load_state_dict(loaded["loop"], strict=strict)
 

@@ -3,20 +3,16 @@ kept apart from the plain one: a mixin of the manager."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from aitoolbox.checkpointing._fs import atomic_write_bytes, check_room, fsync_dir, owner_tag, sweep_stale
+from aitoolbox.checkpointing._fs import check_room
 from aitoolbox.checkpointing.errors import CheckpointWriteError
-from aitoolbox.checkpointing.layout import FORMAT, MANIFEST, SHARDED_REST, checkpoint_bytes, write_parts
+from aitoolbox.checkpointing.layout import SHARDED_REST, checkpoint_bytes, write_manifest, write_parts
 from aitoolbox.checkpointing.sharded import (
     SHARDS,
     GroupCollective,
@@ -39,7 +35,8 @@ class ShardedCommit:
     store_shards: Callable[[str, Path, dict[str, dict[str, Any]]], None] | None
     _buffers: SnapshotBuffers
     _thread: threading.Thread | None
-    _run: Callable[..., None]
+    _start: Callable[[Callable[..., None], tuple[Any, ...]], None]
+    _new_tmp: Callable[[str], Path]
     _publish: Callable[[Path, str, float], None]
 
     def _save_sharded(
@@ -68,10 +65,8 @@ class ShardedCommit:
                 job_parts = {part: self._buffers.snapshot(value, part) for part, value in parts.items()}
                 job_parts[SHARDED_REST] = check_plain({part: r for part, (_, r) in split.items()}, "sharded")
                 check_room(self.directory, checkpoint_bytes(job_parts) + 2 * world * shard_bytes(tensors))
-                self.directory.mkdir(parents=True, exist_ok=True)
-                sweep_stale(self.directory)
-                tmp = self.directory / f".tmp-{name}-{uuid.uuid4().hex[:8]}{owner_tag()}"
-                (tmp / SHARDS).mkdir(parents=True)
+                tmp = self._new_tmp(name)
+                (tmp / SHARDS).mkdir()
                 tmp_name = tmp.name
             except BaseException as err:  # told to the other ranks (None), raised here
                 error = err
@@ -89,17 +84,7 @@ class ShardedCommit:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         job = (tmp, name, epoch, iteration, metrics, check_plain(dict(meta or {}), "meta"), job_parts, pending, world)
-        if self.background:
-            self._thread = threading.Thread(
-                target=self._run,
-                args=job,
-                kwargs={"commit": self._commit_sharded},
-                name=f"checkpoint-{name}",
-                daemon=False,
-            )
-            self._thread.start()
-        else:
-            self._commit_sharded(*job)
+        self._start(self._commit_sharded, job)
         return name
 
     def _commit_sharded(
@@ -124,23 +109,11 @@ class ShardedCommit:
             if not main:
                 return
             assert shards is not None
+            sharded = {"parts": sorted(parts[SHARDED_REST]), "files": shards, "elsewhere": elsewhere}
             files = write_parts(tmp, parts)
-            manifest = {
-                "format": FORMAT,
-                "name": name,
-                "epoch": epoch,
-                "iteration": iteration,
-                "created": time.time(),
-                "metrics": metrics,
-                "parts": files,
-                "meta": meta,
-                "torch": torch.__version__,
-                "layout": "dcp",
-                "world_size": world,
-                "sharded": {"parts": sorted(parts[SHARDED_REST]), "files": shards, "elsewhere": elsewhere},
-            }
-            atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
-            fsync_dir(tmp)
+            write_manifest(
+                tmp, name, epoch, iteration, metrics, files, meta, layout="dcp", world_size=world, sharded=sharded
+            )
         except BaseException:
             if main:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from aitoolbox.checkpointing._fs import HashingWriter, sha256_file
+from aitoolbox.checkpointing._fs import HashingWriter, atomic_write_bytes, fsync_dir, sha256_file
 from aitoolbox.checkpointing.errors import CheckpointCorruptError, CheckpointIncompatibleError
 from aitoolbox.checkpointing.sharded import DCP_METADATA, SHARDS, ShardedState, merge_trees
 
@@ -133,6 +134,33 @@ def write_parts(tmp: Path, snapshot: Mapping[str, Any]) -> dict[str, dict[str, A
             os.fsync(f.fileno())
         files[part] = {"file": path.name, "sha256": writer.sha256.hexdigest(), "bytes": writer.size}
     return files
+
+
+def write_manifest(
+    tmp: Path,
+    name: str,
+    epoch: int,
+    iteration: int,
+    metrics: Mapping[str, float],
+    files: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    **extra: Any,
+) -> None:
+    """``tmp``'s manifest (``extra``: a sharded checkpoint's layout entries), written atomically, ``tmp`` fsync'd."""
+    manifest = {
+        "format": FORMAT,
+        "name": name,
+        "epoch": epoch,
+        "iteration": iteration,
+        "created": time.time(),
+        "metrics": dict(metrics),
+        "parts": dict(files),
+        "meta": dict(meta),
+        "torch": torch.__version__,
+        **extra,
+    }
+    atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+    fsync_dir(tmp)
 
 
 def damaged_message(where: object, damage: list[str]) -> str:

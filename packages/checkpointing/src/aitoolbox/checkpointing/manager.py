@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import errno
-import json
 import logging
 import math
 import os
@@ -36,9 +35,7 @@ from aitoolbox.checkpointing.errors import (
     CheckpointWriteError,
 )
 from aitoolbox.checkpointing.layout import (
-    FORMAT,
     LATEST,
-    MANIFEST,
     SHARDED_REST,
     CheckpointInfo,
     LoadedCheckpoint,
@@ -48,6 +45,7 @@ from aitoolbox.checkpointing.layout import (
     load_parts,
     pointer_bytes,
     read_pointer,
+    write_manifest,
     write_parts,
 )
 from aitoolbox.checkpointing.sharded import (
@@ -180,12 +178,26 @@ class CheckpointManager(ShardedCommit):
         snapshot = {name: self._buffers.snapshot(value, name) for name, value in parts.items()}
         check_room(self.directory, checkpoint_bytes(snapshot))  # counted generously: data and file overhead
         job = (snapshot, name, int(epoch), int(iteration), clean_metrics, check_plain(dict(meta or {}), "meta"))
+        self._start(self._commit, job)
+        return name
+
+    def _start(self, commit: Callable[..., None], job: tuple[Any, ...]) -> None:
+        """Run ``commit(*job)`` (``job[1]``: the checkpoint's name) on a background thread, or here."""
         if self.background:
-            self._thread = threading.Thread(target=self._run, args=job, name=f"checkpoint-{name}", daemon=False)
+            self._thread = threading.Thread(
+                target=self._run, args=(commit, *job), name=f"checkpoint-{job[1]}", daemon=False
+            )
             self._thread.start()
         else:
-            self._commit(*job)
-        return name
+            commit(*job)
+
+    def _new_tmp(self, name: str) -> Path:
+        """A new hidden temporary folder for checkpoint ``name`` (a dead writer's old ones swept first)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        sweep_stale(self.directory)
+        tmp = self.directory / f".tmp-{name}-{uuid.uuid4().hex[:8]}{owner_tag()}"
+        tmp.mkdir()
+        return tmp
 
     def wait(self) -> None:
         """Block until the background save (if any) is committed; re-raise its error."""
@@ -207,9 +219,9 @@ class CheckpointManager(ShardedCommit):
         """Wait for pending work; the manager can still be used afterwards."""
         self.wait()
 
-    def _run(self, *job: Any, commit: Callable[..., None] | None = None) -> None:
+    def _run(self, commit: Callable[..., None], *job: Any) -> None:
         try:
-            (commit or self._commit)(*job)
+            commit(*job)
         except BaseException as err:  # handed to the training thread by wait()
             logger.error("checkpoint %s failed: %s", job[1], err)
             with self._lock:
@@ -225,25 +237,9 @@ class CheckpointManager(ShardedCommit):
         meta: dict[str, Any],
     ) -> None:
         start = time.perf_counter()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        sweep_stale(self.directory)
-        tmp = self.directory / f".tmp-{name}-{uuid.uuid4().hex[:8]}{owner_tag()}"
-        tmp.mkdir()
+        tmp = self._new_tmp(name)
         try:
-            files = write_parts(tmp, snapshot)
-            manifest = {
-                "format": FORMAT,
-                "name": name,
-                "epoch": epoch,
-                "iteration": iteration,
-                "created": time.time(),
-                "metrics": metrics,
-                "parts": files,
-                "meta": meta,
-                "torch": torch.__version__,
-            }
-            atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
-            fsync_dir(tmp)
+            write_manifest(tmp, name, epoch, iteration, metrics, write_parts(tmp, snapshot), meta)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint never stays (nor takes the space)
             raise

@@ -13,8 +13,12 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["SmallDiskUnavailable", "small_disk"]
+if TYPE_CHECKING:
+    from aitoolbox.checkpointing.sharded import GroupCollective
+
+__all__ = ["SmallDiskUnavailable", "one_rank_group", "small_disk"]
 
 
 class SmallDiskUnavailable(RuntimeError):
@@ -37,3 +41,18 @@ def small_disk(path: str | Path, size: str = "1m") -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+@contextlib.contextmanager
+def one_rank_group() -> Iterator[GroupCollective]:
+    """A process group of one rank (gloo, its store in memory) for the ``with`` block, and a sharded save's own
+    group in it: sharded, background saves in one process."""
+    import torch.distributed as dist
+
+    from aitoolbox.checkpointing.sharded import GroupCollective
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # type: ignore[attr-defined]
+    try:
+        yield GroupCollective.new_group()
+    finally:
+        dist.destroy_process_group()

@@ -287,11 +287,6 @@ class FSDP2(Strategy):
         self._names: dict[int, str] = {}
 
     def check_runtime(self, runtime: Runtime) -> None:
-        if not runtime.distributed:
-            raise LoopConfigError(
-                "strategy='fsdp2' needs a process group: start the script with torchrun --nproc_per_node N "
-                "(one process trains with strategy='single')"
-            )
         if self.amp_dtype == torch.float16:
             raise LoopConfigError(
                 "use_amp='fp16' with strategy='fsdp2': its gradient scaler would see only this rank's shard; use "
@@ -441,9 +436,6 @@ class FSDP2(Strategy):
         norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type)
         full = getattr(norm, "full_tensor", None)  # a DTensor over the mesh: the norm of every rank's shards
         return full() if full is not None else norm
-
-    def release(self) -> None:
-        self.wrapped = None
 
     def __repr__(self) -> str:
         return f"FSDP2(reshard_after_forward={self.reshard_after_forward})"
