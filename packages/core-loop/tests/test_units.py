@@ -127,8 +127,9 @@ def test_model_wrap_and_as_ttmodel() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(aitoolbox.loop.__all__) == sorted(
-        """AbstractModelFeedDefinition AmpConfig CallableBool DDP FSDP2 LoopConfigError LoopError LoopState LoopView
-        ModelNotSupportedError ModelWrap MultiLoss MultiOptimizer NonFiniteLossError Preempted Preemption
+        """AbstractModelFeedDefinition AmpConfig CallableBool DDP DataOrderLog ElasticSampler FSDP2 LoopConfigError
+        LoopError LoopState LoopView ModelNotSupportedError ModelWrap MultiLoss MultiOptimizer
+        NonFiniteLossError Preempted Preemption
         ResumeMismatchError Runtime SingleDevice Strategy TTBasicModel TTModel TrainLoop TrainingHistory __version__
         as_ttmodel move_to_device resolve_amp resolve_device resolve_mode""".split()
     )

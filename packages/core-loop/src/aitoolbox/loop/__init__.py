@@ -5,6 +5,7 @@ from aitoolbox.loop._version import __version__
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
 from aitoolbox.loop.callbacks.base import CallableBool, LoopView
 from aitoolbox.loop.direction import resolve_mode
+from aitoolbox.loop.elastic import DataOrderLog, ElasticSampler
 from aitoolbox.loop.errors import (
     LoopConfigError,
     LoopError,
@@ -27,6 +28,8 @@ __all__ = [
     "AbstractModelFeedDefinition",
     "AmpConfig",
     "CallableBool",
+    "DataOrderLog",
+    "ElasticSampler",
     "LoopConfigError",
     "LoopError",
     "LoopState",

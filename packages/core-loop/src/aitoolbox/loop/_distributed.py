@@ -248,7 +248,9 @@ def start_rank(loop: Any) -> None:
     loop.device = resolve_device(rank_device(device), index)
     loop.tt_model.to(loop.device)
     loop.runtime = ctx = setup(loop.device)
-    loop.state.sampler_seed = int(ctx.broadcast(torch.initial_seed() % 2**62))
+    # rank 0's seed, unless a resume (load_state_dict before fit) restored the saved run's: its shuffling continues
+    seed = loop.state.sampler_seed
+    loop.state.sampler_seed = int(ctx.broadcast(torch.initial_seed() % 2**62 if seed is None else seed))
     loop.strategy.amp_dtype = loop.amp.dtype
     loop.strategy.check_runtime(ctx)
     loop.strategy.wrap(loop.tt_model, loop.device, ctx)

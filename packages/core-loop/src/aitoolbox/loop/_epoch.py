@@ -30,6 +30,7 @@ from aitoolbox.loop.callbacks._dispatch import CallbackHandler
 from aitoolbox.loop.callbacks.base import LoopView
 from aitoolbox.loop.callbacks.progress_bar import ProgressBar
 from aitoolbox.loop.callbacks.progress_log import ProgressLog, is_terminal, visible_progress
+from aitoolbox.loop.elastic import DataOrderLog, elastic_sampler
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.extensions import FitRun
 from aitoolbox.loop.multi_loss import MultiLoss, backward_multi
@@ -97,12 +98,16 @@ class EpochRunner:
         self.params: list[list[torch.Tensor]] = []  # each optimizer's trainable parameters, for a MultiLoss
         self.prefetch = device.type == "cuda" and loop.prefetch
         self.move = None if device.type == "cpu" or self.prefetch else move_to_device
+        self.order: DataOrderLog | None = None  # set per epoch: the data-order log of an ElasticSampler
 
     def start(self, loader: Iterable[Any]) -> tuple[Iterable[Any], int]:
         """The epoch's loader and the batches already done in it: fresh, or continued from a mid-epoch checkpoint."""
         state = self.state
         plan, state.resume_plan = state.resume_plan, None
         self.loop.runtime.set_epoch(loader, state.epoch)
+        elastic = elastic_sampler(loader)
+        if elastic is not None:
+            elastic.set_epoch(state.epoch)
         skip, loss_sum = 0, 0.0
         if plan is not None and plan["batch_in_epoch"] > 0:
             skip, loss_sum = plan["batch_in_epoch"], plan["epoch_loss_sum"]
@@ -116,6 +121,10 @@ class EpochRunner:
                 restore_data_rng(loader, pending)
             state.epoch_start_rng = capture_epoch_rng(loader)
         state.begin_epoch(skip, loss_sum, self.device)
+        self.order = None
+        if elastic is not None and elastic.log_order:  # skip is whole optimizer steps (checked by the resume)
+            state.order_log.begin_epoch(elastic, skip // state.grad_accumulation)
+            self.order = state.order_log
         if self.prefetch:
             loader = CudaPrefetcher(loader, self.device)
         return loader, skip
@@ -219,6 +228,8 @@ class EpochRunner:
             call()
         for opt in loop.optimizers:
             opt.zero_grad(set_to_none=True)
+        if self.order is not None:
+            self.order.step(self.state.last_loss)  # type: ignore[arg-type]  # set by the step's last micro-batch
 
 
 @contextlib.contextmanager
@@ -241,8 +252,12 @@ def train(loop: Engine, run: FitRun) -> None:
             "resumed after %s: training up to %s (after a resume, num_epochs counts from the start)", done, target
         )
     state.begin_fit(run.num_epochs, run.num_iterations, run.grad_accumulation)
+    loop.loaders.set_accumulation(run.grad_accumulation)
+    loop.loaders.train(loop.train_loader)  # derived now: a global batch the ranks cannot split is refused here
     if state.resume_plan is not None:
-        check_resume_plan(state, data_layout(loop.train_loader))
+        check_resume_plan(
+            state, data_layout(loop.train_loader), loop.runtime.world_size, elastic_sampler(loop.train_loader)
+        )
     handler = _register_callbacks(loop, run)
     local_rank = getattr(loop.runtime, "local_rank", None)  # set in a distributed run
     for ext in loop.extensions:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from aitoolbox.loop.elastic import elastic_sampler
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.preemption import IgnoreSignals
 
@@ -106,6 +107,7 @@ class RunLoaders:
         self.fast_collate = fast_collate
         self.ignore_signals = ignore_signals  # the preemption signals: the main process handles them, not workers
         self.sampler_seed = 0
+        self.accumulation = 1  # micro-batches per optimizer step: an ElasticSampler's share depends on it
         self._cache: dict[str, tuple[Any, Any, bool]] = {}
 
     def reset(self, runtime: Runtime | None = None, sampler_seed: int | None = None) -> None:
@@ -113,6 +115,12 @@ class RunLoaders:
         self.runtime = runtime or self.runtime
         self.sampler_seed = self.sampler_seed if sampler_seed is None else sampler_seed
         self._cache.clear()
+
+    def set_accumulation(self, accumulation: int) -> None:
+        """The fit's ``grad_accumulation`` (an elastic training loader is derived again when it changes)."""
+        if accumulation != self.accumulation:
+            self.accumulation = accumulation
+            self._cache.pop("train_loader", None)
 
     def train(self, loader: Iterable[Any]) -> Iterable[Any]:
         return self._get("train_loader", loader)[0]
@@ -128,7 +136,12 @@ class RunLoaders:
             return cached[1], cached[2]
         derived, sharded = loader, False
         if key == "train_loader":
-            derived = self.runtime.shard_train(loader, self.sampler_seed)
+            elastic = elastic_sampler(loader)
+            if elastic is not None:  # this rank's micro-batches of each global batch, whatever the world size
+                rt = self.runtime
+                derived = derive_loader(loader, batch_sampler=elastic.shard(rt.rank, rt.world_size, self.accumulation))
+            else:
+                derived = self.runtime.shard_train(loader, self.sampler_seed)
         else:
             share = self.runtime.shard_eval(loader)
             if share is None and self.runtime.distributed:

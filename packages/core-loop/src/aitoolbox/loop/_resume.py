@@ -31,6 +31,7 @@ __all__ = [
     "not_replayed",
     "restore_data_rng",
     "restore_epoch_rng",
+    "saved_world_size",
     "skip_batches",
 ]
 
@@ -45,6 +46,7 @@ _REPLAYABLE_SAMPLERS = frozenset(
         "WeightedRandomSampler",
         "BatchSampler",
         "DistributedSampler",
+        "ElasticSampler",
         "_SkippingSampler",
         "_InfiniteConstantSampler",
     }
@@ -120,8 +122,9 @@ def data_layout(loader: object) -> dict[str, Any]:
         batches: int | None = len(loader)  # type: ignore[arg-type]
     except TypeError:
         batches = None
+    elastic = getattr(loader, "batch_sampler", None)
     return {
-        "batch_size": getattr(loader, "batch_size", None),
+        "batch_size": getattr(loader, "batch_size", None) or getattr(elastic, "global_batch_size", None),
         "dataset_len": length,
         "batches": batches,
         "sampler": type(getattr(loader, "sampler", None)).__name__,
@@ -248,13 +251,30 @@ class _SkipIterable:
         return _skip_iterable(self.loader, self.skip, self.after_skip)
 
 
-def check_resume_plan(state: Any, layout: dict[str, Any]) -> None:
+def saved_world_size(plan: dict[str, Any]) -> int | None:
+    """The number of processes that saved a loop state (None: not recorded, a checkpoint of an older version)."""
+    if plan.get("world_size") is not None:
+        return int(plan["world_size"])
+    ranks = plan.get("epoch_loss_sum_ranks")
+    return len(ranks) if ranks else None
+
+
+def check_resume_plan(state: Any, layout: dict[str, Any], world_size: int = 1, elastic: Any = None) -> None:
     """A mid-epoch resume skips the consumed batches by count: refuse (or, not strict, warn) when the count no
-    longer means them. ``state`` is the loop's LoopState, ``layout`` the training loader's :func:`data_layout`."""
+    longer means them. ``state`` is the loop's LoopState, ``layout`` the training loader's :func:`data_layout`,
+    ``elastic`` its :class:`~aitoolbox.loop.elastic.ElasticSampler` (the position is then counted in global steps,
+    and carried to another world size or accumulation)."""
     plan = state.resume_plan
     changes = layout_changes(plan.get("data_layout") or {}, layout)
+    saved_world = saved_world_size(plan)
+    if elastic is not None and not changes:
+        _carry_elastic_position(plan, saved_world or world_size, world_size, state.grad_accumulation)
+        return
     if plan["grad_accumulation"] != state.grad_accumulation:
         changes.append(f"grad_accumulation {plan['grad_accumulation']} -> {state.grad_accumulation}")
+    moved = saved_world is not None and saved_world != world_size
+    if moved:
+        changes.append(f"processes (world size) {saved_world} -> {world_size}")
     if not changes:
         return
     what = (
@@ -263,12 +283,38 @@ def check_resume_plan(state: Any, layout: dict[str, Any]) -> None:
     )
     if state.resume_strict:
         state.resume_plan = None
-        raise ResumeMismatchError(
-            f"{what}; the skipped batches would not be the ones already trained on. Resume with the original "
-            "settings, from an epoch-end checkpoint, or accept the difference (allow_resume_changes=True in "
-            "fit, strict=False in load_state_dict)"
+        elastic_hint = (
+            "; a DistributedSampler's shards depend on the number of processes: for a data order that does not, "
+            "train with DataLoader(dataset, batch_sampler=ElasticSampler(dataset, global_batch_size=G)) (exact on "
+            "any world size that divides G), or resume on "
+            f"{saved_world} process(es)"
+            if moved
+            else ""
         )
-    logger.warning("%s: continuing anyway, as asked", what)
+        raise ResumeMismatchError(
+            f"{what}; the skipped batches would not be the ones already trained on{elastic_hint}. Resume with the "
+            "original settings, from an epoch-end checkpoint, or accept the difference (allow_resume_changes=True "
+            "in fit, strict=False in load_state_dict)"
+        )
+    consequence = (
+        ": each process skips its first batches of its new shard, so part of the epoch's samples will be trained "
+        "twice and as many not at all (the next epochs are exact)"
+        if moved
+        else ""
+    )
+    logger.warning("%s: continuing anyway, as asked%s", what, consequence)
+
+
+def _carry_elastic_position(plan: dict[str, Any], saved_world: int, world_size: int, accumulation: int) -> None:
+    """Express an elastic run's position (whole global steps) in this run's micro-batches, and its partial epoch
+    loss as the same mean over this rank's share."""
+    steps, saved_batches = plan["batch_in_epoch"] // plan["grad_accumulation"], plan["batch_in_epoch"]
+    batches = steps * accumulation
+    if batches != saved_batches or saved_world != world_size:
+        ranks = plan.get("epoch_loss_sum_ranks")
+        total = sum(ranks) if ranks and len(ranks) == saved_world else plan["epoch_loss_sum"] * saved_world
+        plan["epoch_loss_sum"] = total / (saved_world * saved_batches) * batches
+    plan["batch_in_epoch"] = batches
 
 
 def load_loop_state(loop: Any, state: dict[str, Any], *, strict: bool) -> None:
@@ -282,6 +328,7 @@ def load_loop_state(loop: Any, state: dict[str, Any], *, strict: bool) -> None:
     problems = not_replayed(loop.train_loader, mid_epoch=bool(state["batch_in_epoch"]))
     if problems and runtime.is_main:
         logger.warning("the resumed run may differ from the interrupted one: %s", "; ".join(problems))
-    if "sampler_seed" in state and state["sampler_seed"] != loop.state.sampler_seed:
-        loop.state.sampler_seed = int(state["sampler_seed"])  # the interrupted run's shuffling
+    saved_seed = state.get("sampler_seed")
+    if saved_seed is not None and saved_seed != loop.state.sampler_seed:
+        loop.state.sampler_seed = int(saved_seed)  # the interrupted run's shuffling (kept by a distributed start)
         loop.loaders.reset(sampler_seed=loop.state.sampler_seed)

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar, overload
 
 import torch
 
+from aitoolbox.loop.elastic import DataOrderLog
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.history import TrainingHistory
 
@@ -37,6 +38,7 @@ class LoopState:
         "messages",
         "num_epochs",
         "num_iterations",
+        "order_log",
         "resume_plan",
         "resume_strict",
         "resumed",
@@ -74,7 +76,10 @@ class LoopState:
         self.resumed = False
         #: ``tl.message_service``, made on first use (its epoch-end purge costs nothing until then)
         self.messages: Any = None
-        self.sampler_seed = 0
+        #: the distributed shuffling seed: set when a distributed fit starts (rank 0's), or restored by a resume
+        self.sampler_seed: int | None = None
+        #: the data-order log (kept while the training loader has an ElasticSampler)
+        self.order_log = DataOrderLog()
 
     @property
     def epochs_done(self) -> int:
@@ -152,6 +157,7 @@ class LoopState:
             "history_epochs": self.history.epochs(),
             "sampler_seed": self.sampler_seed,
             "data_rng": None if batch else data_rng(),
+            "data_order": self.order_log.state_dict() if self.order_log.steps else None,
             **extra,
         }
 
@@ -165,6 +171,7 @@ class LoopState:
         if self.resume_plan is not None and ranks and len(ranks) == world_size:
             self.resume_plan["epoch_loss_sum"] = float(ranks[rank])
         self.data_rng_pending = state.get("data_rng")
+        self.order_log.load_state_dict(state.get("data_order"))
         self.resume_strict = strict
         self.resumed = True
         self.batch_in_epoch = int(state["batch_in_epoch"])
@@ -184,6 +191,8 @@ class LoopState:
             "iteration": self.iteration,
             "early_stop": self.early_stop,
             "stop_reason": self.stop_reason,
+            "sampler_seed": self.sampler_seed,
+            "data_order": self.order_log.state_dict(),
         }
 
     def adopt(self, data: dict[str, Any]) -> None:
@@ -193,6 +202,8 @@ class LoopState:
         self.epoch_complete = data["epoch_complete"]
         self.total_iteration_idx = self.iteration - 1
         self.early_stop, self.stop_reason = data["early_stop"], data["stop_reason"]
+        self.sampler_seed = data["sampler_seed"]
+        self.order_log.load_state_dict(data["data_order"])
 
 
 class StateField(Generic[T]):

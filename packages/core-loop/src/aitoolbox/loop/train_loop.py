@@ -312,6 +312,7 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
             grad_scaler=self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             data_layout=data_layout(self.train_loader),
             optimizers=[type(opt).__qualname__ for opt in self.optimizers],
+            world_size=self.runtime.world_size,
         )
 
     def load_state_dict(self, state: dict[str, Any], *, strict: bool = True) -> None:
