@@ -133,6 +133,7 @@ class Checkpointing(LoopExtension[TrainLoop]):
         elif sharded:
             self.manager = CheckpointManager(directory, collective=self._collective, store_shards=store_shards)
         self._callback.manager = self.manager
+        self._callback.experiment = self.folder.path
         if self._pending is not None:
             apply_callbacks_and_rng(loop, self._pending)
             self._pending = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from aitoolbox.checkpointing import (
@@ -24,6 +25,7 @@ from aitoolbox.loop.callbacks.base import (
     check_metric_will_exist,
     load_callback_states,
 )
+from aitoolbox.torchtrain._composition.data_order import write_data_order
 from aitoolbox.torchtrain._composition.retention import Retention
 
 logger = logging.getLogger(__name__)
@@ -177,6 +179,8 @@ class EpochCheckpoint(Callback):
         self.manager: CheckpointManager | None = None
         self.meta = dict(meta)
         self.monitor, self.mode = retention.monitor, retention.mode
+        #: the experiment folder, where each commit brings ``data_order.json`` up to date first (set at the start)
+        self.experiment: Path | None = None
 
     def provided_metrics(self) -> tuple[str, ...]:
         return ()  # adds nothing to the training history
@@ -236,6 +240,8 @@ class EpochCheckpoint(Callback):
             parts["rng_ranks"] = [rng for rng, _ in per_rank]
             parts["loop"]["epoch_loss_sum_ranks"] = [loss_sum for _, loss_sum in per_rank]
         loop = parts["loop"] if main else (loop_state or tl.state_dict())
+        order = {"data_order": loop["data_order"]} if loop.get("data_order") else {}
+        write_data_order(self.experiment, tl)
         return self.manager.save(
             parts,
             sharded=sharded,
@@ -245,7 +251,7 @@ class EpochCheckpoint(Callback):
             # for a preemption that lands there); a mid-epoch one would carry the previous epoch's and compete with
             # it for the best-k places: it competes in none
             metrics=tl.train_history.last_numbers() if loop["batch_in_epoch"] == 0 else None,
-            meta={**self.meta, **(meta or {})},
+            meta={**self.meta, **(meta or {}), **order},
         )
 
     def on_epoch_end(self) -> None:

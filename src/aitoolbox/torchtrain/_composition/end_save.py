@@ -17,6 +17,7 @@ from aitoolbox.experiment.result_package import AbstractResultPackage
 from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.extensions import LoopExtension
 from aitoolbox.torchtrain._composition.cloud import CloudMirror
+from aitoolbox.torchtrain._composition.data_order import write_data_order
 from aitoolbox.torchtrain._composition.experiment import ExperimentFolder
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ def end_save(tl: TrainLoop, ext: EndSave, final_state: dict[str, Any] | None = N
     save_final_model(tl, writer, final_state)
     history, epochs = tl.train_history.to_dict(), tl.train_history.epochs()
     writer.write_history(history, epochs=epochs)
+    write_data_order(folder.path, tl)
     writer.write_hyperparams(folder.hyperparams)
     writer.copy_script()
     writer.write_environment({"device": str(tl.device), "amp": str(tl.amp.dtype), "variant": type(tl).__name__})

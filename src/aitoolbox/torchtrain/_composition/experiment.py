@@ -16,6 +16,7 @@ from aitoolbox.checkpointing.layout import LATEST, damaged_message, is_checkpoin
 from aitoolbox.experiment import ExperimentLock, ExperimentWriter
 from aitoolbox.loop import LoopConfigError, TrainLoop
 from aitoolbox.loop.extensions import FitRun, LoopExtension
+from aitoolbox.torchtrain._composition.data_order import write_data_order
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +242,7 @@ class ExperimentFolder(LoopExtension[TrainLoop]):
     def on_fit_start(self, loop: TrainLoop) -> None:
         if self.path is None:
             self.create(loop)
+        loop.state.order_log.keep_marks = bool(loop.is_main_process)  # data_order.json's marks (ElasticSampler)
 
     def create(self, loop: TrainLoop) -> None:
         """Make a new experiment folder (rank 0, which locks it; every rank learns its path) and use it."""
@@ -255,9 +257,11 @@ class ExperimentFolder(LoopExtension[TrainLoop]):
         self.use(loop, loop.runtime.broadcast(path), resumed=False)
 
     def after_fit(self, loop: TrainLoop) -> None:
+        write_data_order(self.path, loop)  # the marks after the last checkpoint (the end-save wrote its own)
         self.unlock()  # attached first: every other extension's end-of-fit work is done
 
     def on_error(self, loop: TrainLoop, error: BaseException) -> None:
+        write_data_order(self.path, loop)
         self.unlock()
 
     def unlock(self) -> None:
