@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Comparison", "Run", "compare", "main"]
+__all__ = ["Comparison", "Run", "compare", "first_trained", "main"]
 
 _NOISE = {"written", "executable"}  # environment entries that differ between any two runs
 
@@ -211,6 +211,49 @@ def compare(a: str | Path, b: str | Path, *, rtol: float = 1e-6, atol: float = 1
     return result
 
 
+def first_trained(run: str | Path, sample: int) -> dict[str, Any] | None:
+    """The first optimizer step of the run that trained dataset sample ``sample`` (``{'step', 'epoch',
+    'checkpoint'}``: the first checkpoint that includes that step, ``None`` if none does), or ``None`` when the run
+    has not trained it. Computed from ``data_order.json``'s sampler settings and checked against its marks.
+
+    Raises:
+        ValueError: no data-order log, a weighted sampler (its weights are not in the log), or marks that do not
+            follow the sampler settings (the settings changed during the run).
+    """
+    try:
+        from aitoolbox.loop.elastic import GENESIS, ElasticSampler, chain_step
+    except ImportError as err:
+        raise ValueError(f"rebuilding the data order needs torch and aitoolbox-core-loop ({err})") from err
+    r = Run.read(run)
+    log = r.data_order
+    if not log.get("sampler"):
+        raise ValueError(f"{r.path} has no data-order log (kept for a training loader with an ElasticSampler)")
+    if log["sampler"]["weighted"]:
+        raise ValueError("the run's sampler is weighted: its weights are not in the log, its order cannot be rebuilt")
+    sampler = ElasticSampler.from_spec(log["sampler"])
+    marks = {m["step"]: m["sha256"] for m in log.get("marks", [])} | {log["steps"]: log["sha256"]}
+    done, epoch, chain = 0, 0, GENESIS
+    found: dict[str, Any] | None = None
+    while done < log["steps"] and (found is None or done < max(marks)):
+        sampler.set_epoch(epoch)
+        for step in range(min(sampler.steps, log["steps"] - done)):
+            batch = sampler.global_batch(step)
+            chain, done = chain_step(chain, batch), done + 1
+            if found is None and bool((batch == sample).any()):
+                found = {"step": done, "epoch": epoch, "checkpoint": None}
+            if done in marks and marks[done] != chain.hex():
+                raise ValueError(f"the data-order log of {r.path} does not follow its sampler settings at step {done}")
+        epoch += 1
+    if found is not None:
+        saved = []
+        for manifest in (r.path / "checkpoint_model").glob("*/manifest.json"):
+            steps = (json.loads(manifest.read_text()).get("meta") or {}).get("data_order", {}).get("steps")
+            if steps is not None and steps >= found["step"]:
+                saved.append((steps, manifest.parent.name))
+        found["checkpoint"] = min(saved)[1] if saved else None
+    return found
+
+
 def plot_curves(cmp: Comparison, path: Path) -> None:
     """Both runs' loss: per mark step where both have data-order marks, else per epoch."""
     import matplotlib
@@ -237,11 +280,16 @@ def plot_curves(cmp: Comparison, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aitoolbox.compare", description="Compare two experiment folders.")
     parser.add_argument("run_a", type=Path)
-    parser.add_argument("run_b", type=Path)
+    parser.add_argument("run_b", type=Path, nargs="?", help="omitted with --sample")
+    parser.add_argument("--sample", type=int, help="RUN_A only: the first step and checkpoint that trained this sample")
     parser.add_argument("--out", type=Path, default=Path("compare-report"), help="report folder (compare-report)")
     parser.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance for losses and metrics")
     parser.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance for losses and metrics")
     args = parser.parse_args(argv)
+    if args.sample is not None:
+        return _sample(args.run_a, args.sample)
+    if args.run_b is None:
+        parser.error("give two experiment folders (or one with --sample)")
     try:
         cmp = compare(args.run_a, args.run_b, rtol=args.rtol, atol=args.atol)
     except ValueError as err:
@@ -262,3 +310,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _sample(run: Path, sample: int) -> int:
+    try:
+        found = first_trained(run, sample)
+    except ValueError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    if found is None:
+        sys.stdout.write(f"sample {sample} was not trained in {run}\n")
+        return 1
+    where = f"checkpoint {found['checkpoint']}" if found["checkpoint"] else "no checkpoint yet"
+    sys.stdout.write(
+        f"sample {sample} was first trained at step {found['step']} (epoch index {found['epoch']}); first in {where}\n"
+    )
+    return 0
