@@ -12,6 +12,8 @@ draws none), as a user's own checkpoint would.
   accepted with a warning).
 - ``el-whole`` / ``el-from-1`` / ``el-from-2``: an ElasticSampler (global batch 32), resumed from the 1- or 2-process
   snapshot; ``--accumulate`` sets the elastic jobs' grad_accumulation (the stock ones use 1).
+- ``ckpt-el-cut`` / ``ckpt-el-resume`` and ``ckpt-st-cut`` / ``ckpt-st-resume``: the same through TrainLoopCheckpoint
+  (its mid-epoch checkpoint at the cut, ``fit(resume_from=...)``).
 """
 
 from __future__ import annotations
@@ -90,7 +92,61 @@ def build(elastic: bool) -> tuple[TrainLoop, Served]:
     return tl, data
 
 
+def run_checkpointed(job: str, out: Path, args: argparse.Namespace) -> None:
+    """``ckpt-{el,st}-{cut,resume}``: TrainLoopCheckpoint, cut by ``fit(num_iterations=...)`` (its mid-epoch
+    checkpoint) at global step SNAP_STEP, resumed by ``fit(resume_from=<the experiment folder>)``."""
+    from aitoolbox.torchtrain.train_loop import TrainLoopCheckpoint
+
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    kind, phase = job.split("-")[1:]
+    torch.manual_seed(0)
+    data = Served()
+    if kind == "el":
+        sampler = ElasticSampler(data, global_batch_size=GLOBAL_BATCH, seed=7, log_every=2)
+        loader = DataLoader(data, batch_sampler=sampler)
+    else:
+        loader = DataLoader(data, batch_size=GLOBAL_BATCH // 2, shuffle=True)
+    model = TinyClassifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    tl = TrainLoopCheckpoint(
+        model,
+        loader,
+        None,
+        None,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        "elastic",
+        kind,
+        out / "results",
+        {},
+        device="cpu",
+        progress_bar=False,
+    )
+    accumulate = args.accumulate if kind == "el" else 1
+    pointer = out / f"{job[: -len(phase)]}folder.txt"
+    result: dict[str, Any] = {"error": None}
+    if phase == "cut":
+        tl.fit(num_iterations=SNAP_STEP * accumulate, grad_accumulation=accumulate)
+        if rank == 0:
+            pointer.write_text(str(tl.experiment_dir))
+    else:
+        try:
+            tl.fit(num_epochs=EPOCHS, grad_accumulation=accumulate, resume_from=pointer.read_text())
+        except ResumeMismatchError as err:
+            result["error"] = str(err)
+    result.update(
+        params={k: v.detach().clone() for k, v in tl.model.state_dict().items()},
+        order=tl.state.order_log.state_dict(),
+        folder=str(tl.experiment_dir),
+    )
+    torch.save(result, out / f"{job}-w{world}-r{rank}.pt")
+
+
 def run(job: str, out: Path, args: argparse.Namespace) -> None:
+    if job.startswith("ckpt-"):
+        run_checkpointed(job, out, args)
+        return
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     elastic = job.startswith("el-")

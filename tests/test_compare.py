@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from aitoolbox.compare import compare
+from aitoolbox.compare import compare, first_trained
 from aitoolbox.experiment.result_package.basic_packages import ClassificationResultPackage
 from aitoolbox.loop import ElasticSampler
 from aitoolbox.loop.callbacks import Callback
@@ -106,3 +106,20 @@ def test_two_identical_runs_compare_the_same(runs: dict[str, Path], tmp_path: Pa
         timeout=120,
     )
     assert bad.returncode == 2 and "is not an experiment folder" in bad.stderr
+
+
+def test_the_first_step_and_checkpoint_that_trained_a_sample(runs: dict[str, Path]) -> None:
+    sampler = ElasticSampler(200, global_batch_size=32, seed=5)  # the runs' sampler settings
+    step = next(s for s in range(sampler.steps) if 150 in sampler.global_batch(s).tolist()) + 1
+    found = first_trained(runs["a1"], 150)
+    assert found == {"step": step, "epoch": 0, "checkpoint": "ckpt-e0001-i000000007"}  # epoch 1 end
+    proc = subprocess.run(
+        [sys.executable, "-m", "aitoolbox.compare", str(runs["a1"]), "--sample", "150"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and f"first trained at step {step} (epoch index 0)" in proc.stdout
+    assert first_trained(runs["a1"], 10_000) is None  # not in the data set
+    with pytest.raises(ValueError, match="does not follow its sampler settings"):
+        first_trained(runs["reseeded"], 0)  # its seed changed during the run (the log keeps the last)

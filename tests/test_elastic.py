@@ -10,6 +10,7 @@ uninterrupted one-process run within 1e-6, and the data-order logs are identical
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,9 +46,10 @@ def _run(out: Path, jobs: str, *args: str, nproc: int = 0) -> None:
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("elastic")
     _run(root, "el-whole")  # the one-process reference (and its snapshot)
-    _run(root, "stock-whole,el-whole,el-from-1", nproc=2)  # 1 -> 2 with the same accumulation
-    _run(root, "stock-resume,el-from-2", "--accumulate", "2", nproc=2)  # 2 -> 2, accumulation 1 -> 2
-    _run(root, "el-from-1,el-from-2,stock-across,stock-allowed", "--accumulate", "4")  # 1 -> 1, 2 -> 1
+    _run(root, "stock-whole,el-whole,el-from-1,ckpt-st-cut", nproc=2)  # 1 -> 2 with the same accumulation
+    _run(root, "stock-resume,el-from-2,ckpt-el-cut", "--accumulate", "2", nproc=2)  # 2 -> 2, accumulation 1 -> 2
+    jobs = "el-from-1,el-from-2,stock-across,stock-allowed,ckpt-el-resume,ckpt-st-resume"
+    _run(root, jobs, "--accumulate", "4")  # 1 -> 1, 2 -> 1
     return root
 
 
@@ -101,3 +103,37 @@ def test_an_elastic_checkpoint_resumes_exactly_on_another_world_size(out: Path, 
     counts = Counter(served)
     assert sorted(counts) == list(range(N)), "every sample of the epoch was trained"
     assert set(counts.values()) == {1}, "none twice"
+
+
+def test_the_checkpointing_variant_refuses_a_stock_resume_on_another_world_size(out: Path) -> None:
+    refused = _load(out, "ckpt-st-resume-w1-r0")
+    assert refused["error"] is not None and "processes (world size) 2 -> 1" in refused["error"]
+
+
+def test_the_checkpointing_variant_resumes_an_elastic_run_on_another_world_size(out: Path) -> None:
+    ref, resumed = _load(out, "el-whole-w1-r0"), _load(out, "ckpt-el-resume-w1-r0")
+    assert resumed["error"] is None
+    assert _max_diff(ref, resumed) <= 1e-6
+    assert resumed["order"] == ref["order"]
+    folder = Path(resumed["folder"])
+    cut = [json.loads(m.read_text()) for m in sorted(folder.glob("checkpoint_model/*/manifest.json"))]
+    assert {"steps": 11, "sha256": _chains(11)[-1]} in [m["meta"].get("data_order") for m in cut]
+    log = json.loads((folder / "data_order.json").read_text())
+    # marks every 2 steps: 2-10 written by the 2-process run before its checkpoint, 12-16 by the resumed process
+    assert [m["step"] for m in log["marks"]] == [2, 4, 6, 8, 10, 12, 14, 16]
+    chains = _chains(16)
+    assert all(m["sha256"] == chains[m["step"] - 1] for m in log["marks"])
+    assert log["steps"] == 16 and log["sha256"] == ref["order"]["sha256"]
+
+
+def _chains(steps: int) -> list[str]:
+    """The chain after each step of the worker's elastic order, recomputed here from the sampler settings."""
+    from aitoolbox.loop.elastic import GENESIS, ElasticSampler, chain_step
+
+    sampler, chain, out = ElasticSampler(N, global_batch_size=32, seed=7), GENESIS, []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        for step in range(sampler.steps):
+            chain = chain_step(chain, sampler.global_batch(step))
+            out.append(chain.hex())
+    return out[:steps]

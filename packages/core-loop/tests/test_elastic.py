@@ -131,6 +131,7 @@ def test_dataloader_workers_train_the_same_steps() -> None:
     main.fit(num_epochs=1, grad_accumulation=2)
     workers.fit(num_epochs=1, grad_accumulation=2)
     assert _diff(main, workers) == 0.0
+    assert main.state.order_log.state_dict() == workers.state.order_log.state_dict()
 
 
 def test_an_accumulation_that_does_not_divide_the_global_batch_is_refused_before_training() -> None:
