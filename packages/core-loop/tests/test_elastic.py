@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import struct
 from collections import Counter
 from typing import Any
 
@@ -147,7 +148,8 @@ def test_the_log_is_a_sha256_chain_of_each_steps_global_indices() -> None:
     s = tl.train_loader.batch_sampler
     chain = bytes(32)
     for step in range(s.steps):
-        chain = hashlib.sha256(chain + s.global_batch(step).numpy().astype("<i8").tobytes()).digest()
+        packed = struct.pack(f"<{s.global_batch_size}q", *s.global_batch(step).tolist())  # little-endian int64
+        chain = hashlib.sha256(chain + packed).digest()
     assert tl.state.order_log.marks == [], "marks are kept only for an experiment folder"
     assert tl.state_dict()["data_order"] == {"steps": s.steps, "sha256": chain.hex()}
 

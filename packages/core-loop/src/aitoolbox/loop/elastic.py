@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
+from array import array
 from collections.abc import Iterator, Sized
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 
 from aitoolbox.loop.errors import LoopConfigError
 
-__all__ = ["GENESIS", "DataOrderLog", "ElasticSampler", "chain_step", "elastic_sampler"]
+__all__ = ["GENESIS", "DataOrderLog", "ElasticSampler", "chain_step", "elastic_sampler", "le_int64"]
 
 #: the data-order chain's value before the first step
 GENESIS = bytes(32)
@@ -184,9 +186,17 @@ def elastic_sampler(loader: object) -> ElasticSampler | None:
     return found if isinstance(found, ElasticSampler) else None
 
 
+def le_int64(indices: torch.Tensor) -> bytes:
+    """``indices`` as little-endian int64 bytes (without numpy, which torch does not require)."""
+    packed = array("q", indices.tolist())
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
 def chain_step(chain: bytes, indices: torch.Tensor) -> bytes:
     """The data-order chain after a step over ``indices``: ``sha256(chain || indices as little-endian int64)``."""
-    return hashlib.sha256(chain + indices.numpy().astype("<i8", copy=False).tobytes()).digest()
+    return hashlib.sha256(chain + le_int64(indices)).digest()
 
 
 class DataOrderLog:
@@ -216,7 +226,7 @@ class DataOrderLog:
     def begin_epoch(self, sampler: ElasticSampler, step_in_epoch: int) -> None:
         self.sampler, self.step_in_epoch = sampler, step_in_epoch
         self.every, self.spec = sampler.log_every, sampler.spec()
-        self.order = sampler.epoch_order().numpy().astype("<i8", copy=False).data.cast("B")  # no copy
+        self.order = memoryview(le_int64(sampler.epoch_order()))  # once an epoch
         self.span = 8 * sampler.global_batch_size
 
     def step(self, loss: torch.Tensor) -> None:
