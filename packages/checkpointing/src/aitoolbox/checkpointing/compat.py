@@ -3,6 +3,7 @@ loads (``load_state_dict`` would fail halfway, or worse, succeed with another op
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -10,7 +11,24 @@ import torch
 
 from aitoolbox.checkpointing.errors import CheckpointIncompatibleError
 
-__all__ = ["load_model_state", "load_optimizer_states"]
+__all__ = ["load_model_state", "load_optimizer_states", "without_compile_prefix"]
+
+logger = logging.getLogger(__name__)
+
+_COMPILED = "_orig_mod."  # what torch.compile's wrapper adds to every state-dict key
+
+
+def without_compile_prefix(own: Mapping[str, Any], state: Mapping[str, Any], where: object) -> Mapping[str, Any]:
+    """``state`` with torch.compile's ``_orig_mod.`` taken out of its keys when they all carry it and ``own``'s (the
+    model's) do not: the state dict of a ``torch.compile(model)`` loads into the eager model, with a warning."""
+    if not state or any(_COMPILED in k for k in own) or not all(_COMPILED in k for k in state):
+        return state
+    logger.warning(
+        "%s holds the state of a torch.compile(model) (keys prefixed '_orig_mod.'): loaded into the eager model "
+        "without the prefix (TrainLoop(compile=...) compiles in place and saves the eager names)",
+        where,
+    )
+    return {k.replace(_COMPILED, "", 1): v for k, v in state.items()}
 
 
 def _describe_mismatch(own: Mapping[str, Any], saved: Mapping[str, Any]) -> str | None:
@@ -67,8 +85,12 @@ def load_model_state(
 
     .. versionchanged:: 0.4.1
         ``model`` may be a state dict; ``load``.
+
+    .. versionchanged:: 0.5.1
+        A ``torch.compile(model)``'s state dict (``_orig_mod.`` keys) loads into the eager model, with a warning.
     """
     own = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    state = without_compile_prefix(own, state, f"checkpoint {where}")
     mismatch = _describe_mismatch(own, state)
     if mismatch:
         raise CheckpointIncompatibleError(
