@@ -30,6 +30,7 @@ from aitoolbox.loop.callbacks._dispatch import CallbackHandler
 from aitoolbox.loop.callbacks.base import LoopView
 from aitoolbox.loop.callbacks.progress_bar import ProgressBar
 from aitoolbox.loop.callbacks.progress_log import ProgressLog, is_terminal, visible_progress
+from aitoolbox.loop.compiling import Compiler
 from aitoolbox.loop.elastic import DataOrderLog, elastic_sampler
 from aitoolbox.loop.errors import LoopConfigError
 from aitoolbox.loop.extensions import FitRun
@@ -54,6 +55,7 @@ class Engine(LoopView, Protocol):
     progress_bar: bool | None
     print_callbacks: bool
     loaders: RunLoaders
+    compiler: Compiler | None
 
 
 class EpochRunner:
@@ -99,6 +101,7 @@ class EpochRunner:
         self.prefetch = device.type == "cuda" and loop.prefetch
         self.move = None if device.type == "cpu" or self.prefetch else move_to_device
         self.order: DataOrderLog | None = None  # set per epoch: the data-order log of an ElasticSampler
+        self.compiled_steps = loop.compiler.steps if loop.compiler is not None else None
 
     def start(self, loader: Iterable[Any]) -> tuple[Iterable[Any], int]:
         """The epoch's loader and the batches already done in it: fresh, or continued from a mid-epoch checkpoint."""
@@ -211,7 +214,7 @@ class EpochRunner:
 
     def optimizer_step(self) -> None:
         loop = self.loop
-        scaler = loop.grad_scaler
+        scaler, steps = loop.grad_scaler, self.compiled_steps
         for idx, opt in enumerate(loop.optimizers):
             if self.cb_grad:
                 if scaler is not None:
@@ -219,7 +222,7 @@ class EpochRunner:
                 for call in self.cb_grad:
                     call(idx)
             if scaler is None:
-                opt.step()
+                opt.step() if steps is None else steps[idx]()
             else:
                 scaler.step(opt)
         if scaler is not None:
@@ -262,6 +265,9 @@ def train(loop: Engine, run: FitRun) -> None:
     local_rank = getattr(loop.runtime, "local_rank", None)  # set in a distributed run
     for ext in loop.extensions:
         ext.on_fit_start(loop)
+    compiler = loop.compiler
+    if compiler is not None:  # once, before the runner binds get_loss: in place, after the strategy wrapped
+        compiler.apply(loop.tt_model, loop.optimizers, loop.grad_scaler)
     runner = EpochRunner(loop, loop.strategy.wrapped)
     log = logger.info if loop.is_main_process else logger.debug
     loop.tt_model.train()
@@ -300,6 +306,7 @@ def train(loop: Engine, run: FitRun) -> None:
     handler.call("on_train_end")
     took = time.perf_counter() - start
     why = f" (stopped: {state.stop_reason})" if state.stop_reason else ""
+    why += "" if compiler is None else f"; torch.compile: {compiler.fit_graphs} graph(s) compiled (compiled_graphs)"
     log("training finished: %d epochs, %d iterations in %.1f s%s", state.epochs_done, state.iteration, took, why)
 
 
@@ -330,6 +337,8 @@ def _epoch_end(loop: Engine, mean_loss: float) -> None:
     auto = loop.end_auto_eval
     if loop.validation_loader is not None and (auto if isinstance(auto, bool) else loop.epoch % auto == 0):
         loop.train_history.insert_single_result_into_history("val_loss", loop.evaluate_loss_on_validation_set())
+    if loop.compiler is not None:  # the epoch's new graphs, its evaluation's included
+        loop.train_history.insert_single_result_into_history("compiled_graphs", loop.compiler.new_graphs())
 
 
 def _metrics(loop: Engine) -> str:
@@ -340,7 +349,7 @@ def _metrics(loop: Engine) -> str:
     for name, values in history.items():
         last = values[-1] if values else None
         if name != "loss" and epochs[name][-1:] == [epoch] and isinstance(last, int | float) and last is not True:
-            shown.append(f", {name} {last:.4f}")
+            shown.append(f", {name} {last}" if isinstance(last, int) else f", {name} {last:.4f}")
     return "".join(shown)
 
 

@@ -58,6 +58,7 @@ class LoopOptions(TypedDict, total=False):
     pred_transform_fn: Callable[[list[Any]], Any] | None
     lazy_experiment_save: bool
     print_callbacks: bool
+    compile: bool | dict[str, Any] | None
 
 
 @dataclass

@@ -25,6 +25,7 @@ from aitoolbox.loop._stop import on_preempted, preemption_guard
 from aitoolbox.loop.amp import AmpConfig, resolve_amp
 from aitoolbox.loop.callbacks._dispatch import CallbackHandler, validate_callbacks
 from aitoolbox.loop.callbacks.base import CallableBool, Callback
+from aitoolbox.loop.compiling import make_compiler, take_compiled_model
 from aitoolbox.loop.extensions import FitRun, LoopExtension, after_fit, fit_failed, fit_options
 from aitoolbox.loop.history import TrainingHistory
 from aitoolbox.loop.model import TTModel, as_ttmodel
@@ -79,6 +80,12 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
             raise :class:`~aitoolbox.loop.preemption.Preempted` (exit code 143) after the extensions saved: a
             :class:`~aitoolbox.loop.preemption.Preemption` (grace period, exit code, signals), ``True``/``False``;
             ``None``: on in the checkpointing variants, off here.
+        compile: ``torch.compile`` in place (:mod:`~aitoolbox.loop.compiling`): ``True`` compiles the model with
+            torch's defaults; a dict passes ``mode``, ``backend``, ``dynamic``, ``fullgraph``, ``options`` through
+            and chooses the parts: ``model`` (default True), ``loss`` (``get_loss``), ``optimizer`` (the step, with
+            tensor learning rates), ``blocks`` (submodule names compiled one by one). State-dict names stay the
+            eager ones. A ``torch.compile(model)`` given as the model is unwrapped and compiled in place
+            (``None``, the default, means ``True`` then, else off).
         collate_batch_pred_fn, pred_transform_fn: the original's prediction collation: ``collate(batch_pred, list)``
             adds one batch's ``y_pred`` (and ``y_true``) to the list, ``transform(list)`` joins them (default: CPU
             tensors concatenated). ``print_callbacks``: log the callbacks per hook when ``fit`` starts.
@@ -133,9 +140,12 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
         lazy_experiment_save: bool = False,
         print_callbacks: bool = False,
         strategy: Strategy | str | None = None,
+        compile: bool | dict[str, Any] | None = None,  # the option's name in every peer library
     ) -> None:
+        model, compiling = take_compiled_model(model, compile)
         self.tt_model: TTModel = as_ttmodel(model)
         self.model = model
+        self.compiler = make_compiler(compiling, self.tt_model)
         _checks.check_loaders(train_loader, validation_loader, test_loader)
         self.train_loader, self.validation_loader, self.test_loader = train_loader, validation_loader, test_loader
         self.optimizers = _checks.check_optimizers(optimizer, self.tt_model)
