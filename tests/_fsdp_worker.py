@@ -77,6 +77,7 @@ def build(
     model: nn.Module | None = None,
     amp: Any = None,
     cloud: bool = False,
+    compile: Any = None,  # TrainLoop's option
 ) -> TrainLoop:
     torch.manual_seed(0)
     train = DataLoader(make_classification_data(N_TRAIN, seed=1), batch_size=PER_RANK_BATCH, shuffle=True)
@@ -94,6 +95,7 @@ def build(
             device=DEVICE,
             use_amp=amp or AMP,
             strategy=strategy,
+            compile=compile,
         )
     extra: dict[str, Any] = {}
     if variant is TrainLoopCheckpointEndSave:
@@ -117,6 +119,7 @@ def build(
         use_amp=AMP,
         strategy=strategy,
         iteration_save_freq=5,
+        compile=compile,
         **extra,
     )
 
@@ -200,6 +203,10 @@ def _train(job: str, out: Path) -> None:
         resume = {"resume_from": "latest"} if job == "cloud-resume" else {}
         tl.fit(num_epochs=EPOCHS if resume else EPOCHS - 1, **resume)
         _save(tl, out, job)
+    elif job.endswith("-compile"):  # torch.compile in place, after the strategy wrapped (aot_eager: no C compiler)
+        tl = build(out, job.split("-")[0], job, compile={"backend": "aot_eager", "loss": True, "optimizer": True})
+        tl.fit(num_epochs=EPOCHS)
+        _save(tl, out, job)
     elif job == "resume-preempted":
         tl = build(out, "fsdp2", "preempted")
         tl.fit(num_epochs=EPOCHS, resume_from="latest")
@@ -249,6 +256,7 @@ def _kill(job: str, out: Path) -> None:
 
 def run_job(job: str, out: Path) -> None:
     train = ("ddp", "fsdp2", "ddp-accum", "fsdp2-accum", "fsdp2-bf16", "resume-preempted", "cloud", "cloud-resume")
+    train += ("ddp-compile", "fsdp2-compile")
     jobs = {**dict.fromkeys(train, _train), "preempt": _preempt}
     resumes = ("resume-epoch", "resume-mid", "ddp-resume", "load-other-world", "fsdp2-from-ddp")
     jobs.update(dict.fromkeys(resumes, _resume))

@@ -71,6 +71,7 @@ def cloud_env(s3_server: SeaweedServer, tmp_path_factory: pytest.TempPathFactory
 def out(tmp_path_factory: pytest.TempPathFactory, cloud_env: dict[str, str]) -> Path:
     root = tmp_path_factory.mktemp("fsdp")
     jobs = "ddp,fsdp2,resume-epoch,resume-mid,ddp-resume,fsdp2-from-ddp,ddp-accum,fsdp2-accum,fsdp2-bf16,cloud,errors"
+    jobs += ",ddp-compile,fsdp2-compile"
     _torchrun(root, jobs, env=cloud_env)  # one launch: every job a new TrainLoop in the same process group
     return root
 
@@ -98,6 +99,16 @@ def test_fsdp2_trains_like_ddp(out: Path) -> None:
         assert ddp["history"][name] == pytest.approx(fsdp["history"][name], abs=1e-6)
     # with gradient accumulation (the sync skipped on the first micro-batch) and clipping on sharded gradients
     assert _max_diff(_load(out, "ddp-accum")["model"], _load(out, "fsdp2-accum")["model"]) <= 1e-6
+
+
+@pytest.mark.parametrize("job", ["ddp-compile", "fsdp2-compile"])
+def test_compile_in_place_trains_like_eager_under_each_strategy(out: Path, job: str) -> None:
+    """compile={'loss': True, 'optimizer': True} (backend aot_eager) after DDP / FSDP2 wrapped the model."""
+    eager, compiled = _load(out, "ddp"), _load(out, job)
+    assert set(compiled["model"]) == set(eager["model"]), "the eager state-dict names"
+    assert _max_diff(eager["model"], compiled["model"]) <= 1e-5  # decomposed ops: float rounding only
+    graphs = compiled["history"]["compiled_graphs"]
+    assert graphs[0] >= 1 and graphs[1:] == [0] * (len(graphs) - 1), "no recompile after the first epoch"
 
 
 @pytest.mark.parametrize("job", ["resume-epoch", "resume-mid"])

@@ -158,6 +158,9 @@ def end_save(tl: TrainLoop, ext: EndSave, final_state: dict[str, Any] | None = N
     ]
     if tl.stop_reason:
         notes.append(f"stopped early: {tl.stop_reason}")
+    if tl.compiler is not None:
+        graphs = sum(history.get("compiled_graphs", []))
+        notes.append(f"torch.compile: {graphs} graph(s) compiled over the run (history: `compiled_graphs`)")
     notes += storage_notes(tl, folder.project_name, folder.path.name)
     notes.extend(
         f"**{split} result package failed** ({type(err).__name__}: {err}); the model and history above are saved"
