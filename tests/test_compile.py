@@ -41,6 +41,13 @@ class L2Classifier(TTModel):
         return self(x).argmax(1), y, None
 
 
+@pytest.fixture(autouse=True)
+def fresh_compile_cache() -> None:
+    """torch.compile's caches are per process: without a reset, what a test compiles depends on the tests that ran
+    before it in the same worker (graphs compiled there are reused: 0 new ones)."""
+    torch.compiler.reset()
+
+
 def _loop(model: Any = None, *, variant: Any = TrainLoop, sched: Any = None, **options: Any) -> TrainLoop:
     torch.manual_seed(0)
     model = L2Classifier() if model is None else model
