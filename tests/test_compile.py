@@ -52,9 +52,7 @@ def _loop(model: Any = None, *, variant: Any = TrainLoop, sched: Any = None, **o
     torch.manual_seed(0)
     model = L2Classifier() if model is None else model
     loader = make_classification_loader(100, batch_size=16)  # a ragged last batch of 4
-    opt = torch.optim.SGD(
-        model.parameters() if not hasattr(model, "_orig_mod") else model._orig_mod.parameters(), lr=0.1
-    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # a torch.compile(model)'s are the model's own
     if variant is TrainLoop:
         return TrainLoop(model, loader, loader, None, opt, nn.CrossEntropyLoss(), device="cpu", **options)
     return variant(

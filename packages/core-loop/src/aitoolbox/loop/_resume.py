@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from aitoolbox.loop._loaders import derive_loader
+from aitoolbox.loop.elastic import elastic_sampler
 from aitoolbox.loop.errors import LoopConfigError, ResumeMismatchError
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def data_layout(loader: object) -> dict[str, Any]:
         batches: int | None = len(loader)  # type: ignore[arg-type]
     except TypeError:
         batches = None
-    elastic = getattr(loader, "batch_sampler", None)
+    elastic = elastic_sampler(loader)
     return {
         "batch_size": getattr(loader, "batch_size", None) or getattr(elastic, "global_batch_size", None),
         "dataset_len": length,

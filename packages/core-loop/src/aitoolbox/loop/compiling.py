@@ -83,20 +83,21 @@ def unwrap_compiled(model: object) -> tuple[object, bool]:
     return model, False
 
 
-def _targets(model: nn.Module, root: nn.Module, blocks: tuple[str, ...]) -> list[nn.Module]:
-    """The modules to compile in place: the named blocks, or ``root``; refused early when a name is not a module."""
+def _targets(root: nn.Module, blocks: tuple[str, ...]) -> list[nn.Module]:
+    """The modules to compile in place: ``root``'s named blocks, or ``root``; refused early when a name is not a
+    module."""
     if not blocks:
         return [root]
     found = []
     for name in blocks:
         block: object
         try:
-            block = model.get_submodule(name)
+            block = root.get_submodule(name)
         except AttributeError:
-            block = getattr(model, name, None)
+            block = getattr(root, name, None)
         if not isinstance(block, nn.Module):
             raise LoopConfigError(
-                f"compile['blocks'] names {name!r}, which is {type(block).__name__} on {type(model).__name__}, not "
+                f"compile['blocks'] names {name!r}, which is {type(block).__name__} on {type(root).__name__}, not "
                 "an nn.Module: name submodules (e.g. 'encoder', 'layers.0'), or leave 'blocks' out to compile the "
                 "whole model"
             )
@@ -107,9 +108,9 @@ def _targets(model: nn.Module, root: nn.Module, blocks: tuple[str, ...]) -> list
 class Compiler:
     """Applies a :class:`CompileConfig` to a loop once (when its first fit starts) and counts the graphs."""
 
-    def __init__(self, config: CompileConfig, model: nn.Module, root: nn.Module) -> None:
+    def __init__(self, config: CompileConfig, root: nn.Module) -> None:
         self.config = config
-        self.targets = _targets(model, root, config.blocks) if config.model or config.blocks else []
+        self.targets = _targets(root, config.blocks) if config.model or config.blocks else []
         self.applied = False
         self.steps: list[Callable[[], Any]] | None = None  # compiled optimizer steps, one per optimizer
         self.fit_graphs = 0  # graphs compiled in the current fit
@@ -190,4 +191,4 @@ def make_compiler(compile: object, tt_model: nn.Module) -> Compiler | None:
         return None
     inner = getattr(tt_model, "module", None)  # a ModelWrap compiles the module it wraps
     root = inner if type(tt_model).__name__ == "ModelWrap" and isinstance(inner, nn.Module) else tt_model
-    return Compiler(config, root, root)
+    return Compiler(config, root)

@@ -16,7 +16,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,20 +78,31 @@ def _close(x: Any, y: Any, rtol: float, atol: float) -> bool:
     return abs(x - y) <= atol + rtol * abs(y)
 
 
+def _replay(spec: dict[str, Any], steps: int) -> Iterator[tuple[int, int, Any, bytes]]:
+    """``(step, epoch, global batch, chain after it)`` for the first ``steps`` optimizer steps of an uninterrupted run
+    with sampler ``spec`` (1-based steps).
+
+    Raises:
+        ValueError: torch or aitoolbox-core-loop is not installed (this package depends on neither).
+    """
+    try:
+        from aitoolbox.loop.elastic import GENESIS, ElasticSampler, chain_step
+    except ImportError as err:
+        raise ValueError(f"rebuilding the data order needs torch and aitoolbox-core-loop ({err})") from err
+    sampler, chain, epoch, done = ElasticSampler.from_spec(spec), GENESIS, 0, 0
+    while done < steps:
+        sampler.set_epoch(epoch)
+        for step in range(min(sampler.steps, steps - done)):
+            batch = sampler.global_batch(step)
+            chain, done = chain_step(chain, batch), done + 1
+            yield done, epoch, batch, chain
+        epoch += 1
+
+
 def _chains(spec: dict[str, Any], upto: int) -> list[tuple[str, int]]:
     """The data-order chain and the epoch after each of the first ``upto`` steps of an uninterrupted run with
     sampler ``spec``."""
-    from aitoolbox.loop.elastic import GENESIS, ElasticSampler, chain_step
-
-    sampler, chain, epoch = ElasticSampler.from_spec(spec), GENESIS, 0
-    out: list[tuple[str, int]] = []
-    while len(out) < upto:
-        sampler.set_epoch(epoch)
-        for step in range(min(sampler.steps, upto - len(out))):
-            chain = chain_step(chain, sampler.global_batch(step))
-            out.append((chain.hex(), epoch))
-        epoch += 1
-    return out
+    return [(chain.hex(), epoch) for _, epoch, _, chain in _replay(spec, upto)]
 
 
 def first_order_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
@@ -220,30 +231,19 @@ def first_trained(run: str | Path, sample: int) -> dict[str, Any] | None:
         ValueError: no data-order log, a weighted sampler (its weights are not in the log), or marks that do not
             follow the sampler settings (the settings changed during the run).
     """
-    try:
-        from aitoolbox.loop.elastic import GENESIS, ElasticSampler, chain_step
-    except ImportError as err:
-        raise ValueError(f"rebuilding the data order needs torch and aitoolbox-core-loop ({err})") from err
     r = Run.read(run)
     log = r.data_order
     if not log.get("sampler"):
         raise ValueError(f"{r.path} has no data-order log (kept for a training loader with an ElasticSampler)")
     if log["sampler"]["weighted"]:
         raise ValueError("the run's sampler is weighted: its weights are not in the log, its order cannot be rebuilt")
-    sampler = ElasticSampler.from_spec(log["sampler"])
     marks = {m["step"]: m["sha256"] for m in log.get("marks", [])} | {log["steps"]: log["sha256"]}
-    done, epoch, chain = 0, 0, GENESIS
     found: dict[str, Any] | None = None
-    while done < log["steps"] and (found is None or done < max(marks)):
-        sampler.set_epoch(epoch)
-        for step in range(min(sampler.steps, log["steps"] - done)):
-            batch = sampler.global_batch(step)
-            chain, done = chain_step(chain, batch), done + 1
-            if found is None and bool((batch == sample).any()):
-                found = {"step": done, "epoch": epoch, "checkpoint": None}
-            if done in marks and marks[done] != chain.hex():
-                raise ValueError(f"the data-order log of {r.path} does not follow its sampler settings at step {done}")
-        epoch += 1
+    for done, epoch, batch, chain in _replay(log["sampler"], log["steps"]):  # every mark checked
+        if found is None and bool((batch == sample).any()):
+            found = {"step": done, "epoch": epoch, "checkpoint": None}
+        if done in marks and marks[done] != chain.hex():
+            raise ValueError(f"the data-order log of {r.path} does not follow its sampler settings at step {done}")
     if found is not None:
         saved = []
         for manifest in (r.path / "checkpoint_model").glob("*/manifest.json"):
