@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aitoolbox.experiment.compare import compare, main
+from aitoolbox.experiment.compare import compare, first_trained, main
 
 
 def _folder(
@@ -67,3 +67,9 @@ def test_a_folder_without_a_data_order_log_is_said_so(tmp_path: Path) -> None:
     assert cmp.data_order is None and cmp.same
     assert "no data-order log in B" in cmp.report()
     assert main([str(a), str(tmp_path / "missing")]) == 2
+    with pytest.raises(ValueError, match="has no data-order log"):
+        first_trained(b, 0)
+    assert main([str(b), "--sample", "0"]) == 2  # said on stderr, before anything is recomputed
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a)])  # one folder needs --sample
+    assert exit_info.value.code == 2
