@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -79,9 +80,10 @@ def _slotted(batch: Any) -> list[bool]:
     return [_arena.slot_of(t) is not None for t in _tensors(batch)]
 
 
-def _compare(fast: DataLoader[Any], stock: DataLoader[Any], *, skip: int = 2) -> list[list[bool]]:
-    """Iterates both in step, asserting equal batches; returns, per batch after the first ``skip`` (each worker's
-    first batch sizes its slots), whether each tensor came in a slot (checked while the arena is alive)."""
+def _compare(fast: DataLoader[Any], stock: DataLoader[Any], *, skip: int = 0) -> list[list[bool]]:
+    """Iterates both in step, asserting equal batches; returns, per batch after the first ``skip``, whether each
+    tensor came in a slot (checked while the arena is alive). A new arena's slots are sized from the first batch's
+    samples, so every batch of equal-shaped samples counts; padded ones skip each worker's first batch."""
     seen = []
     for i, (got, expected) in enumerate(zip(fast, stock, strict=True)):
         assert_same(got, expected, f"batch {i}")
@@ -101,7 +103,7 @@ def test_pad_collate_batches_come_in_slots() -> None:
     stock = DataLoader(data.Numbered(64, "sequence"), batch_size=8, num_workers=2, collate_fn=fastcollate.pad_collate)
     fast = fastcollate.slot_loader(stock)
     assert fast.collate_fn is fastcollate.pad_collate
-    seen = _compare(fast, stock)
+    seen = _compare(fast, stock, skip=2)  # a padded batch can be longer than its first sample tells
     assert seen and all(all(flags) for flags in seen), seen
 
 
@@ -125,20 +127,71 @@ def test_kept_batches_are_never_overwritten_and_the_rest_take_the_stock_path(
     for i, (x, y) in enumerate(kept):  # every batch still holds its own samples
         assert torch.equal(y, torch.arange(8 * i, 8 * i + 8))
         assert torch.equal(x, y.float()[:, None].expand(8, 4096))
-    slots = 2 * 2 + _arena.EXTRA_SLOTS
+    slots = 2 * (2 + _arena.EXTRA_SLOTS)
     assert 0 < sum(slotted) <= slots and not all(slotted[-10:])
     assert "every shared slot holds a batch" in capfd.readouterr().err
 
 
-def test_a_freed_batch_frees_its_slot() -> None:
+def test_a_freed_batch_frees_its_slot_and_each_worker_reuses_its_own_slots() -> None:
+    """Batch i comes from worker i % 2; with nothing kept, each worker finds one of its own slots free (mapping
+    another worker's slot costs a page-table fill)."""
     stock = DataLoader(data.Numbered(8 * 60), batch_size=8, num_workers=2)
-    slots = set()
+    share = 2 + _arena.EXTRA_SLOTS
+    used: dict[int, set[int]] = {0: set(), 1: set()}
     for i, (x, _) in enumerate(fastcollate.slot_loader(stock)):
-        if i >= 2:
-            k = _arena.slot_of(x)
-            assert k is not None, f"batch {i} missed a slot although no batch is kept"
-            slots.add(k)
-    assert len(slots) <= 2 * 2 + _arena.EXTRA_SLOTS
+        k = _arena.slot_of(x)
+        assert k is not None, f"batch {i} missed a slot although no batch is kept"
+        used[i % 2].add(k)
+    assert used[0] <= set(range(share)) and used[1] <= set(range(share, 2 * share)), used
+
+
+def _states(arena: _arena.Arena) -> list[int]:
+    return [arena.state.load(k * _arena.STRIDE) for k in range(arena.slots)]
+
+
+def test_the_arena_outlives_its_iterators_until_the_loader_is_freed() -> None:
+    """Epochs without persistent workers (a new iterator, new workers each) keep the loader's arena: same files,
+    slots already sized and mapped, every batch of every epoch in a slot. ``release_slots`` frees it at once; the
+    next epoch makes a new arena as large."""
+    stock = DataLoader(data.Numbered(8 * 12, "dict"), batch_size=8, num_workers=2)
+    fast = fastcollate.slot_loader(stock)
+    arenas = []
+    for _ in range(3):
+        seen = _compare(fast, stock)
+        assert seen and all(all(flags) for flags in seen), seen
+        arenas.append(fast._slot_arena)
+        assert _files() and _states(fast._slot_arena) == [_arena.FREE] * fast._slot_arena.slots
+    assert arenas[0] is arenas[1] is arenas[2]
+    hint = arenas[0].hint
+    fast.release_slots()
+    assert _files() == [] and arenas[0].closed
+    seen = _compare(fast, stock)
+    assert all(all(flags) for flags in seen) and fast._slot_arena is not arenas[0]
+    assert fast._slot_arena.hint == hint
+    del fast
+    gc.collect()
+    assert _files() == []
+
+
+def test_batches_prefetched_by_an_epoch_cut_short_free_their_slots() -> None:
+    """A ``break`` leaves batches claimed by the workers that the main process never receives: once the iterator's
+    workers are gone their slots are free again (not lost for the rest of the run)."""
+    fast = fastcollate.slot_loader(DataLoader(data.Numbered(8 * 40), batch_size=8, num_workers=2))
+    for _ in range(3):
+        it = iter(fast)
+        batch = next(it)
+        assert _arena.slot_of(batch[0]) is not None
+        del batch
+        for _ in range(3000):  # the workers go on with the prefetched batches, which nobody receives
+            if _arena.BUSY in _states(fast._slot_arena):
+                break
+            time.sleep(0.01)
+        assert _arena.BUSY in _states(fast._slot_arena), "no batch was in flight: the test would prove nothing"
+        del it
+        gc.collect()
+        assert _states(fast._slot_arena) == [_arena.FREE] * fast._slot_arena.slots
+    seen = _compare(fast, DataLoader(data.Numbered(8 * 40), batch_size=8, num_workers=2))
+    assert all(all(flags) for flags in seen), seen
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])

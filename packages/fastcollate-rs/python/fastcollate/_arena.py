@@ -20,12 +20,14 @@ from torch.utils.dlpack import from_dlpack
 from fastcollate import _buffers, _native
 from fastcollate._config import in_worker
 
-__all__ = ["Arena", "SlotBatch", "WorkerSlots", "shm_dir", "slot_of", "sweep", "warn_once"]
+__all__ = ["Arena", "Lease", "SlotBatch", "WorkerSlots", "estimate", "shm_dir", "slot_of", "sweep", "warn_once"]
 
-STRIDE = 64  # bytes of the state file per slot (its u32 state first): one cache line each
-FREE, BUSY, COPYING = 0, 1, 2
-# Slots beyond the batches in flight (num_workers x prefetch_factor): the one the training step holds, the
-# previous one still bound to the loop variable, and one whose device copy may still be completing.
+STRIDE = 64  # bytes of the state file per slot: its u32 state, then the pid of the worker that claimed it
+# FREE -> BUSY (a worker claimed it) -> HELD (the main process rebuilt the batch) -> FREE, or COPYING (with CUDA:
+# freed, device copies may still read it) -> FREE. BUSY only lasts while a batch is on its way to the main process.
+FREE, BUSY, COPYING, HELD = 0, 1, 2, 3
+# Slots per worker beyond its batches in flight (prefetch_factor): the one the training step holds, the previous one
+# still bound to the loop variable (or to the last loss's graph), and one whose device copy may still be completing.
 EXTRA_SLOTS = 3
 GROW_BYTES = 1 << 16  # slot files grow in multiples of this
 NAME = "fastcollate-slots"
@@ -62,6 +64,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _worker_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running child of this process (a DataLoader worker still exiting); a pid reused by
+    another process since does not count."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc
+        return _alive(pid)
+    return state not in ("Z", "X") and int(ppid) == os.getpid()
+
+
 def sweep(directory: str | None = None) -> int:
     """Removes the slot files of processes that are gone (a main process killed with SIGKILL cannot remove its
     own); returns how many. Called whenever an arena is created."""
@@ -82,12 +99,23 @@ def sweep(directory: str | None = None) -> int:
 
 
 class Arena:
-    """The main process's slots: a state file (a u32 per slot: FREE, BUSY or COPYING) and one file per slot,
-    all created empty here (workers open them, never create them, so nothing is left once ``close`` unlinks)."""
+    """The main process's slots: a state file (per slot a u32 state and the claiming worker's pid) and one file
+    per slot, all created empty here (workers open them, never create them, so nothing is left once ``close``
+    unlinks).
+
+    A loader keeps its arena across iterators (epochs without persistent workers, evaluation passes): the slots keep
+    their size, and their pages stay allocated and mapped in the main process. Each iterator holds a
+    :class:`Lease`; the arena closes once it is released (the loader is freed or ``release_slots()``) and no lease
+    is left.
+    """
 
     def __init__(self, slots: int, *, pin: bool, hint: int = 0) -> None:
         directory = shm_dir()
-        self.hint = hint  # the bytes a batch took in the loader's previous arena: workers size slots from it
+        self.hint = hint  # the bytes a batch takes (largest seen): workers size new slots from it
+        self.pin = pin
+        self.users = 0  # live leases (iterators using the arena)
+        self.released = False
+        self.closed = False
         sweep(directory)
         self.owner = os.getpid()
         self.slots = slots
@@ -111,11 +139,44 @@ class Arena:
     def spec(self) -> tuple[str, int, int]:
         return self.prefix, self.slots, self.hint
 
+    def lease(self) -> Lease:
+        """A use of the arena by an iterator (slots orphaned by an earlier iterator's workers are freed first)."""
+        if self.users == 0:
+            self.reclaim_orphans()
+        self.users += 1
+        return Lease(self)
+
+    def release(self) -> None:
+        """Close once no iterator uses the arena (now, if none does)."""
+        self.released = True
+        if self.users == 0:
+            self.close()
+
+    def _end_lease(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self.reclaim_orphans()
+            if self.released:
+                self.close()
+
+    def reclaim_orphans(self) -> int:
+        """Frees the slots left BUSY by workers that are gone (a batch prefetched but never received: an epoch cut
+        short, a worker killed); how many. Only called while no iterator uses the arena."""
+        if self.closed:
+            return 0
+        freed = 0
+        for k in range(self.slots):
+            at = k * STRIDE
+            if self.state.load(at) == BUSY and not _worker_alive(self.state.load(at + 4)):
+                freed += self.state.swap_if(at, BUSY, FREE)
+        return freed
+
     def batch(self, k: int, nbytes: int) -> torch.Tensor:
         """The first ``nbytes`` of slot ``k`` as a uint8 tensor; freeing it (and every view of it) frees the slot."""
         if self._pin:
             self._reclaim()
         self.hint = max(self.hint, nbytes)
+        self.state.store(k * STRIDE, HELD)
         seg = self._maps[k]
         if seg is None or seg.nbytes < nbytes:
             seg = self._maps[k] = _native.Segment.open(self._paths[k + 1], nbytes, False)
@@ -151,8 +212,9 @@ class Arena:
 
     def close(self) -> None:
         """Unlinks every file (mappings stay until the last batch using them is freed)."""
-        if os.getpid() != self.owner:
+        if os.getpid() != self.owner or self.closed:
             return
+        self.closed = True
         _arenas.pop(self.prefix, None)
         self._maps = [None] * self.slots  # the mappings now live only as long as the batches using them
         for path in self._paths:
@@ -163,6 +225,20 @@ class Arena:
         self._pinned.clear()
 
 
+class Lease:
+    """An iterator's use of an arena; ``end`` (idempotent) when its workers are shut down or it is freed."""
+
+    __slots__ = ("arena",)
+
+    def __init__(self, arena: Arena) -> None:
+        self.arena: Arena | None = arena
+
+    def end(self) -> None:
+        arena, self.arena = self.arena, None
+        if arena is not None and os.getpid() == arena.owner:
+            arena._end_lease()
+
+
 class WorkerSlots:
     """A worker's view of the arena: claims a free slot, grows it to the largest batch seen, collates into it."""
 
@@ -170,26 +246,35 @@ class WorkerSlots:
         self.prefix, self.slots, self.want = spec
         self.state = _native.Segment.open(f"{self.prefix}.state", 0, False)
         self.maps: list[tuple[Any, torch.Tensor] | None] = [None] * self.slots
-        self.next = 0
         self.disabled = False
+        self.pid = os.getpid()
+        self.order = claim_order(self.slots)
 
     def claim(self) -> int | None:
-        for i in range(self.slots):
-            k = (self.next + i) % self.slots
+        """The first free slot in this worker's order (its own slots, lowest first, then the others): a worker
+        keeps reusing the few slots it has mapped; mapping another one costs ~1 us per 4 KiB page on a VM."""
+        for k in self.order:
             if self.state.swap_if(k * STRIDE, FREE, BUSY):
-                self.next = k + 1
+                self.state.store(k * STRIDE + 4, self.pid)
                 return k
         return None
 
     def base(self, k: int) -> torch.Tensor:
+        """Slot ``k``, grown to at least ``want`` bytes, mapped with its page tables filled in one call (a slot kept
+        from an earlier epoch has its pages already; a fresh one gets them here): no page fault per 4 KiB while the
+        batch is written."""
         mapped = self.maps[k]
         if mapped is None or mapped[0].nbytes < self.want:
             size = -(-self.want // GROW_BYTES) * GROW_BYTES
             seg = _native.Segment.open(f"{self.prefix}.{k}", size, False)
+            if seg.nbytes:
+                _native.prefault((seg.address, seg.nbytes))
             mapped = self.maps[k] = (seg, from_dlpack(seg.dlpack(seg.nbytes)))
         return mapped[1]
 
     def collate(self, inner: Callable[[Any], Any], batch: Any) -> Any:
+        if self.want == 0:  # the arena's first batch: sized from its samples, not by a stock-path batch
+            self.want = estimate(batch)
         k = self.claim()
         if k is None:
             warn_once(
@@ -218,6 +303,43 @@ class WorkerSlots:
             self.state.store(k * STRIDE, FREE)
             return out
         return SlotBatch(self.prefix, k, alloc.offset, base.data_ptr(), out)
+
+
+def claim_order(slots: int) -> list[int]:
+    """The order in which this DataLoader worker tries the slots: its own share (``slots // num_workers`` of them,
+    at ``id x share``) first, then the rest."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    if info is None or info.num_workers <= 0:
+        return list(range(slots))
+    share = slots // info.num_workers
+    own = list(range(info.id * share, (info.id + 1) * share)) if share else []
+    return own + [k for k in range(slots) if k not in own]
+
+
+def _leaf_bytes(value: Any, n: int) -> int:
+    """Bytes that ``n`` samples shaped like ``value`` take once collated (0 where that is not known)."""
+    if isinstance(value, torch.Tensor):
+        return -(-value.nbytes * n // 64) * 64
+    if isinstance(value, (bool, int, float)):
+        return -(-8 * n // 64) * 64
+    if isinstance(value, (str, bytes)):
+        return 0
+    if isinstance(value, dict):
+        return sum(_leaf_bytes(v, n) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_leaf_bytes(v, n) for v in value)
+    nbytes = getattr(value, "nbytes", None)  # a numpy array or scalar (numpy is not imported for this)
+    return -(-nbytes * n // 64) * 64 if isinstance(nbytes, int) and hasattr(value, "__array_interface__") else 0
+
+
+def estimate(batch: Any) -> int:
+    """The bytes a batch of ``batch`` (a list of samples) takes once collated, from its first sample: what a new
+    arena's slots are sized to. A batch that turns out larger (e.g. padded sequences) grows them."""
+    if not isinstance(batch, (list, tuple)) or not batch:
+        return 0
+    return _leaf_bytes(batch[0], len(batch))
 
 
 def _no_room(err: OSError, want: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from torch.utils.data import DataLoader, default_collate
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
-from fastcollate._arena import EXTRA_SLOTS, Arena, Spec, WorkerSlots, warn_once
+from fastcollate._arena import EXTRA_SLOTS, Arena, Lease, Spec, WorkerSlots, warn_once
 from fastcollate._config import in_worker
 from fastcollate.errors import CollateError
 
@@ -67,52 +67,81 @@ def lenient_collate(batch: Any) -> Any:
 
 
 class SlotDataLoader(DataLoader):  # type: ignore[type-arg]
-    """A DataLoader whose multi-process iterators each get an arena of shared slots (see ``slot_loader``)."""
+    """A DataLoader whose multi-process iterators share one arena of shared slots (see ``slot_loader``), kept from
+    one iterator to the next until the loader is freed or :meth:`release_slots` is called."""
+
+    _slot_arena: Arena | None = None
+    _slot_finalizer: weakref.finalize[Any, Any]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_slot_arena"] = None  # this process's files and mappings
+        state.pop("_slot_finalizer", None)
         return state
+
+    def release_slots(self) -> None:
+        """Frees the slot arena (its files in /dev/shm and the memory behind them) once no iterator uses it; the
+        next iterator makes a new one, sized as this one was. Called when the loader is freed and at exit."""
+        arena = self._slot_arena
+        if arena is not None:
+            arena.release()
+
+    def _arena(self, slots: int) -> Arena | None:
+        """The loader's arena: the one kept from earlier iterators when it still fits, else a new one."""
+        pin = self.pin_memory
+        arena = self._slot_arena
+        if arena is not None and not arena.released and arena.slots >= slots and arena.pin == pin:
+            return arena
+        hint = 0
+        if arena is not None:
+            hint = arena.hint
+            arena.release()
+            self._slot_finalizer.detach()
+        try:
+            arena = Arena(slots, pin=pin, hint=hint)
+        except OSError as err:
+            object.__setattr__(self, "_slot_arena", None)
+            warn_once("arena", f"fastcollate: cannot create the slot arena ({err}); batches take the usual path")
+            return None
+        object.__setattr__(self, "_slot_arena", arena)
+        object.__setattr__(self, "_slot_finalizer", weakref.finalize(self, arena.release))  # loader freed, or exit
+        return arena
 
     def _get_iterator(self) -> Any:
         if self.num_workers == 0:
             return super()._get_iterator()
-        slots = self.num_workers * (self.prefetch_factor or 2) + EXTRA_SLOTS
-        previous = getattr(self, "_slot_arena", None)
-        try:
-            arena = Arena(slots, pin=self.pin_memory, hint=previous.hint if previous is not None else 0)
-        except OSError as err:
-            warn_once("arena", f"fastcollate: cannot create the slot arena ({err}); batches take the usual path")
+        arena = self._arena(self.num_workers * ((self.prefetch_factor or 2) + EXTRA_SLOTS))
+        if arena is None:
             return super()._get_iterator()
+        lease = arena.lease()
         plain = self.collate_fn
         object.__setattr__(self, "collate_fn", SlotCollate(plain, arena.spec))
         try:
             self.check_worker_number_rationality()
             iterator = _SlotIterator(self)
         except BaseException:
-            arena.close()
+            lease.end()
             raise
         finally:
             object.__setattr__(self, "collate_fn", plain)
-        iterator._slot_arena = arena
-        weakref.finalize(iterator, arena.close)  # an iterator still alive at exit
-        object.__setattr__(self, "_slot_arena", arena)
+        iterator._slot_lease = lease
+        weakref.finalize(iterator, lease.end)  # an iterator still alive at exit
         return iterator
 
 
 class _SlotIterator(_MultiProcessingDataLoaderIter):
-    """torch's multi-process iterator, closing its arena once its workers are shut down (at the end of an epoch
-    without persistent workers, on an error, or when it is freed, whether by reference counting or by the cyclic
-    garbage collector)."""
+    """torch's multi-process iterator, ending its lease on the arena once its workers are shut down (at the end of
+    an epoch without persistent workers, on an error, or when it is freed, whether by reference counting or by the
+    cyclic garbage collector)."""
 
-    _slot_arena: Arena | None = None
+    _slot_lease: Lease | None = None
 
     def _shutdown_workers(self) -> None:
         try:
             super()._shutdown_workers()
         finally:
-            if self._slot_arena is not None:
-                self._slot_arena.close()
+            if self._slot_lease is not None:
+                self._slot_lease.end()
 
 
 def slot_loader(loader: DataLoader, *, collate_fn: Callable[[Any], Any] | None = None) -> SlotDataLoader:  # type: ignore[type-arg]
