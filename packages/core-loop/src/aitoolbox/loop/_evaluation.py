@@ -203,7 +203,7 @@ def evaluate_named(loop: Any, name: str) -> float:
     """The batch-size weighted loss over ``loop``'s loader ``name`` (this rank's share, reduced, when sharded)."""
     start_rank(loop)
     loader, sharded = loop.loaders.evaluation(name, _given(loop, name))
-    with loop.strategy.evaluating():
+    with loop.loaders.using(), loop.strategy.evaluating():
         total, count = evaluate_loss_sum(loop.tt_model, loader, loop.criterion, loop.device, loop.amp)
     if sharded:
         total, count = loop.runtime.sum([total, count])
@@ -233,7 +233,7 @@ def predict_named(loop: Any, name: str, execute_callbacks: bool = False) -> tupl
                 call(y_pred, y_true, metadata, info)
 
     collate, transform = loop.collate_batch_pred_fn, loop.pred_transform_fn
-    with loop.strategy.evaluating():
+    with loop.loaders.using(), loop.strategy.evaluating():
         out = predict(loop.tt_model, loader, loop.device, loop.amp, on_batch, collate, transform)
     if sharded:
         out = loop.runtime.gather_predictions(out, len(_given(loop, name).dataset))

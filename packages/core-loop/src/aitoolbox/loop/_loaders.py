@@ -7,10 +7,12 @@ prefetch_factor, worker_init_fn, generator, timeout, multiprocessing context...)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import logging
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aitoolbox.loop.elastic import elastic_sampler
@@ -95,6 +97,22 @@ def with_fast_collate(loader: Iterable[Any]) -> Iterable[Any]:
     return derive_loader(loader, collate_fn=lenient_fast_collate)
 
 
+def _shut_down(cache: dict[str, tuple[Any, Any, bool]]) -> None:
+    """Shuts down the persistent workers of the loaders the loop derived, and releases their slots.
+
+    Called when the loop is freed, through a weak reference: the cache (so the derived loaders and their iterators)
+    stays reachable until then. Left to the cyclic collector with the loop, torch's iterator would find its index
+    queues already finalized, its shutdown message never sent, and wait 5 s per worker before terminating it.
+    """
+    for original, derived, _ in cache.values():
+        if derived is not original and getattr(derived, "_iterator", None) is not None:
+            object.__setattr__(derived, "_iterator", None)  # freed now by reference counting: a clean shutdown
+        release = getattr(derived, "release_slots", None)
+        if release is not None:
+            release()
+    cache.clear()
+
+
 class RunLoaders:
     """The loaders a fit iterates for the user's: derived once per user loader (again when it is replaced).
 
@@ -109,18 +127,47 @@ class RunLoaders:
         self.sampler_seed = 0
         self.accumulation = 1  # micro-batches per optimizer step: an ElasticSampler's share depends on it
         self._cache: dict[str, tuple[Any, Any, bool]] = {}
+        self._using = 0  # nested uses (a fit, an evaluation outside a fit)
+        weakref.finalize(self, _shut_down, self._cache)  # the loop freed (often by the cyclic collector), or exit
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[None]:
+        """A fit or an evaluation outside one: when the outermost ends, the derived loaders' shared-memory slots
+        (fastcollate) are released. Within it they are kept from epoch to epoch and across the switch between
+        training and evaluation, sized and mapped, whether the workers are persistent or not."""
+        self._using += 1
+        try:
+            yield
+        finally:
+            self._using -= 1
+            if self._using == 0:
+                self.release()
+
+    def release(self) -> None:
+        """Frees the shared-memory slots of every derived loader now (a later epoch makes them again)."""
+        for _, derived, _ in self._cache.values():
+            release = getattr(derived, "release_slots", None)
+            if release is not None:
+                release()
 
     def reset(self, runtime: Runtime | None = None, sampler_seed: int | None = None) -> None:
         """Forget every derived loader (the runtime or the training shuffling changed)."""
         self.runtime = runtime or self.runtime
         self.sampler_seed = self.sampler_seed if sampler_seed is None else sampler_seed
+        self.release()
         self._cache.clear()
 
     def set_accumulation(self, accumulation: int) -> None:
         """The fit's ``grad_accumulation`` (an elastic training loader is derived again when it changes)."""
         if accumulation != self.accumulation:
             self.accumulation = accumulation
-            self._cache.pop("train_loader", None)
+            self._forget("train_loader")
+
+    def _forget(self, key: str) -> None:
+        cached = self._cache.pop(key, None)
+        release = getattr(cached[1], "release_slots", None) if cached is not None else None
+        if release is not None:
+            release()
 
     def train(self, loader: Iterable[Any]) -> Iterable[Any]:
         return self._get("train_loader", loader)[0]
@@ -134,6 +181,7 @@ class RunLoaders:
         cached = self._cache.get(key)
         if cached is not None and cached[0] is loader:
             return cached[1], cached[2]
+        self._forget(key)  # a loader replaced by another
         derived, sharded = loader, False
         if key == "train_loader":
             elastic = elastic_sampler(loader)

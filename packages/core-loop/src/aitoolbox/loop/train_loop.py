@@ -292,6 +292,11 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
             )
             return self.model
         _distributed.start_rank(self)
+        with self.loaders.using():  # the loaders' shared-memory slots live until the fit's end
+            self._fit(run)
+        return self.model
+
+    def _fit(self, run: FitRun) -> None:
         training = False
         with preemption_guard(self), progress_session(self, run):
             try:
@@ -307,7 +312,6 @@ class TrainLoop(EvaluationAPI, OriginalLoopAPI):
                 fit_failed(self, err, training=training)
                 raise
         after_fit(self)
-        return self.model
 
     def state_dict(self) -> dict[str, Any]:
         """The loop's resumable state: position, history, loss accumulators, sampling RNG and GradScaler.
