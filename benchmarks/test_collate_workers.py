@@ -4,8 +4,9 @@ with ``default_collate`` on the same Dataset, whole loader (collation in the wor
 Each candidate epoch is preceded by one stock epoch (interleaved); both loaders keep their workers
 (``persistent_workers``), so an epoch is the steady state. Reported: batches/s and the main process's CPU time per
 batch (``time.process_time``: every thread of the main process; the workers are other processes), as ratios. The
-samples are cached (a)-(e) items, so the loaders are bound by collation and hand-over; ``decode`` spends a few ms of
-work per sample, where neither loader can be faster than its workers. Outputs are checked equal first.
+samples are cached (a)-(e) items, so the loaders are bound by collation and hand-over ((d): a hand-written
+``pad_sequence`` collate_fn against ``pad_collate``); ``decode`` spends a few ms of work per sample, where neither
+loader can be faster than its workers. Outputs are checked equal first.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _collate_workloads import Cycled, assert_equal, samples
+from _collate_workloads import Cycled, assert_equal, python_pad_collate, samples
 from _scale import scaled
 
 WORKERS = 2
-BATCHES = {"a64": 40, "a256": 16, "b": 24, "c": 100, "e": 100, "decode": 12}
+BATCHES = {"a64": 40, "a256": 16, "b": 24, "c": 100, "d": 100, "e": 100, "decode": 12}
 DECODE_BATCH = 32
 
 
@@ -60,6 +61,18 @@ def _loaders(workload: str) -> tuple[DataLoader[Any], DataLoader[Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pin_memory=True without an accelerator
         stock = DataLoader(data, batch_size=batch, num_workers=WORKERS, pin_memory=True, persistent_workers=True)
+    if workload == "d":  # padded sequences: a hand-written pad_sequence collate_fn against pad_collate in slots
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stock = DataLoader(
+                data,
+                batch_size=batch,
+                num_workers=WORKERS,
+                pin_memory=True,
+                persistent_workers=True,
+                collate_fn=python_pad_collate,
+            )
+        return stock, fastcollate.slot_loader(stock, collate_fn=fastcollate.pad_collate)
     return stock, fastcollate.slot_loader(stock)
 
 
@@ -79,7 +92,7 @@ class _Epochs:
         self.wall += time.perf_counter() - wall
 
 
-@pytest.mark.parametrize("workload", ["a64", "a256", "b", "c", "e", "decode"])
+@pytest.mark.parametrize("workload", ["a64", "a256", "b", "c", "d", "e", "decode"])
 def test_slot_loader_against_stock_workers(
     benchmark: Any, interleaved_baseline: Any, report: Any, workload: str
 ) -> None:

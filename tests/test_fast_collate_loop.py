@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -71,17 +73,26 @@ def test_training_batches_ride_in_slots_when_workers_collate(monkeypatch: pytest
     from fastcollate import _arena
 
     seen: list[bool] = []
+    arenas: set[str] = set()
     original = _Wide.forward
 
     def forward(self: _Wide, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             seen.append(_arena.slot_of(x) is not None)
+        arenas.update(_arena._arenas)
         return original(self, x)
 
     monkeypatch.setattr(_Wide, "forward", forward)
-    _train(True, 2)
-    # 6 batches an epoch; each worker's first batch sizes the slots (later epochs' workers start at that size)
-    assert seen == [False, False] + [True] * 10, seen
+    tl, _ = _train(True, 2)
+    # 6 batches an epoch, every one in a slot: the first sized from its samples, later epochs' new workers (not
+    # persistent) reuse the slots of the first
+    assert seen == [True] * 12, seen
+    # one arena for the training loader and one for the validation loader, kept through both epochs and the
+    # switches between training and evaluation, released when the fit ended
+    assert len(arenas) == 2 and not arenas & set(_arena._arenas), arenas
+    assert not [f for f in os.listdir(_arena.shm_dir()) if f.startswith(f"{_arena.NAME}.{os.getpid()}.")]
+    tl.evaluate_loss_on_validation_set()  # outside a fit: slots for the call's duration
+    assert not arenas & set(_arena._arenas) and len(set(_arena._arenas)) == 0
 
     class Mine(DataLoader):  # type: ignore[type-arg]
         pass
@@ -157,3 +168,34 @@ def test_what_default_collate_accepts_trains_with_the_defaults(monkeypatch: pyte
     assert runs[0].train_history["loss"] == runs[1].train_history["loss"]
     for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_persistent_workers_of_a_freed_loop_exit_by_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's derived loader keeps persistent workers. Freed with the loop by the cyclic collector (a TrainLoop
+    holds reference cycles), torch's iterator would find its index queues finalized first: the workers never get
+    the message to stop, and each is terminated after a 5 s wait. The loop shuts them down itself."""
+    import gc
+    import multiprocessing.process
+
+    terminated: list[int | None] = []
+    terminate = multiprocessing.process.BaseProcess.terminate
+
+    def spy(process: multiprocessing.process.BaseProcess) -> None:
+        terminated.append(process.pid)
+        terminate(process)
+
+    torch.manual_seed(0)
+    loader = DataLoader(_Images(64), batch_size=16, num_workers=2, persistent_workers=True)
+    model = _Wide()
+    tl = TrainLoop(model, loader, None, None, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss())
+    tl.fit(num_epochs=1)
+    derived = tl.loaders.train(loader)
+    assert derived is not loader and derived._iterator is not None
+    workers = list(derived._iterator._workers)
+    assert workers and all(w.is_alive() for w in workers)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "terminate", spy)
+    del tl, derived
+    gc.collect()
+    for w in workers:
+        w.join(timeout=120)
+    assert terminated == [] and [w.exitcode for w in workers] == [0] * len(workers)
