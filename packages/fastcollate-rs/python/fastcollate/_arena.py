@@ -140,9 +140,12 @@ class Arena:
         return self.prefix, self.slots, self.hint
 
     def lease(self) -> Lease:
-        """A use of the arena by an iterator (slots orphaned by an earlier iterator's workers are freed first)."""
+        """A use of the arena by an iterator (slots orphaned by an earlier iterator's workers are freed first, and
+        with CUDA, slots whose device copies were queued in the previous epoch are given their event)."""
         if self.users == 0:
             self.reclaim_orphans()
+        if self._pin:
+            self._reclaim()
         self.users += 1
         return Lease(self)
 
